@@ -1,0 +1,176 @@
+//! Command-line syntax, as clap parses it. Nothing outside this module and `config`
+//! sees these types: `config` turns them into validated settings.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3mirror",
+    version,
+    about = "Mirror large file sets into, out of and between S3 buckets",
+    after_help = "SRC and DST are s3://bucket[/prefix] or a local directory. `sync` is the default \
+                  subcommand: `s3mirror SRC DST` is `s3mirror sync SRC DST`.\n\n\
+                  Exit codes: 0 all done, 1 some objects failed, 2 invalid arguments, \
+                  3 the run could not proceed (listing, bucket or credentials)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DST hold every object of SRC (the default subcommand)
+    Sync(SyncArgs),
+}
+
+const SUBCOMMANDS: [&str; 2] = ["sync", "help"];
+
+impl Cli {
+    /// Parses the arguments, inserting `sync` when no subcommand is named.
+    pub fn parse_with_default<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+        let names_subcommand = SUBCOMMANDS.contains(&first)
+            || matches!(first, "-h" | "--help" | "-V" | "--version")
+            || args.len() == 1;
+        if !names_subcommand {
+            args.insert(1, "sync".into());
+        }
+        Self::try_parse_from(args)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompareArg {
+    /// etag between buckets; mtime when a local directory is involved
+    Auto,
+    /// equal size means unchanged
+    Size,
+    /// equal size, and the destination is not older than the source
+    Mtime,
+    /// equal size and equal content hash (hashes local files when sizes match)
+    Etag,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Source: s3://bucket[/prefix] or a local directory
+    pub source: String,
+    /// Destination: s3://bucket[/prefix] or a local directory
+    pub dest: String,
+
+    /// Objects transferred concurrently
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub threads: usize,
+
+    /// Show what would be copied, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// How to decide that an object is unchanged
+    #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
+    pub compare: CompareArg,
+
+    /// Interval between stats lines when stderr is not a terminal (e.g. 10s, 1m)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stats_interval: Duration,
+
+    /// Print only errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print every object copied; twice for debug logs
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Endpoint, region and credentials, for both sides or for each side alone.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// S3 endpoint for both sides (e.g. http://127.0.0.1:3900); implies path-style addressing
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// S3 endpoint of the source
+    #[arg(long, value_name = "URL")]
+    pub source_endpoint_url: Option<String>,
+    /// S3 endpoint of the destination
+    #[arg(long, value_name = "URL")]
+    pub dest_endpoint_url: Option<String>,
+
+    /// Region for both sides
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Region of the source
+    #[arg(long)]
+    pub source_region: Option<String>,
+    /// Region of the destination
+    #[arg(long)]
+    pub dest_region: Option<String>,
+
+    /// Named profile (~/.aws/config) for both sides
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Named profile of the source
+    #[arg(long)]
+    pub source_profile: Option<String>,
+    /// Named profile of the destination
+    #[arg(long)]
+    pub dest_profile: Option<String>,
+
+    /// Use path-style addressing (automatic with a custom endpoint)
+    #[arg(long)]
+    pub force_path_style: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::parse_with_default(std::iter::once("s3mirror").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn sync_is_the_default_subcommand() {
+        for args in [
+            &["a", "b"][..],
+            &["sync", "a", "b"],
+            &["--threads", "4", "a", "b"],
+        ] {
+            let Command::Sync(sync) = parse(args).unwrap().command;
+            assert_eq!(
+                (sync.source.as_str(), sync.dest.as_str()),
+                ("a", "b"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_durations_and_counts() {
+        let Command::Sync(sync) = parse(&["-vv", "--stats-interval", "1m 30s", "a", "b"])
+            .unwrap()
+            .command;
+        assert_eq!(sync.verbose, 2);
+        assert_eq!(sync.stats_interval, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        assert!(parse(&["a"]).is_err());
+        assert!(parse(&["--stats-interval", "soon", "a", "b"]).is_err());
+        assert!(parse(&["--compare", "crc", "a", "b"]).is_err());
+        assert!(parse(&["-q", "-v", "a", "b"]).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! Process exit codes; README.md documents the same table.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Every object is in place (or, in a dry run, would be).
+    Success = 0,
+    /// The run finished but some objects failed; the summary lists them.
+    ObjectsFailed = 1,
+    /// Invalid arguments; nothing was done.
+    Usage = 2,
+    /// The run could not proceed: a listing failed, a bucket or directory is missing,
+    /// or credentials were refused.
+    Fatal = 3,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}

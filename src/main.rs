@@ -1,0 +1,61 @@
+//! The s3mirror binary: parse, set up logging, run, map the result to an exit code.
+
+use s3mirror::cli::{Cli, Command};
+use s3mirror::config::SyncSettings;
+use s3mirror::exit::ExitCode;
+use s3mirror::sync::{self, RunError};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::parse_with_default(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return match err.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::Success
+                }
+                _ => ExitCode::Usage,
+            }
+            .into();
+        }
+    };
+    let Command::Sync(args) = cli.command;
+    init_logging(args.verbose);
+    let settings = match SyncSettings::from_args(args) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("s3mirror: {err}");
+            return ExitCode::Usage.into();
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(sync::run(settings)) {
+        Ok(outcome) if outcome.failed == 0 => ExitCode::Success,
+        Ok(_) => ExitCode::ObjectsFailed,
+        Err(err @ (RunError::Setup(_) | RunError::Listing(_))) => {
+            eprintln!("s3mirror: {err}");
+            ExitCode::Fatal
+        }
+    }
+    .into()
+}
+
+/// Warnings by default, debug with `-vv`; `RUST_LOG` overrides. The SDK's own crates stay
+/// at warn unless asked for, since their debug output is about requests, not objects.
+fn init_logging(verbose: u8) {
+    let default = if verbose >= 2 {
+        "s3mirror=debug,warn"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,200 @@
+//! What to do with one key, decided from the two listings alone (no request per key).
+//!
+//! `decide` is a pure function; the table test below is the specification, and
+//! docs/architecture.md shows the same table for users.
+
+use std::fmt;
+
+use crate::storage::Entry;
+
+/// How to tell that a destination object already holds the source's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareMode {
+    /// `Etag` between buckets, `Mtime` whenever one side is a local directory.
+    Auto,
+    /// Equal sizes are enough.
+    Size,
+    /// Equal sizes, and the destination is not older than the source (to the second).
+    Mtime,
+    /// Equal sizes and equal content hashes (ETag, or a local file's MD5).
+    Etag,
+}
+
+/// Which kinds of storage are on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    LocalToS3,
+    S3ToLocal,
+    S3ToS3,
+    LocalToLocal,
+}
+
+impl Pairing {
+    pub fn new(source_is_s3: bool, dest_is_s3: bool) -> Self {
+        match (source_is_s3, dest_is_s3) {
+            (false, true) => Pairing::LocalToS3,
+            (true, false) => Pairing::S3ToLocal,
+            (true, true) => Pairing::S3ToS3,
+            (false, false) => Pairing::LocalToLocal,
+        }
+    }
+
+    fn dest_is_local(self) -> bool {
+        matches!(self, Pairing::S3ToLocal | Pairing::LocalToLocal)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyReason {
+    Missing,
+    SizeDiffers,
+    SourceNewer,
+    ContentDiffers,
+}
+
+impl fmt::Display for CopyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CopyReason::Missing => "new",
+            CopyReason::SizeDiffers => "size differs",
+            CopyReason::SourceNewer => "source is newer",
+            CopyReason::ContentDiffers => "content differs",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Skip,
+    Copy(CopyReason),
+    /// Sizes match and one side is a local file: hash it and compare with the object's
+    /// ETag before deciding. Done by a worker, never by the planner.
+    CompareContent,
+}
+
+pub fn decide(
+    source: &Entry,
+    dest: Option<&Entry>,
+    mode: CompareMode,
+    pairing: Pairing,
+) -> Decision {
+    if pairing.dest_is_local() && source.key.ends_with('/') && source.size == 0 {
+        // A directory marker object: a local directory needs no file for it.
+        return Decision::Skip;
+    }
+    let Some(dest) = dest else {
+        return Decision::Copy(CopyReason::Missing);
+    };
+    if source.size != dest.size {
+        return Decision::Copy(CopyReason::SizeDiffers);
+    }
+    let by_mtime = || {
+        if dest.mtime_secs() >= source.mtime_secs() {
+            Decision::Skip
+        } else {
+            Decision::Copy(CopyReason::SourceNewer)
+        }
+    };
+    match effective_mode(mode, pairing) {
+        CompareMode::Size => Decision::Skip,
+        CompareMode::Etag => match (&source.etag, &dest.etag) {
+            (Some(s), Some(d)) if s.comparable_with(d) => {
+                if s == d {
+                    Decision::Skip
+                } else {
+                    Decision::Copy(CopyReason::ContentDiffers)
+                }
+            }
+            (Some(tag), None) | (None, Some(tag)) if tag.is_plain_md5() => Decision::CompareContent,
+            // Tags made differently (multipart against single-part, SSE-KMS) say nothing
+            // about content; the copy's time is the remaining evidence.
+            _ => by_mtime(),
+        },
+        CompareMode::Mtime | CompareMode::Auto => by_mtime(),
+    }
+}
+
+fn effective_mode(mode: CompareMode, pairing: Pairing) -> CompareMode {
+    match (mode, pairing) {
+        (CompareMode::Auto, Pairing::S3ToS3) => CompareMode::Etag,
+        (CompareMode::Auto, _) => CompareMode::Mtime,
+        (mode, _) => mode,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::ETag;
+    use std::time::{Duration, UNIX_EPOCH};
+    use CompareMode::*;
+    use CopyReason::*;
+    use Decision::*;
+    use Pairing::*;
+
+    const T: u64 = 1_700_000_000;
+    const MD5_A: &str = "0cc175b9c0f1b6a831c399e269772661";
+    const MD5_B: &str = "92eb5ffee6ae2fec3ad71c777531578f";
+
+    fn e(key: &str, size: u64, secs: u64, etag: Option<&str>) -> Entry {
+        Entry {
+            key: key.into(),
+            size,
+            mtime: UNIX_EPOCH + Duration::from_secs(secs),
+            etag: etag.map(ETag::parse),
+        }
+    }
+
+    /// (case, source, destination, mode, pairing, expected decision)
+    type Row = (
+        &'static str,
+        Entry,
+        Option<Entry>,
+        CompareMode,
+        Pairing,
+        Decision,
+    );
+
+    #[test]
+    fn decision_table() {
+        let multi = format!("{MD5_A}-2");
+        let multi = Some(multi.as_str());
+        let sub_second_older = Entry {
+            mtime: UNIX_EPOCH + Duration::new(T, 900_000_000),
+            ..e("k", 1, 0, None)
+        };
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("missing is copied", e("k", 1, T, None), None, Auto, LocalToS3, Copy(Missing)),
+            ("size differs", e("k", 1, T, None), Some(e("k", 2, T + 9, Some(MD5_A))), Auto, LocalToS3, Copy(SizeDiffers)),
+            ("upload: object newer, same size", e("k", 1, T, None), Some(e("k", 1, T + 5, Some(MD5_A))), Auto, LocalToS3, Skip),
+            ("upload: same second", e("k", 1, T, None), Some(e("k", 1, T, Some(MD5_A))), Auto, LocalToS3, Skip),
+            ("upload: file newer", e("k", 1, T + 1, None), Some(e("k", 1, T, Some(MD5_A))), Auto, LocalToS3, Copy(SourceNewer)),
+            ("upload: sub-second mtime vs whole-second LastModified", sub_second_older.clone(), Some(e("k", 1, T, Some(MD5_A))), Auto, LocalToS3, Skip),
+            ("download: file has the object's time", e("k", 1, T, Some(MD5_A)), Some(e("k", 1, T, None)), Auto, S3ToLocal, Skip),
+            ("download: object newer", e("k", 1, T + 3, Some(MD5_A)), Some(e("k", 1, T, None)), Auto, S3ToLocal, Copy(SourceNewer)),
+            ("bucket: same etag, older copy", e("k", 1, T + 9, Some(MD5_A)), Some(e("k", 1, T, Some(MD5_A))), Auto, S3ToS3, Skip),
+            ("bucket: etag differs, newer copy", e("k", 1, T, Some(MD5_A)), Some(e("k", 1, T + 9, Some(MD5_B))), Auto, S3ToS3, Copy(ContentDiffers)),
+            ("bucket: multipart vs single falls back to time", e("k", 1, T, multi), Some(e("k", 1, T + 1, Some(MD5_B))), Auto, S3ToS3, Skip),
+            ("bucket: multipart vs single, source newer", e("k", 1, T + 1, multi), Some(e("k", 1, T, Some(MD5_B))), Auto, S3ToS3, Copy(SourceNewer)),
+            ("local: same time", e("k", 1, T, None), Some(e("k", 1, T, None)), Auto, LocalToLocal, Skip),
+            ("local: source newer", e("k", 1, T + 1, None), Some(e("k", 1, T, None)), Auto, LocalToLocal, Copy(SourceNewer)),
+            ("size mode ignores time", e("k", 1, T + 100, None), Some(e("k", 1, T, Some(MD5_A))), Size, LocalToS3, Skip),
+            ("size mode still copies on size", e("k", 1, T, None), Some(e("k", 3, T, None)), Size, LocalToLocal, Copy(SizeDiffers)),
+            ("mtime mode between buckets", e("k", 1, T + 1, Some(MD5_A)), Some(e("k", 1, T, Some(MD5_A))), Mtime, S3ToS3, Copy(SourceNewer)),
+            ("etag mode: local file needs hashing", e("k", 1, T, None), Some(e("k", 1, T + 9, Some(MD5_A))), Etag, LocalToS3, CompareContent),
+            ("etag mode: download needs hashing", e("k", 1, T + 9, Some(MD5_A)), Some(e("k", 1, T, None)), Etag, S3ToLocal, CompareContent),
+            ("etag mode: multipart remote falls back to time", e("k", 1, T, None), Some(e("k", 1, T + 1, multi)), Etag, LocalToS3, Skip),
+            ("etag mode: two local files fall back to time", e("k", 1, T + 1, None), Some(e("k", 1, T, None)), Etag, LocalToLocal, Copy(SourceNewer)),
+            ("directory marker into a directory", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
+            ("directory marker between buckets", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToS3, Copy(Missing)),
+        ];
+        for (name, source, dest, mode, pairing, want) in table {
+            assert_eq!(
+                decide(&source, dest.as_ref(), mode, pairing),
+                want,
+                "{name}"
+            );
+        }
+    }
+}

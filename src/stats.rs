@@ -1,0 +1,202 @@
+//! Counters the engine updates and the UI reads; nothing here prints.
+//!
+//! Invariant: memory is constant in the number of objects; only the first
+//! `KEPT_FAILURES` failures keep their key and message, the rest are counted.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::storage::s3::requests::RequestCounts;
+
+pub const KEPT_FAILURES: usize = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    source_listed: AtomicU64,
+    dest_listed: AtomicU64,
+    /// Objects (and their bytes) handed to the workers.
+    planned: AtomicU64,
+    planned_bytes: AtomicU64,
+    /// Planned objects the workers have finished with, whatever the outcome.
+    done: AtomicU64,
+    done_bytes: AtomicU64,
+    copied: AtomicU64,
+    copied_bytes: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    listing_complete: AtomicBool,
+    failures: Mutex<Vec<Failure>>,
+    requests: Arc<RequestCounts>,
+}
+
+/// A consistent-enough copy of the counters for display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub elapsed: Duration,
+    pub source_listed: u64,
+    pub dest_listed: u64,
+    pub planned: u64,
+    pub planned_bytes: u64,
+    pub done: u64,
+    pub done_bytes: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub listing_complete: bool,
+    pub requests: Vec<(&'static str, u64)>,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn new(requests: Arc<RequestCounts>) -> Self {
+        Self {
+            started: Instant::now(),
+            source_listed: AtomicU64::new(0),
+            dest_listed: AtomicU64::new(0),
+            planned: AtomicU64::new(0),
+            planned_bytes: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            done_bytes: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            listing_complete: AtomicBool::new(false),
+            failures: Mutex::new(Vec::new()),
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> &RequestCounts {
+        &self.requests
+    }
+
+    pub fn source_listed(&self) {
+        bump(&self.source_listed, 1);
+    }
+
+    pub fn dest_listed(&self) {
+        bump(&self.dest_listed, 1);
+    }
+
+    pub fn planned(&self, bytes: u64) {
+        bump(&self.planned, 1);
+        bump(&self.planned_bytes, bytes);
+    }
+
+    pub fn listing_complete(&self) {
+        self.listing_complete.store(true, Ordering::Relaxed);
+    }
+
+    /// An object the planner found unchanged.
+    pub fn skipped(&self) {
+        bump(&self.skipped, 1);
+    }
+
+    /// A planned object a worker found unchanged after all.
+    pub fn skipped_planned(&self, bytes: u64) {
+        self.finish_planned(bytes);
+        self.skipped();
+    }
+
+    pub fn copied(&self, bytes: u64) {
+        self.finish_planned(bytes);
+        bump(&self.copied, 1);
+        bump(&self.copied_bytes, bytes);
+    }
+
+    pub fn failed_planned(&self, bytes: u64, failure: Failure) {
+        self.finish_planned(bytes);
+        self.failed(failure);
+    }
+
+    /// A failure outside a planned transfer, such as an unreadable file in a listing.
+    pub fn failed(&self, failure: Failure) {
+        bump(&self.failed, 1);
+        let mut kept = self.failures.lock().expect("failures lock");
+        if kept.len() < KEPT_FAILURES {
+            kept.push(failure);
+        }
+    }
+
+    fn finish_planned(&self, bytes: u64) {
+        bump(&self.done, 1);
+        bump(&self.done_bytes, bytes);
+    }
+
+    pub fn failures(&self) -> Vec<Failure> {
+        self.failures.lock().expect("failures lock").clone()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            elapsed: self.started.elapsed(),
+            source_listed: get(&self.source_listed),
+            dest_listed: get(&self.dest_listed),
+            planned: get(&self.planned),
+            planned_bytes: get(&self.planned_bytes),
+            done: get(&self.done),
+            done_bytes: get(&self.done_bytes),
+            copied: get(&self.copied),
+            copied_bytes: get(&self.copied_bytes),
+            skipped: get(&self.skipped),
+            failed: get(&self.failed),
+            listing_complete: self.listing_complete.load(Ordering::Relaxed),
+            requests: self.requests.snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_bounded_number_of_failures_but_counts_all() {
+        let stats = Stats::new(Arc::default());
+        for i in 0..KEPT_FAILURES + 5 {
+            stats.failed(Failure {
+                key: i.to_string(),
+                message: "boom".into(),
+            });
+        }
+        assert_eq!(stats.snapshot().failed, (KEPT_FAILURES + 5) as u64);
+        assert_eq!(stats.failures().len(), KEPT_FAILURES);
+    }
+
+    #[test]
+    fn planned_work_is_done_whatever_its_outcome() {
+        let stats = Stats::new(Arc::default());
+        for _ in 0..3 {
+            stats.planned(10);
+        }
+        stats.copied(10);
+        stats.skipped_planned(10);
+        stats.failed_planned(
+            10,
+            Failure {
+                key: "k".into(),
+                message: "m".into(),
+            },
+        );
+        let snap = stats.snapshot();
+        assert_eq!((snap.planned, snap.done, snap.done_bytes), (3, 3, 30));
+        assert_eq!(
+            (snap.copied, snap.copied_bytes, snap.skipped, snap.failed),
+            (1, 10, 1, 1)
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Local-directory side of a mirror: a sorted walk for listing, and writes that never
+//! leave a partial file under its final name.
+
+mod hash;
+mod walk;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+use crate::storage::Listing;
+
+pub use hash::md5_file;
+
+/// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
+/// crash is neither uploaded nor mistaken for a finished file.
+pub const TEMP_PREFIX: &str = ".s3mirror-tmp-";
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn describe(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+
+    pub fn list(&self) -> Listing {
+        let (tx, listing) = Listing::channel();
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || walk::walk(&root, &tx));
+        listing
+    }
+
+    /// The path a key maps to, refusing keys that would escape the root or that no
+    /// file system can hold.
+    pub fn path_for(&self, key: &str) -> Result<PathBuf, &'static str> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+/// Longest file name (one path component) Linux file systems accept, in bytes.
+const NAME_MAX: usize = 255;
+
+fn validate_key(key: &str) -> Result<(), &'static str> {
+    if key.contains('\0') {
+        return Err("the key contains a NUL byte, which no local file name can hold");
+    }
+    if key.starts_with('/') {
+        return Err("the key starts with '/', so it has no local file name");
+    }
+    for component in key.split('/') {
+        match component {
+            "" => return Err("the key has an empty path segment ('//' or a trailing '/')"),
+            "." | ".." => return Err(
+                "the key has a '.' or '..' segment, which would leave the destination directory",
+            ),
+            c if c.len() > NAME_MAX => {
+                return Err("a segment of the key is longer than 255 bytes, the file name limit")
+            }
+            c if c.starts_with(TEMP_PREFIX) => {
+                return Err("the key's name is reserved for s3mirror's temporary files")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_cannot_be_file_names_are_refused() {
+        let store = LocalStore::new(PathBuf::from("/dst"));
+        assert_eq!(
+            store.path_for("a/b c/ü").unwrap(),
+            PathBuf::from("/dst/a/b c/ü")
+        );
+        let long = "x".repeat(256);
+        for key in [
+            "../etc/passwd",
+            "a/../../b",
+            "./a",
+            "/abs",
+            "a//b",
+            "dir/",
+            "nul\0",
+            long.as_str(),
+        ] {
+            assert!(store.path_for(key).is_err(), "{key:?} accepted");
+        }
+    }
+}

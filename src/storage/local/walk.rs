@@ -1,0 +1,225 @@
+//! A depth-first walk of a directory tree that yields files in S3 key order.
+//!
+//! S3 lists keys in UTF-8 byte order of the whole key, so within one directory a
+//! subdirectory `a` must sort as `a/`: after `a.b` and `a-b`, whose next byte is lower
+//! than `/`. Each directory is read and sorted on its own; only the directories on
+//! the current path are held, so memory grows with depth and directory width, never
+//! with the size of the tree.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use super::TEMP_PREFIX;
+use crate::storage::{Entry, ListError, ListItem};
+
+/// One name in a directory, with `/` appended for directories (the S3 sort key).
+struct Child {
+    component: String,
+    is_dir: bool,
+}
+
+struct Frame {
+    dir: PathBuf,
+    /// Key prefix of this directory: empty at the root, else ending with `/`.
+    prefix: String,
+    children: std::vec::IntoIter<Child>,
+    /// (device, inode) of this directory, to stop at symlink loops.
+    id: (u64, u64),
+}
+
+/// Names that cannot be keys, found while reading a directory.
+type Unlistable = Vec<ListError>;
+
+/// Walks `root` and sends every regular file as an entry; blocking, so run it on a
+/// blocking thread. Stops early when the receiver goes away.
+pub fn walk(root: &Path, tx: &mpsc::Sender<ListItem>) {
+    let root_meta = match fs::metadata(root) {
+        Ok(meta) => meta,
+        // A destination that does not exist yet (as in a dry run) is empty.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(err) => {
+            let _ = tx.blocking_send(Err(ListError::Fatal(format!("{}: {err}", root.display()))));
+            return;
+        }
+    };
+    let mut on_path: HashSet<(u64, u64)> = HashSet::new();
+    let mut stack = Vec::new();
+    match open_frame(root.to_path_buf(), String::new(), &root_meta) {
+        Ok((frame, unlistable)) => {
+            on_path.insert(frame.id);
+            stack.push(frame);
+            if !unlistable.into_iter().all(|err| send(tx, Err(err))) {
+                return;
+            }
+        }
+        Err(err) => {
+            let _ = tx.blocking_send(Err(ListError::Fatal(format!("{}: {err}", root.display()))));
+            return;
+        }
+    }
+
+    while let Some(frame) = stack.last_mut() {
+        let Some(child) = frame.children.next() else {
+            let done = stack.pop().expect("frame on the stack");
+            on_path.remove(&done.id);
+            continue;
+        };
+        let key = format!("{}{}", frame.prefix, child.component);
+        let name = child.component.trim_end_matches('/');
+        let path = frame.dir.join(name);
+        let meta = match fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(err) => {
+                if !send(tx, Err(entry_error(&path, err))) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let item = if child.is_dir {
+            if meta.is_dir() {
+                match open_frame(path.clone(), key, &meta) {
+                    Ok((next, _)) if on_path.contains(&next.id) => {
+                        tracing::warn!("{}: symbolic link loop, not followed", path.display());
+                        continue;
+                    }
+                    Ok((next, unlistable)) => {
+                        on_path.insert(next.id);
+                        stack.push(next);
+                        if !unlistable.into_iter().all(|err| send(tx, Err(err))) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(err) => Err(entry_error(&path, err)),
+                }
+            } else {
+                continue;
+            }
+        } else if meta.is_file() {
+            Ok(Entry {
+                key,
+                size: meta.len(),
+                mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                etag: None,
+            })
+        } else {
+            tracing::warn!("{}: not a regular file, skipped", path.display());
+            continue;
+        };
+        if !send(tx, item) {
+            return;
+        }
+    }
+}
+
+fn send(tx: &mpsc::Sender<ListItem>, item: ListItem) -> bool {
+    tx.blocking_send(item).is_ok()
+}
+
+fn entry_error(path: &Path, err: impl std::fmt::Display) -> ListError {
+    ListError::Entry {
+        path: path.display().to_string(),
+        cause: err.to_string(),
+    }
+}
+
+fn open_frame(
+    dir: PathBuf,
+    prefix: String,
+    meta: &fs::Metadata,
+) -> std::io::Result<(Frame, Unlistable)> {
+    let (children, unlistable) = read_sorted(&dir)?;
+    let frame = Frame {
+        dir,
+        prefix,
+        children: children.into_iter(),
+        id: (meta.dev(), meta.ino()),
+    };
+    Ok((frame, unlistable))
+}
+
+/// Reads one directory and sorts it by S3 key order. Names that are not UTF-8 cannot be
+/// keys: they are returned as errors for the listing to report, never dropped silently.
+fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
+    let mut children = Vec::new();
+    let mut unlistable = Vec::new();
+    for dirent in fs::read_dir(dir)? {
+        let dirent = dirent?;
+        let Ok(name) = dirent.file_name().into_string() else {
+            let cause = "the file name is not valid UTF-8, so it cannot be an S3 key";
+            unlistable.push(entry_error(&dirent.path(), cause));
+            continue;
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let file_type = dirent.file_type()?;
+        let is_dir = if file_type.is_symlink() {
+            fs::metadata(dirent.path()).is_ok_and(|m| m.is_dir())
+        } else {
+            file_type.is_dir()
+        };
+        let component = if is_dir { format!("{name}/") } else { name };
+        children.push(Child { component, is_dir });
+    }
+    children.sort_unstable_by(|a, b| a.component.as_bytes().cmp(b.component.as_bytes()));
+    Ok((children, unlistable))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(root: &Path) -> Vec<String> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        walk(root, &tx);
+        drop(tx);
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            out.push(item.unwrap().key);
+        }
+        out
+    }
+
+    #[test]
+    fn yields_files_in_s3_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [
+            "a/b", "a.b", "a-b", "a0", "b/c/d", "B", "ü", "u", "a/a/z", "e",
+        ] {
+            let full = dir.path().join(path);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(full, path).unwrap();
+        }
+        fs::create_dir(dir.path().join("empty")).unwrap();
+        let got = keys(dir.path());
+        let mut want = got.clone();
+        want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(got, want);
+        assert_eq!(
+            got,
+            ["B", "a-b", "a.b", "a/a/z", "a/b", "a0", "b/c/d", "e", "u", "ü"]
+        );
+    }
+
+    #[test]
+    fn skips_temporary_files_and_survives_symlink_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/f"), "x").unwrap();
+        fs::write(dir.path().join(format!("d/{TEMP_PREFIX}1")), "partial").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("d/loop")).unwrap();
+        assert_eq!(keys(dir.path()), ["d/f"]);
+    }
+
+    #[test]
+    fn a_missing_root_is_an_empty_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(keys(&dir.path().join("absent")).is_empty());
+    }
+}

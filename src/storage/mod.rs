@@ -1,0 +1,121 @@
+//! The two kinds of storage s3mirror reads and writes, behind one listing model.
+//!
+//! Invariant: every listing yields entries in ascending UTF-8 byte order of their key,
+//! relative to the location's root, so two listings can be merge-joined as streams.
+
+pub mod etag;
+pub mod local;
+pub mod s3;
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+pub use etag::ETag;
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+/// Entries buffered between a lister and the merge-join: about two S3 pages, so the next
+/// page is fetched while the current one is compared, and memory stays bounded.
+pub const LISTING_BUFFER: usize = 2_000;
+
+/// One object or file as a listing reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Key relative to the location root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    /// S3 LastModified, or the file's modification time.
+    pub mtime: SystemTime,
+    /// Present for S3 objects only.
+    pub etag: Option<ETag>,
+}
+
+impl Entry {
+    /// Modification time in whole seconds: S3 keeps LastModified to the second, so finer
+    /// comparisons would call a just-uploaded file newer than its copy.
+    pub fn mtime_secs(&self) -> i64 {
+        epoch_secs(self.mtime)
+    }
+}
+
+pub fn epoch_secs(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => after.as_secs() as i64,
+        Err(before) => -(before.duration().as_secs_f64().ceil() as i64),
+    }
+}
+
+/// Why a listing produced no entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    /// One entry could not be listed (unreadable, a name that is not UTF-8): it is
+    /// reported and the listing goes on.
+    #[error("{path}: {cause}")]
+    Entry { path: String, cause: String },
+    /// The listing itself failed; what it would have yielded next is unknown.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub type ListItem = Result<Entry, ListError>;
+
+/// The receiving end of a listing task.
+pub struct Listing {
+    rx: mpsc::Receiver<ListItem>,
+}
+
+impl Listing {
+    pub fn channel() -> (mpsc::Sender<ListItem>, Listing) {
+        let (tx, rx) = mpsc::channel(LISTING_BUFFER);
+        (tx, Listing { rx })
+    }
+
+    pub async fn next(&mut self) -> Option<ListItem> {
+        self.rx.recv().await
+    }
+}
+
+/// Either side of a mirror.
+pub enum Store {
+    S3(S3Store),
+    Local(LocalStore),
+}
+
+impl Store {
+    /// Starts listing in the background and returns the stream of entries.
+    pub fn list(&self) -> Listing {
+        match self {
+            Store::S3(s3) => s3.list(),
+            Store::Local(local) => local.list(),
+        }
+    }
+
+    /// The full name of a key on this side, for messages.
+    pub fn describe(&self, key: &str) -> String {
+        match self {
+            Store::S3(s3) => s3.describe(key),
+            Store::Local(local) => local.describe(key),
+        }
+    }
+}
+
+/// What one object operation failed with: the operation, the object, the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} {target}: {cause}")]
+pub struct ObjectError {
+    pub op: &'static str,
+    pub target: String,
+    pub cause: String,
+}
+
+impl ObjectError {
+    pub fn new(op: &'static str, target: impl Into<String>, cause: impl fmt::Display) -> Self {
+        Self {
+            op,
+            target: target.into(),
+            cause: cause.to_string(),
+        }
+    }
+}

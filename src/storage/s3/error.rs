@@ -1,0 +1,64 @@
+//! Turns SDK errors into one line that names the cause and, where it is obvious, the fix.
+//!
+//! Only the error code, the server's message and the chain of transport causes are
+//! shown: never request URLs (they may be presigned) nor headers (they carry signatures).
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response;
+
+pub fn describe_sdk_error<E>(err: &SdkError<E, Response>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code();
+            let message = service.err().message().unwrap_or_default();
+            let head = match code {
+                Some(code) if message.is_empty() => format!("{code} (HTTP {status})"),
+                Some(code) => format!("{code}: {message} (HTTP {status})"),
+                None => format!("HTTP {status}"),
+            };
+            match hint(code, status) {
+                Some(hint) => format!("{head}; {hint}"),
+                None => head,
+            }
+        }
+        SdkError::TimeoutError(_) => "the request timed out".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_io() => {
+            format!("connection failed: {}", chain(err))
+        }
+        _ => {
+            let text = chain(err);
+            if text.contains("credentials") {
+                format!("{text}; configure credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, --profile, SSO or an instance role)")
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// The error and its causes, as the SDK renders them (codes and messages, no URLs).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    DisplayErrorContext(err).to_string()
+}
+
+fn hint(code: Option<&str>, status: u16) -> Option<&'static str> {
+    Some(match (code, status) {
+        (Some("NoSuchBucket"), _) => "check the bucket name, --region and --endpoint-url",
+        (Some("InvalidAccessKeyId" | "SignatureDoesNotMatch"), _) => {
+            "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --profile)"
+        }
+        (Some("ExpiredToken" | "TokenRefreshRequired"), _) => "refresh the credentials",
+        (Some("AuthorizationHeaderMalformed" | "PermanentRedirect"), _) | (None, 301) => {
+            "the bucket is in another region: pass --region (or --source-region/--dest-region)"
+        }
+        (Some("AccessDenied"), _) | (None, 403) => {
+            "check that these credentials may perform this operation on this bucket"
+        }
+        (Some("SlowDown"), _) | (None, 503) => "the server is throttling requests; lower --threads",
+        _ => return None,
+    })
+}

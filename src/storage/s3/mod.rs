@@ -1,0 +1,91 @@
+//! S3 side of a mirror: listing with ListObjectsV2, and the object operations the
+//! transfer workers use. Each operation lives in its own small module.
+
+mod client;
+mod error;
+mod objects;
+pub mod requests;
+
+use aws_sdk_s3::Client;
+use tokio::sync::mpsc;
+
+use crate::location::S3Url;
+use crate::storage::{ETag, Entry, ListError, ListItem, Listing};
+
+pub use client::{build_client, ClientSettings, DEFAULT_REGION};
+pub use error::describe_sdk_error;
+pub use objects::Download;
+
+pub struct S3Store {
+    client: Client,
+    url: S3Url,
+}
+
+impl S3Store {
+    pub fn new(client: Client, url: S3Url) -> Self {
+        Self { client, url }
+    }
+
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    pub fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.url.bucket(), self.url.full_key(key))
+    }
+
+    pub fn list(&self) -> Listing {
+        let (tx, listing) = Listing::channel();
+        tokio::spawn(list_into(self.client.clone(), self.url.clone(), tx));
+        listing
+    }
+}
+
+/// Pages through ListObjectsV2 and forwards entries; the bounded channel makes the
+/// paginator wait whenever the merge-join falls behind.
+async fn list_into(client: Client, url: S3Url, tx: mpsc::Sender<ListItem>) {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(url.bucket())
+        .prefix(url.prefix())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(err) => {
+                let cause = describe_sdk_error(&err);
+                let _ = tx
+                    .send(Err(ListError::Fatal(format!(
+                        "ListObjectsV2 {url}: {cause}"
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        for object in page.contents() {
+            if tx.send(entry_from(&url, object)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn entry_from(url: &S3Url, object: &aws_sdk_s3::types::Object) -> ListItem {
+    let full_key = object.key().unwrap_or_default();
+    let Some(key) = full_key.strip_prefix(url.prefix()) else {
+        return Err(ListError::Fatal(format!(
+            "ListObjectsV2 {url}: the server returned key {full_key:?} outside the prefix"
+        )));
+    };
+    let mtime = object
+        .last_modified()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    Ok(Entry {
+        key: key.to_owned(),
+        size: object.size().unwrap_or(0).max(0) as u64,
+        mtime,
+        etag: object.e_tag().map(ETag::parse),
+    })
+}

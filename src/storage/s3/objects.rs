@@ -1,0 +1,194 @@
+//! Single-request object operations: PutObject, GetObject and CopyObject.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::primitives::ByteStream;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::{describe_sdk_error, S3Store};
+use crate::location::S3Url;
+use crate::storage::{Entry, ObjectError};
+
+/// User-metadata key holding the source file's mtime, as rclone names it.
+pub const MTIME_METADATA: &str = "mtime";
+
+/// Characters left as they are in an `x-amz-copy-source` value: RFC 3986 unreserved
+/// characters and the `/` that separates bucket and key segments.
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// An object being read: its body and what must travel with it to another bucket.
+pub struct Download {
+    pub body: ByteStream,
+    pub size: u64,
+    pub last_modified: SystemTime,
+    headers: ObjectHeaders,
+}
+
+/// Content headers and user metadata that a copy through the client must carry over.
+#[derive(Default)]
+struct ObjectHeaders {
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<String>,
+    metadata: Option<HashMap<String, String>>,
+}
+
+impl ObjectHeaders {
+    fn from_get(out: &GetObjectOutput) -> Self {
+        Self {
+            content_type: out.content_type().map(str::to_owned),
+            cache_control: out.cache_control().map(str::to_owned),
+            content_disposition: out.content_disposition().map(str::to_owned),
+            content_encoding: out.content_encoding().map(str::to_owned),
+            content_language: out.content_language().map(str::to_owned),
+            expires: out.expires_string().map(str::to_owned),
+            metadata: out.metadata().cloned(),
+        }
+    }
+}
+
+impl S3Store {
+    /// Uploads a local file in one PutObject, recording its mtime as user metadata.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        source: &Entry,
+    ) -> Result<(), ObjectError> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .buffer_size(256 * 1024)
+            .build()
+            .await
+            .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+        self.client
+            .put_object()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .body(body)
+            .content_length(source.size as i64)
+            .metadata(MTIME_METADATA, format_mtime(source.mtime))
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
+            })?;
+        Ok(())
+    }
+
+    /// Uploads an object being read from another bucket, keeping its headers and metadata.
+    pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
+        let h = download.headers;
+        self.client
+            .put_object()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .body(download.body)
+            .content_length(download.size as i64)
+            .set_content_type(h.content_type)
+            .set_cache_control(h.cache_control)
+            .set_content_disposition(h.content_disposition)
+            .set_content_encoding(h.content_encoding)
+            .set_content_language(h.content_language)
+            .set_expires(h.expires.and_then(|e| {
+                aws_sdk_s3::primitives::DateTime::from_str(
+                    &e,
+                    aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
+                )
+                .ok()
+            }))
+            .set_metadata(h.metadata)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
+            })?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Download, ObjectError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new("GetObject", self.describe(key), describe_sdk_error(&err))
+            })?;
+        let headers = ObjectHeaders::from_get(&out);
+        let last_modified = out
+            .last_modified()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .unwrap_or(UNIX_EPOCH);
+        Ok(Download {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            last_modified,
+            body: out.body,
+            headers,
+        })
+    }
+
+    /// Server-side copy from another location reachable with this store's client.
+    pub async fn copy_from(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
+        let copy_source = format!(
+            "{}/{}",
+            source.bucket(),
+            utf8_percent_encode(&source.full_key(key), COPY_SOURCE)
+        );
+        self.client
+            .copy_object()
+            .copy_source(copy_source)
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new("CopyObject", self.describe(key), describe_sdk_error(&err))
+            })?;
+        Ok(())
+    }
+}
+
+/// Decimal seconds since the epoch, the form rclone writes and reads.
+pub fn format_mtime(time: SystemTime) -> String {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+            .trim_end_matches('0')
+            .to_owned(),
+        Err(_) => "0".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn mtime_is_written_as_decimal_seconds() {
+        let at = |s, ns| UNIX_EPOCH + Duration::new(s, ns);
+        assert_eq!(format_mtime(at(1_700_000_000, 0)), "1700000000");
+        assert_eq!(format_mtime(at(1_700_000_000, 500_000_000)), "1700000000.5");
+        assert_eq!(format_mtime(at(1, 123_456_789)), "1.123456789");
+    }
+
+    #[test]
+    fn copy_source_escapes_everything_but_unreserved_and_slash() {
+        let encoded = utf8_percent_encode("a b/c+d%e/ü.txt", COPY_SOURCE).to_string();
+        assert_eq!(encoded, "a%20b/c%2Bd%25e/%C3%BC.txt");
+    }
+}

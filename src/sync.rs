@@ -1,0 +1,151 @@
+//! One sync run: open both sides, stream the listings through the planner to the
+//! workers, and account for every object.
+
+use std::sync::Arc;
+
+use crate::config::SyncSettings;
+use crate::location::Location;
+use crate::plan::{MergeJoin, Pairing, Planner};
+use crate::stats::Stats;
+use crate::storage::s3::{build_client, requests::RequestCounts};
+use crate::storage::{LocalStore, S3Store, Store};
+use crate::transfer::{Route, Transfer};
+use crate::ui::{Console, Event, Reporter};
+
+/// Why a run stopped before it could account for every object.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Listing(#[from] crate::plan::ListingFailed),
+}
+
+/// What a finished run did; `failed > 0` means some objects are not in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub copied: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
+    let console = Arc::new(Console::new(&settings.output));
+    let requests = Arc::new(RequestCounts::default());
+    let stats = Arc::new(Stats::new(Arc::clone(&requests)));
+
+    prepare_local_sides(&settings)?;
+    let (source, dest, route) = open_stores(&settings, &requests).await;
+    if route == Route::ThroughClient {
+        console.report(Event::Notice(
+            "source and destination use different endpoints or credentials: objects are streamed \
+             through this machine (GetObject, then PutObject) instead of copied server-side",
+        ));
+    }
+
+    let pairing = Pairing::new(settings.source.is_s3(), settings.dest.is_s3());
+    let join = MergeJoin::new(source.list(), dest.list());
+    let transfer = Arc::new(Transfer {
+        source,
+        dest,
+        route,
+        dry_run: settings.dry_run,
+        stats: Arc::clone(&stats),
+        reporter: console.clone(),
+    });
+
+    let progress = console.start_progress(Arc::clone(&stats));
+    // Bounded to the number of workers: the planner waits whenever all are busy.
+    let (jobs_tx, jobs_rx) = async_channel::bounded(settings.threads);
+    let mut workers = transfer.spawn_workers(jobs_rx, settings.threads);
+    let planner = Planner {
+        mode: settings.compare,
+        pairing,
+        stats: &stats,
+        reporter: console.as_ref(),
+    };
+    let planned = planner.run(join, jobs_tx).await;
+    while workers.join_next().await.is_some() {}
+    progress.stop();
+    console.finish(&stats, settings.dry_run);
+
+    planned?;
+    let snap = stats.snapshot();
+    Ok(Outcome {
+        copied: snap.copied,
+        skipped: snap.skipped,
+        failed: snap.failed,
+    })
+}
+
+/// A local source must be a directory; a local destination must not be a file and is
+/// created when missing (except in a dry run, which changes nothing).
+fn prepare_local_sides(settings: &SyncSettings) -> Result<(), RunError> {
+    if let Location::Local(path) = &settings.source {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(RunError::Setup(format!(
+                    "source {} is not a directory",
+                    path.display()
+                )))
+            }
+            Err(err) => return Err(RunError::Setup(format!("source {}: {err}", path.display()))),
+        }
+    }
+    if let Location::Local(path) = &settings.dest {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(RunError::Setup(format!(
+                    "destination {} exists and is not a directory",
+                    path.display()
+                )))
+            }
+            Err(_) if settings.dry_run => {}
+            Err(_) => std::fs::create_dir_all(path).map_err(|err| {
+                RunError::Setup(format!(
+                    "cannot create destination directory {}: {err}",
+                    path.display()
+                ))
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// Builds one client per distinct connection; two S3 sides with the same connection
+/// share it, and only then can the destination copy server-side.
+async fn open_stores(
+    settings: &SyncSettings,
+    requests: &Arc<RequestCounts>,
+) -> (Store, Store, Route) {
+    let shared = settings.source_client == settings.dest_client;
+    let source_client = match &settings.source {
+        Location::S3(_) => Some(build_client(&settings.source_client, Arc::clone(requests)).await),
+        Location::Local(_) => None,
+    };
+    let dest_client = match (&settings.dest, &source_client) {
+        (Location::S3(_), Some(client)) if shared => Some(client.clone()),
+        (Location::S3(_), _) => {
+            Some(build_client(&settings.dest_client, Arc::clone(requests)).await)
+        }
+        (Location::Local(_), _) => None,
+    };
+    let store = |location: &Location, client: Option<aws_sdk_s3::Client>| match (location, client) {
+        (Location::S3(url), Some(client)) => Store::S3(S3Store::new(client, url.clone())),
+        (Location::Local(path), _) => Store::Local(LocalStore::new(path.clone())),
+        (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
+    };
+    let route = if shared {
+        Route::ServerSide
+    } else {
+        Route::ThroughClient
+    };
+    let both_s3 = settings.source.is_s3() && settings.dest.is_s3();
+    (
+        store(&settings.source, source_client),
+        store(&settings.dest, dest_client),
+        if both_s3 { route } else { Route::ServerSide },
+    )
+}

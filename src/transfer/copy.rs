@@ -1,0 +1,44 @@
+//! Copying one object, for each pairing of source and destination storage.
+
+use tokio::io::BufReader;
+
+use super::{Route, Transfer};
+use crate::storage::{Entry, ObjectError, Store};
+
+const READ_BUFFER: usize = 256 * 1024;
+
+impl Transfer {
+    pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
+        let key = entry.key.as_str();
+        match (&self.source, &self.dest) {
+            (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
+                dest.copy_from(source.url(), key).await
+            }
+            (Store::S3(source), Store::S3(dest)) => {
+                dest.put_download(key, source.get(key).await?).await
+            }
+            (Store::Local(source), Store::S3(dest)) => {
+                let path = source
+                    .path_for(key)
+                    .map_err(|why| ObjectError::new("read", source.describe(key), why))?;
+                dest.put_file(key, &path, entry).await
+            }
+            (Store::S3(source), Store::Local(dest)) => {
+                let download = source.get(key).await?;
+                let reader = download.body.into_async_read();
+                dest.write(key, reader, download.size, download.last_modified)
+                    .await
+            }
+            (Store::Local(source), Store::Local(dest)) => {
+                let path = source
+                    .path_for(key)
+                    .map_err(|why| ObjectError::new("read", source.describe(key), why))?;
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|err| ObjectError::new("open", source.describe(key), err))?;
+                let reader = BufReader::with_capacity(READ_BUFFER, file);
+                dest.write(key, reader, entry.size, entry.mtime).await
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Everything s3mirror prints about a run. The engine reports events and updates
+//! counters; this module alone decides what reaches the terminal.
+//!
+//! Streams: per-object lines (`-v`, `--dry-run`) go to stdout; progress, stats
+//! lines, errors and the summary go to stderr.
+
+mod progress;
+mod summary;
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+
+use crate::plan::CopyReason;
+use crate::stats::Stats;
+
+pub use summary::format_summary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Something that happened to one object, or once in a run.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Copied {
+        target: &'a str,
+        bytes: u64,
+        reason: CopyReason,
+        dry_run: bool,
+    },
+    Failed {
+        message: &'a str,
+    },
+    /// Said once per run, such as why bytes are streamed through this machine.
+    Notice(&'a str),
+}
+
+/// Receives the engine's events. Implementations must be cheap: workers call them.
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: Event<'_>);
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSettings {
+    pub verbosity: Verbosity,
+    pub stats_interval: Duration,
+}
+
+/// Human output on a terminal or in a log.
+pub struct Console {
+    verbosity: Verbosity,
+    stats_interval: Duration,
+    /// Present on a terminal; lines are printed through it so they do not tear the bar.
+    bar: Option<ProgressBar>,
+}
+
+impl Console {
+    pub fn new(settings: &OutputSettings) -> Self {
+        let interactive = std::io::stderr().is_terminal();
+        let bar = (interactive && settings.verbosity != Verbosity::Quiet).then(progress::new_bar);
+        Self {
+            verbosity: settings.verbosity,
+            stats_interval: settings.stats_interval,
+            bar,
+        }
+    }
+
+    /// Starts the progress display (a bar on a terminal, periodic lines otherwise).
+    pub fn start_progress(&self, stats: Arc<Stats>) -> progress::ProgressTask {
+        match (&self.bar, self.verbosity) {
+            (_, Verbosity::Quiet) => progress::ProgressTask::none(),
+            (Some(bar), _) => progress::ProgressTask::bar(bar.clone(), stats),
+            (None, _) => progress::ProgressTask::lines(self.stats_interval, stats),
+        }
+    }
+
+    /// Prints the final summary (and the list of failures) on stderr.
+    pub fn finish(&self, stats: &Stats, dry_run: bool) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let text = format_summary(&stats.snapshot(), &stats.failures(), dry_run);
+        let show = self.verbosity > Verbosity::Quiet || stats.snapshot().failed > 0;
+        if show {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+    }
+
+    fn line_out(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    fn line_err(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Reporter for Console {
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::Copied {
+                target,
+                bytes,
+                reason,
+                dry_run,
+            } => {
+                if dry_run && self.verbosity > Verbosity::Quiet {
+                    self.line_out(&format!(
+                        "would copy {target} ({reason}, {})",
+                        indicatif::HumanBytes(bytes)
+                    ));
+                } else if self.verbosity == Verbosity::Verbose {
+                    self.line_out(&format!(
+                        "copied {target} ({reason}, {})",
+                        indicatif::HumanBytes(bytes)
+                    ));
+                }
+            }
+            Event::Failed { message } => self.line_err(&format!("error: {message}")),
+            Event::Notice(text) => {
+                if self.verbosity > Verbosity::Quiet {
+                    self.line_err(&format!("note: {text}"));
+                }
+            }
+        }
+    }
+}

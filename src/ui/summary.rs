@@ -1,0 +1,105 @@
+//! The end-of-run summary, the one block of output every run ends with.
+
+use std::fmt::Write;
+
+use indicatif::HumanBytes;
+
+use super::progress::per_second;
+use crate::stats::{Failure, Snapshot};
+
+pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> String {
+    let mut out = String::new();
+    let verb = if dry_run { "would copy" } else { "copied" };
+    let secs = snap.elapsed.as_secs_f64();
+    let _ = writeln!(
+        out,
+        "{}",
+        if dry_run {
+            "dry run: nothing was changed"
+        } else {
+            "summary:"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  listed     {} source, {} destination",
+        snap.source_listed, snap.dest_listed
+    );
+    let _ = writeln!(
+        out,
+        "  {verb:<10} {} ({})",
+        snap.copied,
+        HumanBytes(snap.copied_bytes)
+    );
+    let _ = writeln!(out, "  unchanged  {}", snap.skipped);
+    let _ = writeln!(out, "  failed     {}", snap.failed);
+    let _ = writeln!(
+        out,
+        "  duration   {secs:.2}s, {:.1} objects/s, {:.2} MiB/s",
+        per_second(snap.copied, snap.elapsed),
+        per_second(snap.copied_bytes, snap.elapsed) / (1024.0 * 1024.0)
+    );
+    let requests: Vec<String> = snap
+        .requests
+        .iter()
+        .map(|(op, n)| format!("{op}={n}"))
+        .collect();
+    let requests = if requests.is_empty() {
+        "none".to_owned()
+    } else {
+        requests.join(" ")
+    };
+    let _ = writeln!(out, "  requests   {requests}");
+    if !failures.is_empty() {
+        let _ = writeln!(out, "failed objects:");
+        for failure in failures {
+            let _ = writeln!(out, "  {}: {}", failure.key, failure.message);
+        }
+        let unlisted = snap.failed.saturating_sub(failures.len() as u64);
+        if unlisted > 0 {
+            let _ = writeln!(out, "  ... and {unlisted} more");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn summary_lists_counts_requests_and_failures() {
+        let snap = Snapshot {
+            elapsed: Duration::from_secs(2),
+            source_listed: 3,
+            dest_listed: 1,
+            copied: 2,
+            copied_bytes: 2048,
+            skipped: 1,
+            failed: 2,
+            requests: vec![("ListObjectsV2", 2), ("PutObject", 2)],
+            ..Snapshot::default()
+        };
+        let failures = [Failure {
+            key: "bad key".into(),
+            message: "PutObject s3://b/bad key: AccessDenied".into(),
+        }];
+        let text = format_summary(&snap, &failures, false);
+        assert!(
+            text.contains("listed     3 source, 1 destination"),
+            "{text}"
+        );
+        assert!(text.contains("copied     2 (2.00 KiB)"), "{text}");
+        assert!(text.contains("duration   2.00s, 1.0 objects/s"), "{text}");
+        assert!(
+            text.contains("requests   ListObjectsV2=2 PutObject=2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  bad key: PutObject s3://b/bad key: AccessDenied"),
+            "{text}"
+        );
+        assert!(text.contains("... and 1 more"), "{text}");
+    }
+}
