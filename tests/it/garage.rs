@@ -1,0 +1,194 @@
+//! A real Garage server on loopback, started once per test process and stopped (and
+//! its data removed) when the process exits, even when a test panics.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::Client;
+
+pub const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
+pub const SECRET_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const REGION: &str = "garage-test";
+
+pub struct Garage {
+    pub endpoint: String,
+    pub port: u16,
+    config: PathBuf,
+}
+
+static SERVER: OnceLock<Garage> = OnceLock::new();
+static SERVER_PID: AtomicI32 = AtomicI32::new(0);
+static DATA_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The server shared by every test in this process.
+pub fn garage() -> &'static Garage {
+    SERVER.get_or_init(Garage::start)
+}
+
+fn garage_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("GARAGE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let in_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("garage"))
+        .find(|candidate| candidate.is_file());
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    in_path
+        .or_else(|| cargo_home.map(|home| home.join("bin/garage")).filter(|p| p.is_file()))
+        .expect("the garage binary is needed for the integration tests: cargo install garage@2.5.0 --locked (or set GARAGE_BIN)")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+extern "C" fn stop_server() {
+    let pid = SERVER_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+    if let Some(dir) = DATA_DIR.lock().ok().and_then(|mut d| d.take()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+impl Garage {
+    fn start() -> Garage {
+        let dir = tempfile::Builder::new()
+            .prefix("s3mirror-garage-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        *DATA_DIR.lock().unwrap() = Some(dir.clone());
+        unsafe { libc::atexit(stop_server) };
+
+        let (port, rpc_port) = (free_port(), free_port());
+        let config = dir.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{dir}/meta"
+data_dir = "{dir}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc_port}"
+rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "127.0.0.1:{port}"
+"#,
+                dir = dir.display(),
+                secret = SECRET_KEY,
+            ),
+        )
+        .unwrap();
+
+        let binary = garage_binary();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let (binary2, config2) = (binary.clone(), config.clone());
+        // The child is spawned from a thread that never exits, so that PR_SET_PDEATHSIG
+        // (tied to the spawning thread) fires only when the whole test process dies.
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut command = Command::new(&binary2);
+            command
+                .arg("-c")
+                .arg(&config2)
+                .args(["server", "--single-node", "--default-access-key"])
+                .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
+                .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
+                .env("RUST_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null());
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let child = command.spawn().expect("start garage");
+            pid_tx.send(child.id() as i32).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        SERVER_PID.store(pid_rx.recv().unwrap(), Ordering::SeqCst);
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let allowed = Command::new(&binary)
+                .arg("-c")
+                .arg(&config)
+                .args(["key", "allow", "--create-bucket", ACCESS_KEY])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if allowed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage did not start; see {}",
+                dir.join("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Garage {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            config,
+        }
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// An SDK client for setting up and checking buckets from tests.
+    pub fn client(&self) -> Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Creates a bucket with a name no other test uses.
+    pub async fn new_bucket(&self, label: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{label}-{}-{n}", std::process::id());
+        self.client()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        name
+    }
+}

@@ -1,0 +1,184 @@
+//! Integration tests: the s3mirror binary against a real S3 server (Garage) on loopback.
+
+mod errors;
+mod garage;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use aws_sdk_s3::Client;
+
+use garage::{garage, ACCESS_KEY, REGION, SECRET_KEY};
+
+/// What one run of the binary printed and how it exited.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The number after `label` in the summary, e.g. `copied     3 (...)`.
+    pub fn count(&self, label: &str) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{}", self.stderr));
+        line.trim_start()[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {line:?}"))
+    }
+
+    /// The number of requests of one S3 operation, from the summary.
+    pub fn requests(&self, operation: &str) -> u64 {
+        let prefix = format!("{operation}=");
+        self.stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with("requests"))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&prefix)))
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    pub fn assert_code(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.code, want,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs s3mirror with credentials for the test server and an environment isolated from
+/// the machine's AWS configuration.
+pub fn s3mirror(args: &[&str]) -> Run {
+    s3mirror_with(args, &[])
+}
+
+pub fn s3mirror_with(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let server = garage();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_s3mirror"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", &server.endpoint);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Run::from(command.output().expect("run s3mirror"))
+}
+
+/// Every object of a bucket below a prefix: relative key → content.
+pub async fn bucket_contents(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for object in page.unwrap().contents() {
+            let key = object.key().unwrap();
+            let body = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .body;
+            let bytes = body.collect().await.unwrap().into_bytes().to_vec();
+            out.insert(key[prefix.len()..].to_owned(), bytes);
+        }
+    }
+    out
+}
+
+/// Every file below a directory: relative path → content.
+pub fn tree_contents(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn visit(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                visit(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    visit(root, root, &mut out);
+    out
+}
+
+/// Writes files (relative path, content) below `root`.
+pub fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
+    for (rel, content) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+/// A tree with the names that trip mirror tools: spaces, `+`, `%`, NFC and NFD forms of
+/// the same letter, emoji, names ordered differently by byte and by path (`a/b`, `a.b`,
+/// `a-b`), deep nesting, empty files and a file larger than the I/O buffers.
+pub fn tricky_files() -> Vec<(String, Vec<u8>)> {
+    let deep = (0..20)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut files = vec![
+        ("with space/file name.txt".to_owned(), b"spaces".to_vec()),
+        ("plus+sign.txt".to_owned(), b"plus".to_vec()),
+        ("percent%20literal%.txt".to_owned(), b"percent".to_vec()),
+        ("caf\u{e9}-nfc.txt".to_owned(), b"nfc".to_vec()),
+        ("cafe\u{301}-nfd.txt".to_owned(), b"nfd".to_vec()),
+        (
+            "emoji-\u{1f600}/\u{65e5}\u{672c}.txt".to_owned(),
+            b"unicode".to_vec(),
+        ),
+        ("a/b".to_owned(), b"a/b".to_vec()),
+        ("a.b".to_owned(), b"a.b".to_vec()),
+        ("a-b".to_owned(), b"a-b".to_vec()),
+        ("empty".to_owned(), Vec::new()),
+        ("dir/empty-too".to_owned(), Vec::new()),
+        (format!("{deep}/leaf.txt"), b"deep".to_vec()),
+        ("big.bin".to_owned(), big),
+    ];
+    files.sort();
+    files
+}
