@@ -2,7 +2,7 @@
 //! its data removed) when the process exits, even when a test panics.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -18,7 +18,6 @@ pub const REGION: &str = "garage-test";
 pub struct Garage {
     pub endpoint: String,
     pub port: u16,
-    config: PathBuf,
 }
 
 static SERVER: OnceLock<Garage> = OnceLock::new();
@@ -105,8 +104,8 @@ api_bind_addr = "127.0.0.1:{port}"
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let (pid_tx, pid_rx) = std::sync::mpsc::channel();
         let (binary2, config2) = (binary.clone(), config.clone());
-        // The child is spawned from a thread that never exits, so that PR_SET_PDEATHSIG
-        // (tied to the spawning thread) fires only when the whole test process dies.
+        // The child is spawned from a thread that lives as long as the child, so that
+        // PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the test process dies.
         std::thread::spawn(move || {
             use std::os::unix::process::CommandExt;
             let mut command = Command::new(&binary2);
@@ -126,11 +125,9 @@ api_bind_addr = "127.0.0.1:{port}"
                     Ok(())
                 });
             }
-            let child = command.spawn().expect("start garage");
+            let mut child = command.spawn().expect("start garage");
             pid_tx.send(child.id() as i32).unwrap();
-            loop {
-                std::thread::park();
-            }
+            let _ = child.wait();
         });
         SERVER_PID.store(pid_rx.recv().unwrap(), Ordering::SeqCst);
 
@@ -157,12 +154,7 @@ api_bind_addr = "127.0.0.1:{port}"
         Garage {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
-            config,
         }
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config
     }
 
     /// An SDK client for setting up and checking buckets from tests.
