@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and integration tests against a real Garage server that
+# the test harness starts on loopback (Garage is installed first if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/garage-lib.sh
+garage_install
+cargo test --all-targets --locked "$@"
