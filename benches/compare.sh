@@ -2,17 +2,19 @@
 # Runs s3mirror and rclone side by side on the same local Garage server, same data,
 # same concurrency, and prints a table of wall time, objects/s, client CPU and peak RSS.
 #
-#   benches/compare.sh [--objects N] [--size BYTES] [--threads N]
+#   benches/compare.sh [--objects N] [--size BYTES] [--threads N] [--out DIR]
 #
+# Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
 # Each tool writes to a fresh bucket. Ratios between tools measured in one run are the
 # figures to quote; absolute times depend on the machine (the server shares its CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 
-objects=5000 size=4096 threads=32
+objects=5000 size=4096 threads=32 out=bench-results/latest
 while [ $# -gt 0 ]; do
     case $1 in
+        --out) out=$2; shift 2 ;;
         --objects) objects=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
@@ -26,6 +28,7 @@ command -v rclone >/dev/null || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+python3 -c "import matplotlib" 2>/dev/null || pip install -q "matplotlib==3.9.2"
 garage_install
 cargo build --release --quiet
 s3mirror=$PWD/target/release/s3mirror
@@ -77,13 +80,23 @@ measure rclone copy rclone copy garage:up-rclone/data garage:copy-rclone/data --
 measure s3mirror no-op "$s3mirror" "$work/files" s3://up-s3mirror/data --threads "$threads" -q
 measure rclone no-op rclone copy "$work/files" garage:up-rclone/data --transfers "$threads" --checkers "$threads"
 
-echo
-echo "$objects objects of $size bytes, $threads concurrent transfers, Garage $GARAGE_VERSION on loopback, $(nproc) CPUs"
-echo
-echo "| workload | tool | wall s | objects/s | CPU s (user+sys) | CPU ms/object | peak RSS MiB |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+mkdir -p "$out"
+title="$objects objects of $size bytes, $threads concurrent transfers, Garage $GARAGE_VERSION on loopback, $(nproc) CPUs"
+echo "workload,tool,wall_s,objects_per_s,cpu_s,cpu_ms_per_object,peak_rss_mib" >"$out/results.csv"
 for row in "${results[@]}"; do
     IFS='|' read -r workload tool wall user sys rss <<<"$row"
     awk -v w="$workload" -v t="$tool" -v wall="$wall" -v u="$user" -v s="$sys" -v rss="$rss" -v n="$objects" \
-        'BEGIN { printf "| %s | %s | %.2f | %.0f | %.2f | %.3f | %.1f |\n", w, t, wall, n / wall, u + s, (u + s) * 1000 / n, rss / 1024 }'
-done
+        'BEGIN { printf "%s,%s,%.2f,%.0f,%.2f,%.3f,%.1f\n", w, t, wall, n / wall, u + s, (u + s) * 1000 / n, rss / 1024 }'
+done >>"$out/results.csv"
+{
+    echo "$title"
+    echo
+    echo "| workload | tool | wall s | objects/s | CPU s (user+sys) | CPU ms/object | peak RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    tail -n +2 "$out/results.csv" | awk -F, '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }'
+} >"$out/table.md"
+python3 benches/plot.py "$out/results.csv" "$out/plot.png" "$title"
+echo
+cat "$out/table.md"
+echo
+echo "results in $out/ (results.csv, table.md, plot.png)"
