@@ -91,8 +91,44 @@ pub struct SyncArgs {
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// Upload files of at least this size in parts (e.g. 64MiB, 1GB)
+    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub multipart_threshold: u64,
+
+    /// Copy objects larger than this between buckets in parts (CopyObject stops at 5GiB)
+    #[arg(long, default_value = "5GiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub multipart_copy_threshold: u64,
+
+    /// Part size for multipart transfers (at least 5MiB; grown so no object needs over 10,000 parts)
+    #[arg(long, default_value = "16MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub part_size: u64,
+
+    /// Parts of one object transferred at once (all objects together stay within --threads part requests)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub part_concurrency: usize,
+
+    /// Storage class of written objects (e.g. STANDARD_IA, GLACIER_IR, INTELLIGENT_TIERING)
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+
+    /// Server-side encryption of written objects
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"])]
+    pub sse: Option<String>,
+
+    /// KMS key for --sse aws:kms
+    #[arg(long, value_name = "KEY_ID", requires = "sse")]
+    pub sse_kms_key_id: Option<String>,
+
+    /// Canned ACL of written objects (e.g. private, bucket-owner-full-control)
+    #[arg(long, value_name = "ACL")]
+    pub acl: Option<String>,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+fn parse_size_arg(input: &str) -> Result<u64, String> {
+    crate::units::parse_size(input).map_err(|err| err.to_string())
 }
 
 /// Endpoint, region and credentials, for both sides or for each side alone.

@@ -2,11 +2,14 @@
 //! these types and never clap's.
 
 use std::path::Path;
+use std::str::FromStr;
+
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{CompareArg, ConnectionArgs, SyncArgs};
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
-use crate::storage::s3::ClientSettings;
+use crate::storage::s3::{ClientSettings, WriteOptions, MIN_PART_SIZE};
 use crate::ui::{OutputSettings, Verbosity};
 
 pub const MAX_THREADS: usize = 10_000;
@@ -24,6 +27,16 @@ pub enum SettingsError {
     StatsInterval,
     #[error("{option} {value:?} is not an http:// or https:// URL")]
     EndpointUrl { option: &'static str, value: String },
+    #[error("--part-size must be at least 5MiB (the S3 minimum), not {0} bytes")]
+    PartSize(u64),
+    #[error("--part-concurrency must be between 1 and {MAX_THREADS}, not {0}")]
+    PartConcurrency(usize),
+    #[error("--{option} {value:?} is not one of: {allowed}")]
+    Choice {
+        option: &'static str,
+        value: String,
+        allowed: String,
+    },
     #[error(
         "source {source_loc} and destination {dest} overlap; a mirror into itself would never end"
     )]
@@ -39,7 +52,18 @@ pub struct SyncSettings {
     pub threads: usize,
     pub dry_run: bool,
     pub compare: CompareMode,
+    pub transfer: TransferSettings,
+    pub write: WriteOptions,
     pub output: OutputSettings,
+}
+
+/// Sizes that decide how objects are split into parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferSettings {
+    pub multipart_threshold: u64,
+    pub multipart_copy_threshold: u64,
+    pub part_size: u64,
+    pub part_concurrency: usize,
 }
 
 impl SyncSettings {
@@ -58,6 +82,13 @@ impl SyncSettings {
         if args.stats_interval.is_zero() {
             return Err(SettingsError::StatsInterval);
         }
+        if args.part_size < MIN_PART_SIZE {
+            return Err(SettingsError::PartSize(args.part_size));
+        }
+        if args.part_concurrency == 0 || args.part_concurrency > MAX_THREADS {
+            return Err(SettingsError::PartConcurrency(args.part_concurrency));
+        }
+        let write = write_options(&args)?;
         let (source_client, dest_client) = client_settings(&args.connection)?;
         check_overlap(&source, &source_client, &dest, &dest_client)?;
         let verbosity = match (args.quiet, args.verbose) {
@@ -78,12 +109,49 @@ impl SyncSettings {
                 CompareArg::Mtime => CompareMode::Mtime,
                 CompareArg::Etag => CompareMode::Etag,
             },
+            transfer: TransferSettings {
+                multipart_threshold: args.multipart_threshold.max(1),
+                multipart_copy_threshold: args.multipart_copy_threshold,
+                part_size: args.part_size,
+                part_concurrency: args.part_concurrency,
+            },
+            write,
             output: OutputSettings {
                 verbosity,
                 stats_interval: args.stats_interval,
             },
         })
     }
+}
+
+/// Storage class and canned ACL are checked against the SDK's known values, so a typo
+/// fails before any object is written.
+fn write_options(args: &SyncArgs) -> Result<WriteOptions, SettingsError> {
+    fn choice<T: FromStr + std::fmt::Debug>(
+        option: &'static str,
+        value: &Option<String>,
+        known: &[&str],
+    ) -> Result<Option<T>, SettingsError> {
+        match value {
+            None => Ok(None),
+            Some(v) if known.contains(&v.as_str()) => Ok(v.parse().ok()),
+            Some(v) => Err(SettingsError::Choice {
+                option,
+                value: v.clone(),
+                allowed: known.join(", "),
+            }),
+        }
+    }
+    Ok(WriteOptions {
+        storage_class: choice::<StorageClass>(
+            "storage-class",
+            &args.storage_class,
+            StorageClass::values(),
+        )?,
+        sse: choice::<ServerSideEncryption>("sse", &args.sse, ServerSideEncryption::values())?,
+        sse_kms_key_id: args.sse_kms_key_id.clone(),
+        acl: choice::<ObjectCannedAcl>("acl", &args.acl, ObjectCannedAcl::values())?,
+    })
 }
 
 fn client_settings(
@@ -199,7 +267,19 @@ mod tests {
 
     #[test]
     fn invalid_settings_say_what_is_wrong() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["--part-size", "1MiB", "a", "b"],
+                "--part-size must be at least 5MiB",
+            ),
+            (
+                &["--storage-class", "COLD", "a", "b"],
+                "--storage-class \"COLD\" is not one of: AWS_BACKUP",
+            ),
+            (
+                &["--acl", "public", "a", "b"],
+                "--acl \"public\" is not one of",
+            ),
             (&["--threads", "0", "a", "b"], "--threads must be between"),
             (&["--stats-interval", "0s", "a", "b"], "--stats-interval"),
             (
@@ -217,6 +297,34 @@ mod tests {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sizes_and_write_options_are_typed() {
+        let s = settings(&[
+            "--part-size",
+            "32MiB",
+            "--multipart-threshold",
+            "1GB",
+            "--storage-class",
+            "STANDARD_IA",
+            "--sse",
+            "aws:kms",
+            "--sse-kms-key-id",
+            "k1",
+            "--acl",
+            "bucket-owner-full-control",
+            "a",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.transfer.part_size, s.transfer.multipart_threshold),
+            (32 << 20, 1_000_000_000)
+        );
+        assert_eq!(s.write.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(s.write.sse, Some(ServerSideEncryption::AwsKms));
+        assert_eq!(s.write.acl, Some(ObjectCannedAcl::BucketOwnerFullControl));
     }
 
     #[test]

@@ -11,7 +11,12 @@ pub enum ExitCode {
     /// The run could not proceed: a listing failed, a bucket or directory is missing,
     /// or credentials were refused.
     Fatal = 3,
+    /// Stopped by SIGINT or SIGTERM; multipart uploads in progress were aborted.
+    Interrupted = 130,
 }
+
+/// The status of a second interrupt, which exits at once.
+pub const INTERRUPTED: i32 = ExitCode::Interrupted as i32;
 
 impl From<ExitCode> for std::process::ExitCode {
     fn from(code: ExitCode) -> Self {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod filter;
 pub mod location;
 pub mod plan;
 pub mod stats;
@@ -14,3 +15,4 @@ pub mod storage;
 pub mod sync;
 pub mod transfer;
 pub mod ui;
+pub mod units;

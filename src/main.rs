@@ -36,6 +36,10 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(sync::run(settings)) {
         Ok(outcome) if outcome.failed == 0 => ExitCode::Success,
         Ok(_) => ExitCode::ObjectsFailed,
+        Err(err @ RunError::Interrupted(_)) => {
+            eprintln!("s3mirror: {err}");
+            ExitCode::Interrupted
+        }
         Err(err @ (RunError::Setup(_) | RunError::Listing(_))) => {
             eprintln!("s3mirror: {err}");
             ExitCode::Fatal

@@ -7,7 +7,9 @@ use crate::config::SyncSettings;
 use crate::location::Location;
 use crate::plan::{MergeJoin, Pairing, Planner};
 use crate::stats::Stats;
-use crate::storage::s3::{build_client, requests::RequestCounts};
+use tokio::sync::Semaphore;
+
+use crate::storage::s3::{build_client, requests::RequestCounts, ActiveUploads, PartSettings};
 use crate::storage::{LocalStore, S3Store, Store};
 use crate::transfer::{Route, Transfer};
 use crate::ui::{Console, Event, Reporter};
@@ -19,6 +21,8 @@ pub enum RunError {
     Setup(String),
     #[error(transparent)]
     Listing(#[from] crate::plan::ListingFailed),
+    #[error("interrupted; {0} multipart upload(s) in progress were aborted")]
+    Interrupted(usize),
 }
 
 /// What a finished run did; `failed > 0` means some objects are not in place.
@@ -33,9 +37,10 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
     let console = Arc::new(Console::new(&settings.output));
     let requests = Arc::new(RequestCounts::default());
     let stats = Arc::new(Stats::new(Arc::clone(&requests)));
+    let uploads = Arc::new(ActiveUploads::default());
 
     prepare_local_sides(&settings)?;
-    let (source, dest, route) = open_stores(&settings, &requests).await;
+    let (source, dest, route) = open_stores(&settings, &requests, &uploads).await;
     if route == Route::ThroughClient {
         console.report(Event::Notice(
             "source and destination use different endpoints or credentials: objects are streamed \
@@ -49,6 +54,12 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         source,
         dest,
         route,
+        sizes: settings.transfer,
+        parts: PartSettings {
+            part_size: settings.transfer.part_size,
+            concurrency: settings.transfer.part_concurrency,
+            permits: Arc::new(Semaphore::new(settings.threads)),
+        },
         dry_run: settings.dry_run,
         stats: Arc::clone(&stats),
         reporter: console.clone(),
@@ -64,8 +75,25 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         stats: &stats,
         reporter: console.as_ref(),
     };
-    let planned = planner.run(join, jobs_tx).await;
-    while workers.join_next().await.is_some() {}
+    let pipeline = async {
+        let planned = planner.run(join, jobs_tx).await;
+        while workers.join_next().await.is_some() {}
+        planned
+    };
+    let planned = tokio::select! {
+        planned = pipeline => planned,
+        () = shutdown_signal() => {
+            // A second signal ends the process at once, whatever is still being aborted.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                std::process::exit(crate::exit::INTERRUPTED);
+            });
+            let aborted = uploads.abort_all().await;
+            progress.stop();
+            console.finish(&stats, settings.dry_run);
+            return Err(RunError::Interrupted(aborted));
+        }
+    };
     progress.stop();
     console.finish(&stats, settings.dry_run);
 
@@ -76,6 +104,16 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         skipped: snap.skipped,
         failed: snap.failed,
     })
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// A local source must be a directory; a local destination must not be a file and is
@@ -119,6 +157,7 @@ fn prepare_local_sides(settings: &SyncSettings) -> Result<(), RunError> {
 async fn open_stores(
     settings: &SyncSettings,
     requests: &Arc<RequestCounts>,
+    uploads: &Arc<ActiveUploads>,
 ) -> (Store, Store, Route) {
     let shared = settings.source_client == settings.dest_client;
     let source_client = match &settings.source {
@@ -133,7 +172,12 @@ async fn open_stores(
         (Location::Local(_), _) => None,
     };
     let store = |location: &Location, client: Option<aws_sdk_s3::Client>| match (location, client) {
-        (Location::S3(url), Some(client)) => Store::S3(S3Store::new(client, url.clone())),
+        (Location::S3(url), Some(client)) => Store::S3(S3Store::new(
+            client,
+            url.clone(),
+            settings.write.clone(),
+            Arc::clone(uploads),
+        )),
         (Location::Local(path), _) => Store::Local(LocalStore::new(path.clone())),
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };

@@ -68,7 +68,8 @@ pub enum Decision {
     Skip,
     Copy(CopyReason),
     /// Sizes match and one side is a local file: hash it and compare with the object's
-    /// ETag before deciding. Done by a worker, never by the planner.
+    /// ETag (single-part or multipart) before deciding. Done by a worker, never by the
+    /// planner.
     CompareContent,
 }
 
@@ -105,7 +106,11 @@ pub fn decide(
                     Decision::Copy(CopyReason::ContentDiffers)
                 }
             }
-            (Some(tag), None) | (None, Some(tag)) if tag.is_plain_md5() => Decision::CompareContent,
+            (Some(tag), None) | (None, Some(tag))
+                if tag.is_plain_md5() || tag.parts().is_some() =>
+            {
+                Decision::CompareContent
+            }
             // Tags made differently (multipart against single-part, SSE-KMS) say nothing
             // about content; the copy's time is the remaining evidence.
             _ => by_mtime(),
@@ -184,7 +189,8 @@ mod tests {
             ("mtime mode between buckets", e("k", 1, T + 1, Some(MD5_A)), Some(e("k", 1, T, Some(MD5_A))), Mtime, S3ToS3, Copy(SourceNewer)),
             ("etag mode: local file needs hashing", e("k", 1, T, None), Some(e("k", 1, T + 9, Some(MD5_A))), Etag, LocalToS3, CompareContent),
             ("etag mode: download needs hashing", e("k", 1, T + 9, Some(MD5_A)), Some(e("k", 1, T, None)), Etag, S3ToLocal, CompareContent),
-            ("etag mode: multipart remote falls back to time", e("k", 1, T, None), Some(e("k", 1, T + 1, multi)), Etag, LocalToS3, Skip),
+            ("etag mode: multipart remote is hashed in parts", e("k", 1, T, None), Some(e("k", 1, T + 1, multi)), Etag, LocalToS3, CompareContent),
+            ("etag mode: opaque remote tag falls back to time", e("k", 1, T, None), Some(e("k", 1, T + 1, Some("kms-opaque"))), Etag, LocalToS3, Skip),
             ("etag mode: two local files fall back to time", e("k", 1, T + 1, None), Some(e("k", 1, T, None)), Etag, LocalToLocal, Copy(SourceNewer)),
             ("directory marker into a directory", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
             ("directory marker between buckets", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToS3, Copy(Missing)),

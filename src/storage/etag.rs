@@ -30,6 +30,21 @@ impl ETag {
         }
     }
 
+    /// The tag S3 gives a multipart upload with these part MD5s: the MD5 of their
+    /// concatenation, then `-` and the part count.
+    pub fn multipart(part_digests: &[[u8; 16]]) -> Self {
+        use md5::{Digest, Md5};
+        let mut hasher = Md5::new();
+        for digest in part_digests {
+            hasher.update(digest);
+        }
+        let parts = part_digests.len() as u32;
+        Self {
+            value: format!("{}-{parts}", hex::encode(hasher.finalize())),
+            parts: Some(parts),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.value
     }

@@ -1,4 +1,5 @@
-//! Copying one object, for each pairing of source and destination storage.
+//! Copying one object, for each pairing of source and destination storage, in one
+//! request or in parts depending on its size.
 
 use tokio::io::BufReader;
 
@@ -10,9 +11,15 @@ const READ_BUFFER: usize = 256 * 1024;
 impl Transfer {
     pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
         let key = entry.key.as_str();
+        let sizes = &self.sizes;
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
-                dest.copy_from(source.url(), key).await
+                if entry.size > sizes.multipart_copy_threshold {
+                    dest.copy_multipart_from(source.url(), key, entry.size, &self.parts)
+                        .await
+                } else {
+                    dest.copy_from(source.url(), key).await
+                }
             }
             (Store::S3(source), Store::S3(dest)) => {
                 dest.put_download(key, source.get(key).await?).await
@@ -21,7 +28,32 @@ impl Transfer {
                 let path = source
                     .path_for(key)
                     .map_err(|why| ObjectError::new("read", source.describe(key), why))?;
-                dest.put_file(key, &path, entry).await
+                if entry.size >= sizes.multipart_threshold {
+                    dest.put_file_multipart(key, &path, entry, &self.parts)
+                        .await
+                } else {
+                    dest.put_file(key, &path, entry).await
+                }
+            }
+            (Store::S3(source), Store::Local(dest)) if entry.size >= sizes.multipart_threshold => {
+                let part_size = self.parts.part_size;
+                let fetch = |first, last| async move {
+                    let body = source
+                        .get_range(key, first, last, entry.etag.as_ref())
+                        .await?;
+                    Ok(body.into_async_read())
+                };
+                let (concurrency, permits) = (self.parts.concurrency, &self.parts.permits);
+                dest.write_ranges(
+                    key,
+                    entry.size,
+                    entry.mtime,
+                    part_size,
+                    concurrency,
+                    permits,
+                    fetch,
+                )
+                .await
             }
             (Store::S3(source), Store::Local(dest)) => {
                 let download = source.get(key).await?;

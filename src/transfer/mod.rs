@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use crate::config::TransferSettings;
 use crate::plan::{CopyReason, Decision, Job};
 use crate::stats::{Failure, Stats};
-use crate::storage::{local, ObjectError, Store};
+use crate::storage::s3::{part_size_for, PartSettings};
+use crate::storage::{local, ETag, ObjectError, Store};
 use crate::ui::{Event, Reporter};
 
 /// How bytes get from a bucket to a bucket.
@@ -27,6 +29,8 @@ pub struct Transfer {
     pub source: Store,
     pub dest: Store,
     pub route: Route,
+    pub sizes: TransferSettings,
+    pub parts: PartSettings,
     pub dry_run: bool,
     pub stats: Arc<Stats>,
     pub reporter: Arc<dyn Reporter>,
@@ -79,7 +83,8 @@ impl Transfer {
         });
     }
 
-    /// Hashes the local side and compares it with the S3 side's single-part ETag.
+    /// Hashes the local side and compares it with the S3 side's ETag. A multipart ETag
+    /// is matched by recomputing it for each part size that gives its part count.
     async fn compare_content(&self, job: &Job) -> Result<Decision, ObjectError> {
         let key = &job.source.key;
         let (store, remote) = match (&self.source, &self.dest) {
@@ -87,15 +92,27 @@ impl Transfer {
             (_, Store::Local(local)) => (local, Some(&job.source)),
             _ => return Ok(Decision::Copy(CopyReason::ContentDiffers)),
         };
-        let remote_tag = remote.and_then(|entry| entry.etag.as_ref());
+        let Some(remote_tag) = remote.and_then(|entry| entry.etag.as_ref()) else {
+            return Ok(Decision::Copy(CopyReason::ContentDiffers));
+        };
+        let candidates = match remote_tag.parts() {
+            Some(parts) => candidate_part_sizes(job.source.size, parts, self.parts.part_size),
+            None => Vec::new(),
+        };
         let path = store
             .path_for(key)
             .map_err(|why| ObjectError::new("hash", store.describe(key), why))?;
-        let digest = local::md5_file(path)
+        let digests = local::file_digests(path, candidates)
             .await
             .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
-        let local_tag = crate::storage::ETag::from_md5(&digest);
-        Ok(if remote_tag == Some(&local_tag) {
+        let matches = match remote_tag.parts() {
+            Some(_) => digests
+                .parts
+                .iter()
+                .any(|parts| ETag::multipart(parts) == *remote_tag),
+            None => ETag::from_md5(&digests.whole) == *remote_tag,
+        };
+        Ok(if matches {
             Decision::Skip
         } else {
             Decision::Copy(CopyReason::ContentDiffers)
@@ -112,5 +129,43 @@ impl Transfer {
                 message,
             },
         );
+    }
+}
+
+/// Part sizes that split `size` bytes into exactly `parts` parts, most likely first:
+/// the size s3mirror would use, the defaults of common tools (5, 8, 16 MiB...), and the
+/// smallest whole-MiB size that fits.
+pub fn candidate_part_sizes(size: u64, parts: u32, configured: u64) -> Vec<u64> {
+    const MIB: u64 = 1 << 20;
+    let parts = u64::from(parts.max(1));
+    let smallest = size.div_ceil(parts);
+    let mut candidates = vec![
+        part_size_for(size, configured),
+        smallest.div_ceil(MIB) * MIB,
+        smallest,
+    ];
+    candidates.extend([5, 8, 10, 15, 16, 32, 64, 100, 128, 256, 512, 1024].map(|m| m * MIB));
+    let mut chosen: Vec<u64> = Vec::new();
+    for candidate in candidates {
+        if candidate > 0 && size.div_ceil(candidate).max(1) == parts && !chosen.contains(&candidate)
+        {
+            chosen.push(candidate);
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_all_give_the_part_count() {
+        let size = 100 * (1 << 20) + 7;
+        let got = candidate_part_sizes(size, 7, 16 << 20);
+        assert!(got.contains(&(16 << 20)), "{got:?}");
+        assert!(got.iter().all(|&p| size.div_ceil(p) == 7), "{got:?}");
+        assert_eq!(candidate_part_sizes(10 << 20, 2, 16 << 20)[0], 5 << 20);
+        assert!(candidate_part_sizes(1, 3, 16 << 20).is_empty());
     }
 }

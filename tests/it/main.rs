@@ -2,6 +2,7 @@
 
 mod errors;
 mod garage;
+mod multipart;
 mod sync;
 
 use std::collections::BTreeMap;

@@ -1,10 +1,27 @@
 //! S3 side of a mirror: listing with ListObjectsV2, and the object operations the
 //! transfer workers use. Each operation lives in its own small module.
 
+/// Sets the run's storage class, encryption and ACL on any request that writes an object.
+macro_rules! with_write_options {
+    ($builder:expr, $options:expr) => {{
+        let options = &$options;
+        $builder
+            .set_storage_class(options.storage_class.clone())
+            .set_server_side_encryption(options.sse.clone())
+            .set_ssekms_key_id(options.sse_kms_key_id.clone())
+            .set_acl(options.acl.clone())
+    }};
+}
+
 mod client;
 mod error;
+mod multipart;
 mod objects;
 pub mod requests;
+
+use std::sync::Arc;
+
+use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use aws_sdk_s3::Client;
 use tokio::sync::mpsc;
@@ -14,16 +31,40 @@ use crate::storage::{ETag, Entry, ListError, ListItem, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
+pub use multipart::{
+    part_size_for, ActiveUploads, PartSettings, MIN_PART_SIZE, PART_SIZE_METADATA,
+};
 pub use objects::Download;
+
+/// Settings applied to every object written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    pub storage_class: Option<StorageClass>,
+    pub sse: Option<ServerSideEncryption>,
+    pub sse_kms_key_id: Option<String>,
+    pub acl: Option<ObjectCannedAcl>,
+}
 
 pub struct S3Store {
     client: Client,
     url: S3Url,
+    write: WriteOptions,
+    uploads: Arc<ActiveUploads>,
 }
 
 impl S3Store {
-    pub fn new(client: Client, url: S3Url) -> Self {
-        Self { client, url }
+    pub fn new(
+        client: Client,
+        url: S3Url,
+        write: WriteOptions,
+        uploads: Arc<ActiveUploads>,
+    ) -> Self {
+        Self {
+            client,
+            url,
+            write,
+            uploads,
+        }
     }
 
     pub fn url(&self) -> &S3Url {

@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::multipart::content_type_for;
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
-use crate::storage::{Entry, ObjectError};
+use crate::storage::{ETag, Entry, ObjectError};
 
 /// User-metadata key holding the source file's mtime, as rclone names it.
 pub const MTIME_METADATA: &str = "mtime";
@@ -32,9 +35,10 @@ pub struct Download {
     headers: ObjectHeaders,
 }
 
-/// Content headers and user metadata that a copy through the client must carry over.
+/// Content headers and user metadata that a copy through the client, or a multipart
+/// copy, must carry over.
 #[derive(Default)]
-struct ObjectHeaders {
+pub(super) struct ObjectHeaders {
     content_type: Option<String>,
     cache_control: Option<String>,
     content_disposition: Option<String>,
@@ -44,9 +48,28 @@ struct ObjectHeaders {
     metadata: Option<HashMap<String, String>>,
 }
 
-impl ObjectHeaders {
-    fn from_get(out: &GetObjectOutput) -> Self {
-        Self {
+/// Sets the same headers on any request builder that has them.
+macro_rules! apply_headers {
+    ($headers:expr, $builder:expr) => {{
+        let h = $headers;
+        $builder
+            .set_content_type(h.content_type)
+            .set_cache_control(h.cache_control)
+            .set_content_disposition(h.content_disposition)
+            .set_content_encoding(h.content_encoding)
+            .set_content_language(h.content_language)
+            .set_expires(
+                h.expires
+                    .and_then(|e| DateTime::from_str(&e, DateTimeFormat::HttpDate).ok()),
+            )
+            .set_metadata(h.metadata)
+    }};
+}
+
+macro_rules! headers_from {
+    ($out:expr) => {{
+        let out = $out;
+        ObjectHeaders {
             content_type: out.content_type().map(str::to_owned),
             cache_control: out.cache_control().map(str::to_owned),
             content_disposition: out.content_disposition().map(str::to_owned),
@@ -55,11 +78,38 @@ impl ObjectHeaders {
             expires: out.expires_string().map(str::to_owned),
             metadata: out.metadata().cloned(),
         }
+    }};
+}
+
+impl ObjectHeaders {
+    fn from_get(out: &GetObjectOutput) -> Self {
+        headers_from!(out)
+    }
+
+    pub(super) fn from_head(out: &HeadObjectOutput) -> Self {
+        headers_from!(out)
+    }
+
+    pub(super) fn apply_to_create(
+        self,
+        builder: CreateMultipartUploadFluentBuilder,
+    ) -> CreateMultipartUploadFluentBuilder {
+        apply_headers!(self, builder)
     }
 }
 
+/// The `x-amz-copy-source` value for a key below a location.
+pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
+    format!(
+        "{}/{}",
+        source.bucket(),
+        utf8_percent_encode(&source.full_key(key), COPY_SOURCE)
+    )
+}
+
 impl S3Store {
-    /// Uploads a local file in one PutObject, recording its mtime as user metadata.
+    /// Uploads a local file in one PutObject, recording its mtime as user metadata and
+    /// its Content-Type from the extension.
     pub async fn put_file(
         &self,
         key: &str,
@@ -72,13 +122,16 @@ impl S3Store {
             .build()
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .body(body)
             .content_length(source.size as i64)
-            .metadata(MTIME_METADATA, format_mtime(source.mtime))
+            .content_type(content_type_for(key))
+            .metadata(MTIME_METADATA, format_mtime(source.mtime));
+        with_write_options!(put, self.write)
             .send()
             .await
             .map_err(|err| {
@@ -89,26 +142,15 @@ impl S3Store {
 
     /// Uploads an object being read from another bucket, keeping its headers and metadata.
     pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
-        let h = download.headers;
-        self.client
+        let put = self
+            .client
             .put_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .body(download.body)
-            .content_length(download.size as i64)
-            .set_content_type(h.content_type)
-            .set_cache_control(h.cache_control)
-            .set_content_disposition(h.content_disposition)
-            .set_content_encoding(h.content_encoding)
-            .set_content_language(h.content_language)
-            .set_expires(h.expires.and_then(|e| {
-                aws_sdk_s3::primitives::DateTime::from_str(
-                    &e,
-                    aws_sdk_s3::primitives::DateTimeFormat::HttpDate,
-                )
-                .ok()
-            }))
-            .set_metadata(h.metadata)
+            .content_length(download.size as i64);
+        let put = apply_headers!(download.headers, put);
+        with_write_options!(put, self.write)
             .send()
             .await
             .map_err(|err| {
@@ -141,18 +183,44 @@ impl S3Store {
         })
     }
 
-    /// Server-side copy from another location reachable with this store's client.
-    pub async fn copy_from(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
-        let copy_source = format!(
-            "{}/{}",
-            source.bucket(),
-            utf8_percent_encode(&source.full_key(key), COPY_SOURCE)
-        );
-        self.client
-            .copy_object()
-            .copy_source(copy_source)
+    /// One range of an object, `first..=last`, only if it still has the listed ETag, so
+    /// the ranges of one download all come from the same version.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        first: u64,
+        last: u64,
+        etag: Option<&ETag>,
+    ) -> Result<ByteStream, ObjectError> {
+        let out = self
+            .client
+            .get_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
+            .range(format!("bytes={first}-{last}"))
+            .set_if_match(etag.map(|tag| format!("\"{tag}\"")))
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "GetObject",
+                    format!("{} bytes {first}-{last}", self.describe(key)),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        Ok(out.body)
+    }
+
+    /// Server-side copy from another location reachable with this store's client. The
+    /// object's metadata, content headers and tags come along (the COPY directives).
+    pub async fn copy_from(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
+        let copy = self
+            .client
+            .copy_object()
+            .copy_source(copy_source(source, key))
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key));
+        with_write_options!(copy, self.write)
             .send()
             .await
             .map_err(|err| {

@@ -1,0 +1,525 @@
+//! Multipart upload from a local file, multipart copy between buckets, and the registry
+//! that aborts every upload s3mirror started when it fails or is interrupted.
+//!
+//! Invariants: an upload is registered from CreateMultipartUpload until it is completed
+//! or aborted, so none is left behind; parts are read from the file by offset and never
+//! buffered whole, so memory does not grow with the part size.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use super::objects::{copy_source, format_mtime, ObjectHeaders, MTIME_METADATA};
+use super::{describe_sdk_error, S3Store};
+use crate::location::S3Url;
+use crate::storage::{local, ETag, Entry, ObjectError};
+
+pub const MAX_PARTS: u64 = 10_000;
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// User metadata: whole-file MD5 in base64, the key rclone uses.
+pub const MD5_METADATA: &str = "md5chksum";
+/// User metadata: the part size of this upload, so its ETag can be recomputed locally.
+pub const PART_SIZE_METADATA: &str = "s3mirror-part-size";
+const READ_BUFFER: usize = 256 * 1024;
+
+/// How objects are split into parts, and the global cap on part requests in flight.
+#[derive(Debug, Clone)]
+pub struct PartSettings {
+    pub part_size: u64,
+    /// Parts of one object in flight at once.
+    pub concurrency: usize,
+    /// Shared by every object: bounds part requests (and their buffers) in the process.
+    pub permits: Arc<Semaphore>,
+}
+
+/// The part size for an object: the requested one, grown (to whole MiB) so the object
+/// needs no more than 10,000 parts.
+pub fn part_size_for(size: u64, requested: u64) -> u64 {
+    let needed = size.div_ceil(MAX_PARTS).div_ceil(1 << 20) << 20;
+    requested.max(needed)
+}
+
+/// (part number, offset, length) of each part.
+pub fn part_ranges(size: u64, part_size: u64) -> impl Iterator<Item = (i32, u64, u64)> {
+    let count = size.div_ceil(part_size).max(1);
+    (0..count).map(move |i| {
+        let offset = i * part_size;
+        (i as i32 + 1, offset, part_size.min(size - offset))
+    })
+}
+
+struct ActiveUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+}
+
+/// Every multipart upload started and not yet completed or aborted.
+#[derive(Default)]
+pub struct ActiveUploads {
+    next: AtomicU64,
+    uploads: Mutex<HashMap<u64, ActiveUpload>>,
+}
+
+impl ActiveUploads {
+    fn register(&self, upload: ActiveUpload) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.uploads
+            .lock()
+            .expect("uploads lock")
+            .insert(id, upload);
+        id
+    }
+
+    fn forget(&self, id: u64) {
+        self.uploads.lock().expect("uploads lock").remove(&id);
+    }
+
+    /// Aborts every registered upload; returns how many were aborted.
+    pub async fn abort_all(&self) -> usize {
+        let uploads: Vec<ActiveUpload> = self
+            .uploads
+            .lock()
+            .expect("uploads lock")
+            .drain()
+            .map(|(_, u)| u)
+            .collect();
+        let count = uploads.len();
+        futures::future::join_all(uploads.iter().map(abort)).await;
+        count
+    }
+}
+
+async fn abort(upload: &ActiveUpload) {
+    let result = upload
+        .client
+        .abort_multipart_upload()
+        .bucket(&upload.bucket)
+        .key(&upload.key)
+        .upload_id(&upload.upload_id)
+        .send()
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(
+            "AbortMultipartUpload s3://{}/{}: {}; list incomplete uploads to remove it",
+            upload.bucket,
+            upload.key,
+            describe_sdk_error(&err)
+        );
+    }
+}
+
+fn b64(digest: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+impl S3Store {
+    /// Uploads a local file in parts. The file is hashed first: the whole MD5 goes into
+    /// the metadata (`md5chksum`), each part is sent with its Content-MD5, and the final
+    /// ETag is checked against the one computed here.
+    pub async fn put_file_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        source: &Entry,
+        parts: &PartSettings,
+    ) -> Result<(), ObjectError> {
+        let part_size = part_size_for(source.size, parts.part_size);
+        let digests = local::file_digests(path.to_path_buf(), vec![part_size])
+            .await
+            .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+        if digests.len != source.size {
+            return Err(changed_while_reading(path));
+        }
+        let part_digests = &digests.parts[0];
+        let expected = ETag::multipart(part_digests);
+        let create = self
+            .client
+            .create_multipart_upload()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .content_type(content_type_for(key))
+            .metadata(MTIME_METADATA, format_mtime(source.mtime))
+            .metadata(MD5_METADATA, b64(&digests.whole))
+            .metadata(PART_SIZE_METADATA, part_size.to_string());
+        let upload_id = with_write_options!(create, self.write)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "CreateMultipartUpload",
+                    self.describe(key),
+                    describe_sdk_error(&err),
+                )
+            })?
+            .upload_id
+            .unwrap_or_default();
+
+        let upload = async {
+            let completed = futures::stream::iter(part_ranges(source.size, part_size))
+                .map(|(number, offset, len)| {
+                    let md5 = b64(&part_digests[number as usize - 1]);
+                    self.upload_part(
+                        key,
+                        &upload_id,
+                        path,
+                        number,
+                        offset,
+                        len,
+                        md5,
+                        &parts.permits,
+                    )
+                })
+                .buffered(parts.concurrency)
+                .try_collect::<Vec<_>>()
+                .await?;
+            if file_changed(path, source).await {
+                return Err(changed_while_reading(path));
+            }
+            let tag = self.complete(key, &upload_id, completed).await?;
+            if tag.as_ref() != Some(&expected) {
+                return Err(ObjectError::new(
+                    "CompleteMultipartUpload",
+                    self.describe(key),
+                    format!(
+                        "the stored ETag {} differs from the local file's {expected}",
+                        tag.map(|t| t.to_string()).unwrap_or_default()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        self.run_registered(key, &upload_id, upload).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        number: i32,
+        offset: u64,
+        len: u64,
+        content_md5: String,
+        permits: &Semaphore,
+    ) -> Result<CompletedPart, ObjectError> {
+        let _permit = permits
+            .acquire()
+            .await
+            .expect("part permits are never closed");
+        let body = ByteStream::read_from()
+            .path(path)
+            .offset(offset)
+            .length(Length::Exact(len))
+            .buffer_size(READ_BUFFER)
+            .build()
+            .await
+            .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(len as i64)
+            .content_md5(content_md5)
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "UploadPart",
+                    format!("{} part {number}", self.describe(key)),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag)
+            .build())
+    }
+
+    /// Copies an object of `size` bytes from `source` with UploadPartCopy, carrying over
+    /// its content headers and metadata (a multipart copy does not carry them itself).
+    pub async fn copy_multipart_from(
+        &self,
+        source: &S3Url,
+        key: &str,
+        size: u64,
+        parts: &PartSettings,
+    ) -> Result<(), ObjectError> {
+        let source_key = source.full_key(key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(source.bucket())
+            .key(&source_key)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "HeadObject",
+                    format!("s3://{}/{source_key}", source.bucket()),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        let headers = ObjectHeaders::from_head(&head);
+        let create = headers.apply_to_create(
+            self.client
+                .create_multipart_upload()
+                .bucket(self.url.bucket())
+                .key(self.url.full_key(key)),
+        );
+        let upload_id = with_write_options!(create, self.write)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "CreateMultipartUpload",
+                    self.describe(key),
+                    describe_sdk_error(&err),
+                )
+            })?
+            .upload_id
+            .unwrap_or_default();
+        let part_size = part_size_for(size, parts.part_size);
+        let copy_source = copy_source(source, key);
+        let upload = async {
+            let completed = futures::stream::iter(part_ranges(size, part_size))
+                .map(|(number, offset, len)| {
+                    let range = format!("bytes={offset}-{}", offset + len - 1);
+                    self.upload_part_copy(
+                        key,
+                        &upload_id,
+                        &copy_source,
+                        number,
+                        range,
+                        &parts.permits,
+                    )
+                })
+                .buffered(parts.concurrency)
+                .try_collect::<Vec<_>>()
+                .await?;
+            self.complete(key, &upload_id, completed).await?;
+            Ok(())
+        };
+        self.run_registered(key, &upload_id, upload).await?;
+        self.copy_tags(source, key).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        copy_source: &str,
+        number: i32,
+        range: String,
+        permits: &Semaphore,
+    ) -> Result<CompletedPart, ObjectError> {
+        let _permit = permits
+            .acquire()
+            .await
+            .expect("part permits are never closed");
+        let out = self
+            .client
+            .upload_part_copy()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(copy_source)
+            .copy_source_range(range)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "UploadPartCopy",
+                    format!("{} part {number}", self.describe(key)),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        let tag = out.copy_part_result.and_then(|r| r.e_tag);
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(tag)
+            .build())
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<Option<ETag>, ObjectError> {
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "CompleteMultipartUpload",
+                    self.describe(key),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        Ok(out.e_tag().map(ETag::parse))
+    }
+
+    /// Runs the body of an upload while it is registered, and aborts it on failure.
+    async fn run_registered(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: impl std::future::Future<Output = Result<(), ObjectError>>,
+    ) -> Result<(), ObjectError> {
+        let upload = ActiveUpload {
+            client: self.client.clone(),
+            bucket: self.url.bucket().to_owned(),
+            key: self.url.full_key(key),
+            upload_id: upload_id.to_owned(),
+        };
+        let id = self.uploads.register(upload);
+        let result = body.await;
+        if result.is_err() {
+            let upload = self
+                .uploads
+                .uploads
+                .lock()
+                .expect("uploads lock")
+                .remove(&id);
+            if let Some(upload) = upload {
+                abort(&upload).await;
+            }
+        }
+        self.uploads.forget(id);
+        result
+    }
+
+    /// Copies object tags where the server supports tagging; warns once where it does not.
+    async fn copy_tags(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
+        static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+        let tags = match self
+            .client
+            .get_object_tagging()
+            .bucket(source.bucket())
+            .key(source.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => out.tag_set,
+            Err(err)
+                if err
+                    .as_service_error()
+                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
+                    == Some("NotImplemented") =>
+            {
+                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the source server does not support object tagging; tags are not copied"
+                    );
+                }
+                return Ok(());
+            }
+            Err(err) => {
+                return Err(ObjectError::new(
+                    "GetObjectTagging",
+                    format!("s3://{}/{}", source.bucket(), source.full_key(key)),
+                    describe_sdk_error(&err),
+                ))
+            }
+        };
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let tagging = aws_sdk_s3::types::Tagging::builder()
+            .set_tag_set(Some(tags))
+            .build()
+            .map_err(|err| ObjectError::new("PutObjectTagging", self.describe(key), err))?;
+        self.client
+            .put_object_tagging()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "PutObjectTagging",
+                    self.describe(key),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// Content-Type from the key's extension, as web servers guess it.
+pub fn content_type_for(key: &str) -> String {
+    mime_guess::from_path(key)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_owned()
+}
+
+async fn file_changed(path: &Path, listed: &Entry) -> bool {
+    match tokio::fs::metadata(path).await {
+        Ok(meta) => meta.len() != listed.size || meta.modified().ok() != Some(listed.mtime),
+        Err(_) => true,
+    }
+}
+
+fn changed_while_reading(path: &Path) -> ObjectError {
+    ObjectError::new(
+        "upload",
+        path.display().to_string(),
+        "the file changed while it was being uploaded; it was not committed, and the next run will copy it",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_size_grows_to_fit_ten_thousand_parts() {
+        assert_eq!(part_size_for(1 << 30, 16 << 20), 16 << 20);
+        let huge = 5u64 << 40; // 5 TiB
+        let grown = part_size_for(huge, 16 << 20);
+        assert!(huge.div_ceil(grown) <= MAX_PARTS);
+        assert_eq!(grown % (1 << 20), 0);
+    }
+
+    #[test]
+    fn ranges_cover_the_object_exactly() {
+        let ranges: Vec<_> = part_ranges(12, 5).collect();
+        assert_eq!(ranges, vec![(1, 0, 5), (2, 5, 5), (3, 10, 2)]);
+        assert_eq!(part_ranges(10, 5).count(), 2);
+    }
+
+    #[test]
+    fn content_types_come_from_extensions() {
+        assert_eq!(content_type_for("a/b.html"), "text/html");
+        assert_eq!(content_type_for("photo.JPG"), "image/jpeg");
+        assert_eq!(content_type_for("no-extension"), "application/octet-stream");
+    }
+}
