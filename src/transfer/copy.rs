@@ -36,7 +36,6 @@ impl Transfer {
                 }
             }
             (Store::S3(source), Store::Local(dest)) if entry.size >= sizes.multipart_threshold => {
-                let part_size = self.parts.part_size;
                 let fetch = |first, last| async move {
                     let body = source
                         .get_range(key, first, last, entry.etag.as_ref())

@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::Semaphore;
 
 use super::{LocalStore, TEMP_PREFIX};
+use crate::storage::s3::PartSettings;
 use crate::storage::ObjectError;
 
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -44,16 +45,14 @@ impl LocalStore {
         .await
     }
 
-    /// Writes `size` bytes fetched as ranges of `part_size`, up to `concurrency` at once
-    /// (each also holding one of the shared `permits`), each into its place in the file.
+    /// Writes `size` bytes fetched as ranges of the part size, up to the part concurrency
+    /// at once (each also holding one of the shared permits), each into its place.
     pub async fn write_ranges<F, Fut, R>(
         &self,
         key: &str,
         size: u64,
         mtime: SystemTime,
-        part_size: u64,
-        concurrency: usize,
-        permits: &Semaphore,
+        parts: &PartSettings,
         fetch: F,
     ) -> Result<(), ObjectError>
     where
@@ -92,7 +91,7 @@ impl LocalStore {
                         copy_exactly(&mut reader, file, len, target).await
                     }
                 })
-                .buffer_unordered(concurrency)
+                .buffer_unordered(parts.concurrency)
                 .try_collect::<()>()
                 .await
         })
@@ -205,7 +204,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
         let data: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
-        let permits = Semaphore::new(2);
+        let parts = PartSettings {
+            part_size: 300,
+            concurrency: 3,
+            permits: std::sync::Arc::new(Semaphore::new(2)),
+        };
         let fetch = |first: u64, last: u64| {
             let slice = data[first as usize..=last as usize].to_vec();
             async move { Ok::<_, ObjectError>(std::io::Cursor::new(slice)) }
