@@ -61,6 +61,7 @@ impl LocalStore {
         R: AsyncBufRead + Unpin,
     {
         let target = self.describe(key);
+        let (part_size, permits) = (parts.part_size.max(1), &parts.permits);
         self.commit_via_temp(key, mtime, |temp| async move {
             let file = tokio::fs::File::create_new(&temp)
                 .await
