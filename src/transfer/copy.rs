@@ -42,17 +42,8 @@ impl Transfer {
                         .await?;
                     Ok(body.into_async_read())
                 };
-                let (concurrency, permits) = (self.parts.concurrency, &self.parts.permits);
-                dest.write_ranges(
-                    key,
-                    entry.size,
-                    entry.mtime,
-                    part_size,
-                    concurrency,
-                    permits,
-                    fetch,
-                )
-                .await
+                dest.write_ranges(key, entry.size, entry.mtime, &self.parts, fetch)
+                    .await
             }
             (Store::S3(source), Store::Local(dest)) => {
                 let download = source.get(key).await?;

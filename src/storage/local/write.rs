@@ -12,7 +12,6 @@ use std::time::SystemTime;
 
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufRead, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio::sync::Semaphore;
 
 use super::{LocalStore, TEMP_PREFIX};
 use crate::storage::s3::PartSettings;
@@ -183,6 +182,7 @@ fn temp_path(dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+    use tokio::sync::Semaphore;
 
     #[tokio::test]
     async fn writes_content_and_mtime_then_renames() {
@@ -216,7 +216,7 @@ mod tests {
         };
         let mtime = UNIX_EPOCH + Duration::from_secs(1_000);
         store
-            .write_ranges("r", 1000, mtime, 300, 3, &permits, fetch)
+            .write_ranges("r", 1000, mtime, &parts, fetch)
             .await
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), data);
