@@ -4,7 +4,11 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+};
+
+use crate::filter::Rule;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,7 +48,13 @@ impl Cli {
         if !names_subcommand {
             args.insert(1, "sync".into());
         }
-        Self::try_parse_from(args)
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        let Command::Sync(sync) = &mut cli.command;
+        if let Some(sub) = matches.subcommand_matches("sync") {
+            sync.patterns = ordered_patterns(sub);
+        }
+        Ok(cli)
     }
 }
 
@@ -123,8 +133,65 @@ pub struct SyncArgs {
     #[arg(long, value_name = "ACL")]
     pub acl: Option<String>,
 
+    /// Delete destination objects that are absent from the source (after the copies,
+    /// and only when both listings completed without error)
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Let --delete proceed when the source has no objects at all
+    #[arg(long, requires = "delete")]
+    pub allow_empty_source: bool,
+
+    /// With --delete, delete nothing when more than N deletions would be needed
+    #[arg(long, value_name = "N", requires = "delete")]
+    pub max_delete: Option<u64>,
+
+    /// Consider only keys matching GLOB, relative to the prefix (repeatable; the last
+    /// matching --include or --exclude wins; `*` matches `/` too)
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave out keys matching GLOB (repeatable; see --include)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Leave out source entries modified longer ago than DURATION (e.g. 7d, 12h)
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
+
+    /// Leave out source entries modified more recently than DURATION
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub min_age: Option<Duration>,
+
+    /// Leave out entries smaller than SIZE
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    pub min_size: Option<u64>,
+
+    /// Leave out entries larger than SIZE
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    pub max_size: Option<u64>,
+
+    /// --include and --exclude patterns in command-line order (filled after parsing).
+    #[arg(skip)]
+    pub patterns: Vec<(Rule, String)>,
+
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+/// Interleaves the --include and --exclude values in the order they were given, which
+/// clap's per-option lists lose.
+fn ordered_patterns(matches: &ArgMatches) -> Vec<(Rule, String)> {
+    let mut patterns: Vec<(usize, Rule, String)> = Vec::new();
+    for (id, rule) in [("include", Rule::Include), ("exclude", Rule::Exclude)] {
+        if let (Some(indices), Some(values)) =
+            (matches.indices_of(id), matches.get_many::<String>(id))
+        {
+            patterns.extend(indices.zip(values).map(|(i, v)| (i, rule, v.clone())));
+        }
+    }
+    patterns.sort_by_key(|(i, _, _)| *i);
+    patterns.into_iter().map(|(_, rule, v)| (rule, v)).collect()
 }
 
 fn parse_size_arg(input: &str) -> Result<u64, String> {
@@ -203,10 +270,41 @@ mod tests {
     }
 
     #[test]
+    fn include_and_exclude_keep_their_order() {
+        let args = [
+            "--exclude",
+            "*",
+            "--include",
+            "*.txt",
+            "--exclude",
+            "tmp/*",
+            "a",
+            "b",
+        ];
+        let Command::Sync(sync) = parse(&args).unwrap().command;
+        let want = [
+            (Rule::Exclude, "*"),
+            (Rule::Include, "*.txt"),
+            (Rule::Exclude, "tmp/*"),
+        ];
+        let got: Vec<_> = sync
+            .patterns
+            .iter()
+            .map(|(r, p)| (*r, p.as_str()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn bad_arguments_are_errors() {
         assert!(parse(&["a"]).is_err());
         assert!(parse(&["--stats-interval", "soon", "a", "b"]).is_err());
         assert!(parse(&["--compare", "crc", "a", "b"]).is_err());
         assert!(parse(&["-q", "-v", "a", "b"]).is_err());
+        assert!(
+            parse(&["--max-delete", "5", "a", "b"]).is_err(),
+            "needs --delete"
+        );
+        assert!(parse(&["--min-size", "big", "a", "b"]).is_err());
     }
 }

@@ -7,9 +7,11 @@ use std::str::FromStr;
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{CompareArg, ConnectionArgs, SyncArgs};
+use crate::filter::{Filters, PatternError};
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
 use crate::storage::s3::{ClientSettings, WriteOptions, MIN_PART_SIZE};
+use crate::transfer::DeleteSettings;
 use crate::ui::{OutputSettings, Verbosity};
 
 pub const MAX_THREADS: usize = 10_000;
@@ -27,6 +29,8 @@ pub enum SettingsError {
     StatsInterval,
     #[error("{option} {value:?} is not an http:// or https:// URL")]
     EndpointUrl { option: &'static str, value: String },
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
     #[error("--part-size must be at least 5MiB (the S3 minimum), not {0} bytes")]
     PartSize(u64),
     #[error("--part-concurrency must be between 1 and {MAX_THREADS}, not {0}")]
@@ -54,6 +58,9 @@ pub struct SyncSettings {
     pub compare: CompareMode,
     pub transfer: TransferSettings,
     pub write: WriteOptions,
+    pub filters: Filters,
+    /// Present with `--delete`.
+    pub delete: Option<DeleteSettings>,
     pub output: OutputSettings,
 }
 
@@ -89,6 +96,16 @@ impl SyncSettings {
             return Err(SettingsError::PartConcurrency(args.part_concurrency));
         }
         let write = write_options(&args)?;
+        let mut filters = Filters::default()
+            .with_patterns(args.patterns.iter().map(|(rule, p)| (*rule, p.as_str())))?;
+        filters.min_size = args.min_size;
+        filters.max_size = args.max_size;
+        filters.max_age = args.max_age;
+        filters.min_age = args.min_age;
+        let delete = args.delete.then_some(DeleteSettings {
+            allow_empty_source: args.allow_empty_source,
+            max_delete: args.max_delete,
+        });
         let (source_client, dest_client) = client_settings(&args.connection)?;
         check_overlap(&source, &source_client, &dest, &dest_client)?;
         let verbosity = match (args.quiet, args.verbose) {
@@ -116,6 +133,8 @@ impl SyncSettings {
                 part_concurrency: args.part_concurrency,
             },
             write,
+            filters,
+            delete,
             output: OutputSettings {
                 verbosity,
                 stats_interval: args.stats_interval,

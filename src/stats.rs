@@ -31,6 +31,7 @@ pub struct Stats {
     copied: AtomicU64,
     copied_bytes: AtomicU64,
     skipped: AtomicU64,
+    deleted: AtomicU64,
     failed: AtomicU64,
     listing_complete: AtomicBool,
     failures: Mutex<Vec<Failure>>,
@@ -50,6 +51,7 @@ pub struct Snapshot {
     pub copied: u64,
     pub copied_bytes: u64,
     pub skipped: u64,
+    pub deleted: u64,
     pub failed: u64,
     pub listing_complete: bool,
     pub requests: Vec<(&'static str, u64)>,
@@ -72,6 +74,7 @@ impl Stats {
             copied: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             listing_complete: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
@@ -109,6 +112,10 @@ impl Stats {
     pub fn skipped_planned(&self, bytes: u64) {
         self.finish_planned(bytes);
         self.skipped();
+    }
+
+    pub fn deleted(&self) {
+        bump(&self.deleted, 1);
     }
 
     pub fn copied(&self, bytes: u64) {
@@ -153,6 +160,7 @@ impl Stats {
             copied: get(&self.copied),
             copied_bytes: get(&self.copied_bytes),
             skipped: get(&self.skipped),
+            deleted: get(&self.deleted),
             failed: get(&self.failed),
             listing_complete: self.listing_complete.load(Ordering::Relaxed),
             requests: self.requests.snapshot(),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::config::SyncSettings;
 use crate::location::Location;
-use crate::plan::{MergeJoin, Pairing, Planner};
+use std::time::SystemTime;
+
+use crate::plan::{DeleteQueue, MergeJoin, Pairing, Planner};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
@@ -20,7 +22,7 @@ pub enum RunError {
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
-    Listing(#[from] crate::plan::ListingFailed),
+    Listing(#[from] crate::plan::PlanFailed),
     #[error("interrupted; {0} multipart upload(s) in progress were aborted")]
     Interrupted(usize),
 }
@@ -72,13 +74,27 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
     let planner = Planner {
         mode: settings.compare,
         pairing,
+        filters: &settings.filters,
+        now: SystemTime::now(),
         stats: &stats,
         reporter: console.as_ref(),
     };
+    let deletes = match settings.delete {
+        Some(_) => Some(DeleteQueue::new().map_err(|err| {
+            RunError::Setup(format!(
+                "cannot create a temporary file for --delete: {err}"
+            ))
+        })?),
+        None => None,
+    };
     let pipeline = async {
-        let planned = planner.run(join, jobs_tx).await;
+        let planned = planner.run(join, jobs_tx, deletes).await;
         while workers.join_next().await.is_some() {}
-        planned
+        let planned = planned?;
+        if let Some(delete) = settings.delete {
+            transfer.delete_extras(planned, delete).await;
+        }
+        Ok::<(), crate::plan::PlanFailed>(())
     };
     let planned = tokio::select! {
         planned = pipeline => planned,

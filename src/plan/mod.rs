@@ -5,10 +5,16 @@
 //! workers take jobs, and memory holds O(threads) jobs whatever the object count.
 
 mod decide;
+mod delete_queue;
 mod merge;
 
+use std::time::SystemTime;
+
 pub use decide::{decide, CompareMode, CopyReason, Decision, Pairing};
+pub use delete_queue::DeleteQueue;
 pub use merge::{JoinItem, MergeJoin, Pair, Side};
+
+use crate::filter::Filters;
 
 use crate::stats::{Failure, Stats};
 use crate::storage::{Entry, ListError};
@@ -22,28 +28,42 @@ pub struct Job {
     pub decision: Decision,
 }
 
-/// A listing failed: the run cannot know what it did not see.
+/// The planner could not finish: a listing failed (the run cannot know what it did not
+/// see), or keys to delete could not be recorded.
 #[derive(Debug, thiserror::Error)]
-#[error("listing the {side} failed: {message}")]
-pub struct ListingFailed {
-    pub side: &'static str,
-    pub message: String,
+#[error("{0}")]
+pub struct PlanFailed(pub String);
+
+/// What the planner saw, for the decisions taken after the listings end.
+pub struct Planned {
+    /// Destination keys absent from the source, when deletion was asked for.
+    pub deletes: Option<DeleteQueue>,
+    /// Entries either listing could not read; deleting is unsafe when this is not zero.
+    pub listing_errors: u64,
+    /// Source entries the filters let through.
+    pub source_selected: u64,
 }
 
 pub struct Planner<'a> {
     pub mode: CompareMode,
     pub pairing: Pairing,
+    pub filters: &'a Filters,
+    pub now: SystemTime,
     pub stats: &'a Stats,
     pub reporter: &'a dyn Reporter,
 }
 
 impl Planner<'_> {
-    /// Runs the join to its end, sending every job that needs a worker.
+    /// Runs the join to its end, sending every job that needs a worker and queueing
+    /// destination-only keys into `deletes` when it is given.
     pub async fn run(
         &self,
         mut join: MergeJoin,
         jobs: async_channel::Sender<Job>,
-    ) -> Result<(), ListingFailed> {
+        mut deletes: Option<DeleteQueue>,
+    ) -> Result<Planned, PlanFailed> {
+        let mut listing_errors = 0;
+        let mut source_selected = 0;
         while let Some(item) = join.next().await {
             let (source, dest) = match item {
                 Ok(Pair::SourceOnly(source)) => (source, None),
@@ -51,24 +71,38 @@ impl Planner<'_> {
                     self.stats.dest_listed();
                     (source, Some(dest))
                 }
-                Ok(Pair::DestOnly(_)) => {
+                Ok(Pair::DestOnly(dest)) => {
                     self.stats.dest_listed();
+                    if let Some(queue) = deletes
+                        .as_mut()
+                        .filter(|_| self.filters.selects(&dest, self.now))
+                    {
+                        queue.push(&dest.key).map_err(|err| {
+                            PlanFailed(format!("cannot record keys to delete: {err}"))
+                        })?;
+                    }
                     continue;
                 }
                 Err((side, ListError::Entry { path, cause })) => {
+                    listing_errors += 1;
                     let message = format!("list {path} ({}): {cause}", side.name());
                     self.reporter.report(Event::Failed { message: &message });
                     self.stats.failed(Failure { key: path, message });
                     continue;
                 }
                 Err((side, ListError::Fatal(message))) => {
-                    return Err(ListingFailed {
-                        side: side.name(),
-                        message,
-                    });
+                    return Err(PlanFailed(format!(
+                        "listing the {} failed: {message}",
+                        side.name()
+                    )));
                 }
             };
             self.stats.source_listed();
+            // A key the filters leave out is neither copied nor deleted.
+            if !self.filters.selects(&source, self.now) {
+                continue;
+            }
+            source_selected += 1;
             let decision = decide(&source, dest.as_ref(), self.mode, self.pairing);
             if decision == Decision::Skip {
                 self.stats.skipped();
@@ -85,6 +119,10 @@ impl Planner<'_> {
             }
         }
         self.stats.listing_complete();
-        Ok(())
+        Ok(Planned {
+            deletes,
+            listing_errors,
+            source_selected,
+        })
     }
 }

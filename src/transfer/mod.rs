@@ -4,6 +4,9 @@
 //! a failure is reported and the pool goes on.
 
 mod copy;
+mod delete;
+
+pub use delete::DeleteSettings;
 
 use std::sync::Arc;
 

@@ -34,6 +34,10 @@ pub enum Event<'a> {
         reason: CopyReason,
         dry_run: bool,
     },
+    Deleted {
+        target: &'a str,
+        dry_run: bool,
+    },
     Failed {
         message: &'a str,
     },
@@ -126,6 +130,13 @@ impl Reporter for Console {
                         "copied {target} ({reason}, {})",
                         indicatif::HumanBytes(bytes)
                     ));
+                }
+            }
+            Event::Deleted { target, dry_run } => {
+                if dry_run && self.verbosity > Verbosity::Quiet {
+                    self.line_out(&format!("would delete {target}"));
+                } else if self.verbosity == Verbosity::Verbose {
+                    self.line_out(&format!("deleted {target}"));
                 }
             }
             Event::Failed { message } => self.line_err(&format!("error: {message}")),

@@ -32,6 +32,10 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
         HumanBytes(snap.copied_bytes)
     );
     let _ = writeln!(out, "  unchanged  {}", snap.skipped);
+    if snap.deleted > 0 {
+        let verb = if dry_run { "would delete" } else { "deleted" };
+        let _ = writeln!(out, "  {verb:<10} {}", snap.deleted);
+    }
     let _ = writeln!(out, "  failed     {}", snap.failed);
     let _ = writeln!(
         out,

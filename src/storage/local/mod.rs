@@ -47,6 +47,27 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Removes the file for `key`, then its parent directories as long as they are
+    /// empty (S3 has no directories, so a mirror leaves none behind).
+    pub async fn delete(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
+        let path = self
+            .path_for(key)
+            .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|err| crate::storage::ObjectError::new("delete", self.describe(key), err))?;
+        let mut dir = path.parent();
+        while let Some(parent) = dir.filter(|d| *d != self.root) {
+            if tokio::fs::remove_dir(parent).await.is_err() {
+                break;
+            }
+            dir = parent.parent();
+        }
+        Ok(())
+    }
+}
+
 /// Longest file name (one path component) Linux file systems accept, in bytes.
 const NAME_MAX: usize = 255;
 

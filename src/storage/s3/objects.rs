@@ -8,6 +8,7 @@ use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUpl
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::multipart::content_type_for;
@@ -227,6 +228,58 @@ impl S3Store {
                 ObjectError::new("CopyObject", self.describe(key), describe_sdk_error(&err))
             })?;
         Ok(())
+    }
+}
+
+impl S3Store {
+    /// Deletes up to 1,000 keys in one DeleteObjects request; returns the keys the
+    /// server could not delete, with the reason.
+    pub async fn delete_batch(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, String)>, ObjectError> {
+        let target = || format!("{} ({} keys)", self.url, keys.len());
+        let objects = keys
+            .iter()
+            .map(|key| {
+                ObjectIdentifier::builder()
+                    .key(self.url.full_key(key))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| ObjectError::new("DeleteObjects", target(), err))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|err| ObjectError::new("DeleteObjects", target(), err))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(self.url.bucket())
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|err| ObjectError::new("DeleteObjects", target(), describe_sdk_error(&err)))?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                let full = e.key().unwrap_or_default();
+                let key = full
+                    .strip_prefix(self.url.prefix())
+                    .unwrap_or(full)
+                    .to_owned();
+                let cause = format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or_default()
+                );
+                let message =
+                    ObjectError::new("DeleteObjects", self.describe(&key), cause).to_string();
+                (key, message)
+            })
+            .collect())
     }
 }
 
