@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -151,18 +152,7 @@ impl S3Store {
             .metadata(MTIME_METADATA, format_mtime(source.mtime))
             .metadata(MD5_METADATA, b64(&digests.whole))
             .metadata(PART_SIZE_METADATA, part_size.to_string());
-        let upload_id = with_write_options!(create, self.write)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "CreateMultipartUpload",
-                    self.describe(key),
-                    describe_sdk_error(&err),
-                )
-            })?
-            .upload_id
-            .unwrap_or_default();
+        let upload_id = self.create_upload(key, create).await?;
 
         let upload = async {
             let completed = futures::stream::iter(part_ranges(source.size, part_size))
@@ -281,18 +271,7 @@ impl S3Store {
                 .bucket(self.url.bucket())
                 .key(self.url.full_key(key)),
         );
-        let upload_id = with_write_options!(create, self.write)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "CreateMultipartUpload",
-                    self.describe(key),
-                    describe_sdk_error(&err),
-                )
-            })?
-            .upload_id
-            .unwrap_or_default();
+        let upload_id = self.create_upload(key, create).await?;
         let part_size = part_size_for(size, parts.part_size);
         let copy_source = copy_source(source, key);
         let upload = async {
@@ -354,6 +333,25 @@ impl S3Store {
             .part_number(number)
             .set_e_tag(tag)
             .build())
+    }
+
+    /// Sends CreateMultipartUpload with the run's write options; returns the upload id.
+    async fn create_upload(
+        &self,
+        key: &str,
+        create: CreateMultipartUploadFluentBuilder,
+    ) -> Result<String, ObjectError> {
+        let out = with_write_options!(create, self.write)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "CreateMultipartUpload",
+                    self.describe(key),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        Ok(out.upload_id.unwrap_or_default())
     }
 
     async fn complete(
