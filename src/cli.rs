@@ -9,6 +9,7 @@ use clap::{
 };
 
 use crate::filter::Rule;
+use crate::storage::ChecksumAlgorithm;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +69,9 @@ pub enum CompareArg {
     Mtime,
     /// equal size and equal content hash (hashes local files when sizes match)
     Etag,
+    /// equal size and equal S3 additional checksum (x-amz-checksum-*; a HEAD per object
+    /// whose size matches)
+    Checksum,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +92,11 @@ pub struct SyncArgs {
     /// How to decide that an object is unchanged
     #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
     pub compare: CompareArg,
+
+    /// Write every object with this additional checksum, which the server verifies
+    /// [default with --compare checksum: crc32c]
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
 
     /// Interval between stats lines when stderr is not a terminal (e.g. 10s, 1m)
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]

@@ -11,6 +11,7 @@ use crate::filter::{Filters, PatternError};
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
 use crate::storage::s3::{ClientSettings, WriteOptions, MIN_PART_SIZE};
+use crate::storage::ChecksumAlgorithm;
 use crate::transfer::DeleteSettings;
 use crate::ui::{OutputSettings, Verbosity};
 
@@ -125,6 +126,7 @@ impl SyncSettings {
                 CompareArg::Size => CompareMode::Size,
                 CompareArg::Mtime => CompareMode::Mtime,
                 CompareArg::Etag => CompareMode::Etag,
+                CompareArg::Checksum => CompareMode::Checksum,
             },
             transfer: TransferSettings {
                 multipart_threshold: args.multipart_threshold.max(1),
@@ -170,6 +172,11 @@ fn write_options(args: &SyncArgs) -> Result<WriteOptions, SettingsError> {
         sse: choice::<ServerSideEncryption>("sse", &args.sse, ServerSideEncryption::values())?,
         sse_kms_key_id: args.sse_kms_key_id.clone(),
         acl: choice::<ObjectCannedAcl>("acl", &args.acl, ObjectCannedAcl::values())?,
+        checksum: match (args.checksum_algorithm, args.compare) {
+            (Some(algorithm), _) => Some(algorithm),
+            (None, CompareArg::Checksum) => Some(ChecksumAlgorithm::Crc32c),
+            (None, _) => None,
+        },
     })
 }
 

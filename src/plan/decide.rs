@@ -18,6 +18,9 @@ pub enum CompareMode {
     Mtime,
     /// Equal sizes and equal content hashes (ETag, or a local file's MD5).
     Etag,
+    /// Equal sizes and equal additional checksums (`x-amz-checksum-*`, read with a HEAD;
+    /// computed for a local file).
+    Checksum,
 }
 
 /// Which kinds of storage are on each side.
@@ -50,6 +53,10 @@ pub enum CopyReason {
     SizeDiffers,
     SourceNewer,
     ContentDiffers,
+    /// The destination object has no stored checksum to compare with.
+    NoChecksum,
+    /// The two sides' checksums were made differently (algorithm, or whole against parts).
+    ChecksumKindDiffers,
 }
 
 impl fmt::Display for CopyReason {
@@ -59,6 +66,8 @@ impl fmt::Display for CopyReason {
             CopyReason::SizeDiffers => "size differs",
             CopyReason::SourceNewer => "source is newer",
             CopyReason::ContentDiffers => "content differs",
+            CopyReason::NoChecksum => "no stored checksum",
+            CopyReason::ChecksumKindDiffers => "checksums of different kinds",
         })
     }
 }
@@ -71,6 +80,9 @@ pub enum Decision {
     /// ETag (single-part or multipart) before deciding. Done by a worker, never by the
     /// planner.
     CompareContent,
+    /// Sizes match under `--compare checksum`: a worker reads the stored checksums (and
+    /// hashes a local side) before deciding.
+    CompareChecksum,
 }
 
 pub fn decide(
@@ -115,6 +127,7 @@ pub fn decide(
             // about content; the copy's time is the remaining evidence.
             _ => by_mtime(),
         },
+        CompareMode::Checksum => Decision::CompareChecksum,
         CompareMode::Mtime | CompareMode::Auto => by_mtime(),
     }
 }
@@ -192,6 +205,8 @@ mod tests {
             ("etag mode: multipart remote is hashed in parts", e("k", 1, T, None), Some(e("k", 1, T + 1, multi)), Etag, LocalToS3, CompareContent),
             ("etag mode: opaque remote tag falls back to time", e("k", 1, T, None), Some(e("k", 1, T + 1, Some("kms-opaque"))), Etag, LocalToS3, Skip),
             ("etag mode: two local files fall back to time", e("k", 1, T + 1, None), Some(e("k", 1, T, None)), Etag, LocalToLocal, Copy(SourceNewer)),
+            ("checksum mode: equal sizes need the checksums", e("k", 1, T, Some(MD5_A)), Some(e("k", 1, T, Some(MD5_A))), Checksum, S3ToS3, CompareChecksum),
+            ("checksum mode: size still decides first", e("k", 1, T, None), Some(e("k", 2, T, None)), Checksum, LocalToS3, Copy(SizeDiffers)),
             ("directory marker into a directory", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
             ("directory marker between buckets", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToS3, Copy(Missing)),
         ];

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::checksum::{HashKind, Hasher};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ETag {
     value: String,
@@ -32,15 +34,14 @@ impl ETag {
 
     /// The tag S3 gives a multipart upload with these part MD5s: the MD5 of their
     /// concatenation, then `-` and the part count.
-    pub fn multipart(part_digests: &[[u8; 16]]) -> Self {
-        use md5::{Digest, Md5};
-        let mut hasher = Md5::new();
+    pub fn multipart(part_digests: &[impl AsRef<[u8]>]) -> Self {
+        let mut hasher = Hasher::new(HashKind::Md5);
         for digest in part_digests {
-            hasher.update(digest);
+            hasher.update(digest.as_ref());
         }
         let parts = part_digests.len() as u32;
         Self {
-            value: format!("{}-{parts}", hex::encode(hasher.finalize())),
+            value: format!("{}-{parts}", hex::encode(hasher.finalize_reset())),
             parts: Some(parts),
         }
     }

@@ -3,6 +3,7 @@
 //! Invariant: every listing yields entries in ascending UTF-8 byte order of their key,
 //! relative to the location's root, so two listings can be merge-joined as streams.
 
+pub mod checksum;
 pub mod etag;
 pub mod local;
 pub mod s3;
@@ -12,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
+pub use checksum::{Checksum, ChecksumAlgorithm};
 pub use etag::ETag;
 pub use local::LocalStore;
 pub use s3::S3Store;

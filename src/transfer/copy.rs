@@ -14,12 +14,9 @@ impl Transfer {
         let sizes = &self.sizes;
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
-                if entry.size > sizes.multipart_copy_threshold {
-                    dest.copy_multipart_from(source.url(), key, entry.size, &self.parts)
-                        .await
-                } else {
-                    dest.copy_from(source.url(), key).await
-                }
+                let threshold = sizes.multipart_copy_threshold;
+                dest.copy_object_from(source.url(), key, entry.size, threshold, &self.parts)
+                    .await
             }
             (Store::S3(source), Store::S3(dest)) => {
                 dest.put_download(key, source.get(key).await?).await

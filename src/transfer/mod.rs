@@ -15,8 +15,10 @@ use tokio::task::JoinSet;
 use crate::config::TransferSettings;
 use crate::plan::{CopyReason, Decision, Job};
 use crate::stats::{Failure, Stats};
+use crate::storage::checksum::HashKind;
+use crate::storage::local::DigestRequest;
 use crate::storage::s3::{part_size_for, PartSettings};
-use crate::storage::{local, ETag, ObjectError, Store};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, LocalStore, ObjectError, Store};
 use crate::ui::{Event, Reporter};
 
 /// How bytes get from a bucket to a bucket.
@@ -62,15 +64,14 @@ impl Transfer {
     async fn run_job(&self, job: Job) {
         let size = job.source.size;
         let decision = match job.decision {
-            Decision::CompareContent => match self.compare_content(&job).await {
-                Ok(decision) => decision,
-                Err(err) => return self.fail(&job, err),
-            },
-            decision => decision,
+            Decision::CompareContent => self.compare_content(&job).await,
+            Decision::CompareChecksum => self.compare_checksum(&job).await,
+            decision => Ok(decision),
         };
         let reason = match decision {
-            Decision::Copy(reason) => reason,
-            Decision::Skip | Decision::CompareContent => return self.stats.skipped_planned(size),
+            Ok(Decision::Copy(reason)) => reason,
+            Ok(_) => return self.stats.skipped_planned(size),
+            Err(err) => return self.fail(&job, err),
         };
         if !self.dry_run {
             if let Err(err) = self.copy(&job.source).await {
@@ -102,10 +103,8 @@ impl Transfer {
             Some(parts) => candidate_part_sizes(job.source.size, parts, self.parts.part_size),
             None => Vec::new(),
         };
-        let path = store
-            .path_for(key)
-            .map_err(|why| ObjectError::new("hash", store.describe(key), why))?;
-        let digests = local::file_digests(path, candidates)
+        let path = local_path(store, key)?;
+        let (digests, _) = local::md5_digests(path, candidates)
             .await
             .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
         let matches = match remote_tag.parts() {
@@ -113,12 +112,103 @@ impl Transfer {
                 .parts
                 .iter()
                 .any(|parts| ETag::multipart(parts) == *remote_tag),
-            None => ETag::from_md5(&digests.whole) == *remote_tag,
+            None => ETag::from_md5(&local::as_md5(&digests.whole)) == *remote_tag,
         };
-        Ok(if matches {
-            Decision::Skip
-        } else {
-            Decision::Copy(CopyReason::ContentDiffers)
+        Ok(same_content(matches))
+    }
+
+    /// Compares stored additional checksums (HeadObject), computing a local side's. A
+    /// source without a checksum cannot be judged and fails; a destination without one,
+    /// or with one of another kind, is copied again so that it gets the source's.
+    async fn compare_checksum(&self, job: &Job) -> Result<Decision, ObjectError> {
+        let key = &job.source.key;
+        let size = job.source.size;
+        match (&self.source, &self.dest) {
+            (Store::S3(source), Store::S3(dest)) => {
+                let (stored, existing) =
+                    futures::try_join!(source.stored_checksum(key), dest.stored_checksum(key))?;
+                let stored = stored
+                    .checksum
+                    .ok_or_else(|| source.no_stored_checksum(key))?;
+                Ok(match existing.checksum {
+                    None => Decision::Copy(CopyReason::NoChecksum),
+                    Some(existing) if !existing.comparable_with(&stored) => {
+                        Decision::Copy(CopyReason::ChecksumKindDiffers)
+                    }
+                    Some(existing) => same_content(existing == stored),
+                })
+            }
+            (Store::Local(local), Store::S3(dest)) => {
+                let existing = dest.stored_checksum(key).await?;
+                let Some(checksum) = &existing.checksum else {
+                    return Ok(Decision::Copy(CopyReason::NoChecksum));
+                };
+                let matches = self
+                    .file_matches(local, key, size, checksum, existing.part_size)
+                    .await?;
+                Ok(same_content(matches))
+            }
+            (Store::S3(source), Store::Local(local)) => {
+                let stored = source.stored_checksum(key).await?;
+                let checksum = stored
+                    .checksum
+                    .as_ref()
+                    .ok_or_else(|| source.no_stored_checksum(key))?;
+                let matches = self
+                    .file_matches(local, key, size, checksum, stored.part_size)
+                    .await?;
+                Ok(same_content(matches))
+            }
+            (Store::Local(source), Store::Local(dest)) => {
+                let (a, b) = futures::try_join!(
+                    whole_file_checksum(source, key),
+                    whole_file_checksum(dest, key)
+                )?;
+                Ok(same_content(a == b))
+            }
+        }
+    }
+
+    /// Whether a local file has `checksum`: the whole file's, or for a composite one,
+    /// the composite for a part size giving its part count (the recorded one first).
+    async fn file_matches(
+        &self,
+        store: &LocalStore,
+        key: &str,
+        size: u64,
+        checksum: &Checksum,
+        recorded_part_size: Option<u64>,
+    ) -> Result<bool, ObjectError> {
+        let part_sizes = match checksum.parts {
+            Some(parts) => {
+                let mut sizes: Vec<u64> = recorded_part_size
+                    .filter(|&p| p > 0 && size.div_ceil(p).max(1) == u64::from(parts))
+                    .into_iter()
+                    .collect();
+                for candidate in candidate_part_sizes(size, parts, self.parts.part_size) {
+                    if !sizes.contains(&candidate) {
+                        sizes.push(candidate);
+                    }
+                }
+                sizes
+            }
+            None => Vec::new(),
+        };
+        let request = DigestRequest {
+            kind: HashKind::Checksum(checksum.algorithm),
+            part_sizes,
+        };
+        let path = local_path(store, key)?;
+        let mut out = local::file_digests(path, vec![request])
+            .await
+            .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
+        let digests = out.digests.remove(0);
+        Ok(match checksum.parts {
+            Some(_) => digests
+                .parts
+                .iter()
+                .any(|parts| Checksum::composite(checksum.algorithm, parts) == *checksum),
+            None => Checksum::full(checksum.algorithm, &digests.whole) == *checksum,
         })
     }
 
@@ -133,6 +223,28 @@ impl Transfer {
             },
         );
     }
+}
+
+fn same_content(matches: bool) -> Decision {
+    if matches {
+        Decision::Skip
+    } else {
+        Decision::Copy(CopyReason::ContentDiffers)
+    }
+}
+
+fn local_path(store: &LocalStore, key: &str) -> Result<std::path::PathBuf, ObjectError> {
+    store
+        .path_for(key)
+        .map_err(|why| ObjectError::new("hash", store.describe(key), why))
+}
+
+/// A local file's CRC32C, for comparing two local files under `--compare checksum`.
+async fn whole_file_checksum(store: &LocalStore, key: &str) -> Result<Vec<u8>, ObjectError> {
+    let (digest, _) = local::file_checksum(local_path(store, key)?, ChecksumAlgorithm::Crc32c)
+        .await
+        .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
+    Ok(digest)
 }
 
 /// Part sizes that split `size` bytes into exactly `parts` parts, most likely first:

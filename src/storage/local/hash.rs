@@ -1,41 +1,57 @@
 //! Content hashing of local files, run on blocking threads so it never stalls the
 //! async workers or the listing.
 //!
-//! One pass over a file yields its whole MD5 and the part MD5s for any number of part
-//! sizes, so a multipart ETag can be matched without reading the file once per guess.
+//! One pass over a file yields any number of digests (MD5 for ETags, the checksum
+//! algorithms), each of the whole file and of its parts for several part sizes, so a
+//! multipart ETag or a composite checksum is matched without reading the file per guess.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use md5::{Digest, Md5};
+use crate::storage::checksum::{ChecksumAlgorithm, HashKind, Hasher};
 
 const READ_BUFFER: usize = 1024 * 1024;
 
 pub type Md5Digest = [u8; 16];
 
+/// What to compute in a pass: one kind of hash, of the whole file and of its parts for
+/// each part size.
+#[derive(Debug, Clone)]
+pub struct DigestRequest {
+    pub kind: HashKind,
+    pub part_sizes: Vec<u64>,
+}
+
+/// The answer to one `DigestRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub whole: Vec<u8>,
+    /// For each requested part size, the digest of every part, in order.
+    pub parts: Vec<Vec<Vec<u8>>>,
+}
+
 /// What one pass over a file produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigests {
-    pub whole: Md5Digest,
-    /// For each requested part size, the MD5 of every part, in order.
-    pub parts: Vec<Vec<Md5Digest>>,
+    /// In the order of the requests.
+    pub digests: Vec<Digests>,
     /// Bytes read; differs from the listed size when the file changed meanwhile.
     pub len: u64,
 }
 
-/// MD5s of consecutive `part_size` chunks of a stream.
+/// Digests of consecutive `part_size` chunks of a stream.
 struct PartHasher {
     part_size: u64,
-    current: Md5,
+    current: Hasher,
     filled: u64,
-    digests: Vec<Md5Digest>,
+    digests: Vec<Vec<u8>>,
 }
 
 impl PartHasher {
-    fn new(part_size: u64) -> Self {
+    fn new(kind: HashKind, part_size: u64) -> Self {
         Self {
             part_size: part_size.max(1),
-            current: Md5::new(),
+            current: Hasher::new(kind),
             filled: 0,
             digests: Vec::new(),
         }
@@ -49,27 +65,43 @@ impl PartHasher {
             self.filled += take as u64;
             data = &data[take..];
             if self.filled == self.part_size {
-                self.digests
-                    .push(std::mem::take(&mut self.current).finalize().into());
+                self.digests.push(self.current.finalize_reset());
                 self.filled = 0;
             }
         }
     }
 
-    fn finish(mut self) -> Vec<Md5Digest> {
+    fn finish(mut self) -> Vec<Vec<u8>> {
         if self.filled > 0 || self.digests.is_empty() {
-            self.digests.push(self.current.finalize().into());
+            self.digests.push(self.current.finalize_reset());
         }
         self.digests
     }
 }
 
-/// Reads the file once, hashing it whole and in parts of each of `part_sizes`.
-pub async fn file_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result<FileDigests> {
+struct RequestHasher {
+    whole: Hasher,
+    parts: Vec<PartHasher>,
+}
+
+/// Reads the file once and answers every request.
+pub async fn file_digests(
+    path: PathBuf,
+    requests: Vec<DigestRequest>,
+) -> std::io::Result<FileDigests> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
-        let mut whole = Md5::new();
-        let mut hashers: Vec<PartHasher> = part_sizes.into_iter().map(PartHasher::new).collect();
+        let mut hashers: Vec<RequestHasher> = requests
+            .iter()
+            .map(|request| RequestHasher {
+                whole: Hasher::new(request.kind),
+                parts: request
+                    .part_sizes
+                    .iter()
+                    .map(|&size| PartHasher::new(request.kind, size))
+                    .collect(),
+            })
+            .collect();
         let mut buffer = vec![0; READ_BUFFER];
         let mut len = 0u64;
         loop {
@@ -78,38 +110,93 @@ pub async fn file_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Resul
                 break;
             }
             len += n as u64;
-            whole.update(&buffer[..n]);
             for hasher in &mut hashers {
-                hasher.update(&buffer[..n]);
+                hasher.whole.update(&buffer[..n]);
+                for part in &mut hasher.parts {
+                    part.update(&buffer[..n]);
+                }
             }
         }
-        Ok(FileDigests {
-            whole: whole.finalize().into(),
-            parts: hashers.into_iter().map(PartHasher::finish).collect(),
-            len,
-        })
+        let digests = hashers
+            .into_iter()
+            .map(|mut hasher| Digests {
+                whole: hasher.whole.finalize_reset(),
+                parts: hasher.parts.into_iter().map(PartHasher::finish).collect(),
+            })
+            .collect();
+        Ok(FileDigests { digests, len })
     })
     .await
     .map_err(std::io::Error::other)?
 }
 
-/// MD5 of a whole file: the ETag S3 gives it when uploaded in one request.
-pub async fn md5_file(path: PathBuf) -> std::io::Result<Md5Digest> {
-    Ok(file_digests(path, Vec::new()).await?.whole)
+/// MD5 of the whole file and of its parts for each part size: what ETags are made of.
+pub async fn md5_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result<(Digests, u64)> {
+    let request = DigestRequest {
+        kind: HashKind::Md5,
+        part_sizes,
+    };
+    let mut out = file_digests(path, vec![request]).await?;
+    Ok((out.digests.remove(0), out.len))
+}
+
+/// One checksum algorithm's digest of the whole file, and the bytes read.
+pub async fn file_checksum(
+    path: PathBuf,
+    algorithm: ChecksumAlgorithm,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let request = DigestRequest {
+        kind: HashKind::Checksum(algorithm),
+        part_sizes: Vec::new(),
+    };
+    let mut out = file_digests(path, vec![request]).await?;
+    Ok((out.digests.remove(0).whole, out.len))
+}
+
+/// An MD5 digest as the fixed-size array ETags are built from.
+pub fn as_md5(digest: &[u8]) -> Md5Digest {
+    digest.try_into().expect("an MD5 digest is 16 bytes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::checksum::digest;
     use crate::storage::ETag;
+
+    #[tokio::test]
+    async fn one_pass_answers_several_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = b"hello world".repeat(1000);
+        std::fs::write(&path, &data).unwrap();
+        let crc = HashKind::Checksum(ChecksumAlgorithm::Crc32c);
+        let requests = vec![
+            DigestRequest {
+                kind: HashKind::Md5,
+                part_sizes: vec![],
+            },
+            DigestRequest {
+                kind: crc,
+                part_sizes: vec![4096],
+            },
+        ];
+        let got = file_digests(path, requests).await.unwrap();
+        assert_eq!(got.digests[0].whole, digest(HashKind::Md5, &data));
+        assert_eq!(got.digests[1].whole, digest(crc, &data));
+        assert_eq!(got.digests[1].parts[0][2], digest(crc, &data[8192..]));
+    }
 
     #[tokio::test]
     async fn hashes_file_content() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, "The quick brown fox jumps over the lazy dog").unwrap();
-        let digest = md5_file(path).await.unwrap();
-        assert_eq!(hex::encode(digest), "9e107d9d372bb6826bd81d3542a419d6");
+        let (digests, _) = md5_digests(path, Vec::new()).await.unwrap();
+        assert_eq!(
+            hex::encode(as_md5(&digests.whole)),
+            "9e107d9d372bb6826bd81d3542a419d6"
+        );
     }
 
     #[tokio::test]
@@ -118,15 +205,15 @@ mod tests {
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let got = file_digests(path, vec![1 << 20, 3_000_000]).await.unwrap();
-        let by_hand: Vec<Md5Digest> = data
+        let (got, len) = md5_digests(path, vec![1 << 20, 3_000_000]).await.unwrap();
+        let by_hand: Vec<Vec<u8>> = data
             .chunks(1 << 20)
-            .map(|c| Md5::digest(c).into())
+            .map(|c| digest(HashKind::Md5, c))
             .collect();
         assert_eq!(got.parts[0], by_hand);
-        assert_eq!(got.parts[1], vec![<Md5Digest>::from(Md5::digest(&data))]);
+        assert_eq!(got.parts[1], vec![digest(HashKind::Md5, &data)]);
         assert_eq!(got.whole, got.parts[1][0]);
-        assert_eq!(got.len, data.len() as u64);
+        assert_eq!(len, data.len() as u64);
         assert_eq!(ETag::multipart(&got.parts[0]).parts(), Some(3));
     }
 
@@ -135,7 +222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();
-        let got = file_digests(path, vec![5 << 20]).await.unwrap();
+        let (got, _) = md5_digests(path, vec![5 << 20]).await.unwrap();
         assert_eq!(got.parts[0].len(), 1);
     }
 }

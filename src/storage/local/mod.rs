@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use crate::storage::Listing;
 
-pub use hash::{file_digests, md5_file, FileDigests, Md5Digest};
+pub use hash::{
+    as_md5, file_checksum, file_digests, md5_digests, DigestRequest, Digests, Md5Digest,
+};
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
 /// crash is neither uploaded nor mistaken for a finished file.

@@ -13,6 +13,46 @@ macro_rules! with_write_options {
     }};
 }
 
+/// Sets a precomputed additional checksum (`Option<&Checksum>`) on any request or part
+/// that carries one; the server verifies it against the bytes it received.
+macro_rules! with_checksum {
+    ($builder:expr, $checksum:expr) => {{
+        let builder = $builder;
+        match $checksum {
+            None => builder,
+            Some(checksum) => {
+                use $crate::storage::ChecksumAlgorithm as Algorithm;
+                let value = Some(checksum.value.clone());
+                match checksum.algorithm {
+                    Algorithm::Crc32 => builder.set_checksum_crc32(value),
+                    Algorithm::Crc32c => builder.set_checksum_crc32_c(value),
+                    Algorithm::Crc64nvme => builder.set_checksum_crc64_nvme(value),
+                    Algorithm::Sha1 => builder.set_checksum_sha1(value),
+                    Algorithm::Sha256 => builder.set_checksum_sha256(value),
+                }
+            }
+        }
+    }};
+}
+
+/// The additional checksum a response (or a part result) states, if any.
+macro_rules! checksum_from {
+    ($out:expr) => {{
+        use $crate::storage::{Checksum, ChecksumAlgorithm as Algorithm};
+        let out = $out;
+        let found = [
+            (Algorithm::Crc64nvme, out.checksum_crc64_nvme()),
+            (Algorithm::Crc32c, out.checksum_crc32_c()),
+            (Algorithm::Crc32, out.checksum_crc32()),
+            (Algorithm::Sha256, out.checksum_sha256()),
+            (Algorithm::Sha1, out.checksum_sha1()),
+        ]
+        .into_iter()
+        .find_map(|(algorithm, value)| value.map(|v| Checksum::parse(algorithm, v)));
+        found
+    }};
+}
+
 mod client;
 mod error;
 mod multipart;
@@ -27,7 +67,7 @@ use aws_sdk_s3::Client;
 use tokio::sync::mpsc;
 
 use crate::location::S3Url;
-use crate::storage::{ETag, Entry, ListError, ListItem, Listing};
+use crate::storage::{ChecksumAlgorithm, ETag, Entry, ListError, ListItem, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
@@ -43,6 +83,8 @@ pub struct WriteOptions {
     pub sse: Option<ServerSideEncryption>,
     pub sse_kms_key_id: Option<String>,
     pub acl: Option<ObjectCannedAcl>,
+    /// Additional checksum sent (precomputed) with every object written.
+    pub checksum: Option<ChecksumAlgorithm>,
 }
 
 pub struct S3Store {

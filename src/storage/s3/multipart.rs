@@ -11,17 +11,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::objects::{copy_source, format_mtime, ObjectHeaders, MTIME_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
-use crate::storage::{local, ETag, Entry, ObjectError};
+use crate::storage::checksum::{b64, HashKind};
+use crate::storage::local::{DigestRequest, Digests};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
 
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -30,6 +32,18 @@ pub const MD5_METADATA: &str = "md5chksum";
 /// User metadata: the part size of this upload, so its ETag can be recomputed locally.
 pub const PART_SIZE_METADATA: &str = "s3mirror-part-size";
 const READ_BUFFER: usize = 256 * 1024;
+/// The largest object CopyObject copies in one request.
+pub const MAX_COPY_OBJECT: u64 = 5 << 30;
+
+/// A multipart copy of one object: `size` bytes in parts of `part_size`, made to end
+/// with `checksum` (the source's) when checksums are on.
+struct MultipartCopy<'a> {
+    source: &'a S3Url,
+    key: &'a str,
+    size: u64,
+    part_size: u64,
+    checksum: Option<Checksum>,
+}
 
 /// How objects are split into parts, and the global cap on part requests in flight.
 #[derive(Debug, Clone)]
@@ -119,14 +133,44 @@ async fn abort(upload: &ActiveUpload) {
     }
 }
 
-fn b64(digest: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(digest)
+/// One part to upload: where it is in the file and what the server must verify.
+struct FilePart {
+    number: i32,
+    offset: u64,
+    len: u64,
+    content_md5: String,
+    checksum: Option<Checksum>,
+}
+
+/// The additional checksums of a multipart upload: one per part, and the object's
+/// (whole-object for CRCs, composite otherwise).
+struct UploadChecksums {
+    parts: Vec<Checksum>,
+    object: Checksum,
+}
+
+impl UploadChecksums {
+    fn new(algorithm: ChecksumAlgorithm, digests: &Digests) -> Self {
+        let part_digests = &digests.parts[0];
+        Self {
+            parts: part_digests
+                .iter()
+                .map(|d| Checksum::full(algorithm, d))
+                .collect(),
+            object: if algorithm.is_crc() {
+                Checksum::full(algorithm, &digests.whole)
+            } else {
+                Checksum::composite(algorithm, part_digests)
+            },
+        }
+    }
 }
 
 impl S3Store {
     /// Uploads a local file in parts. The file is hashed first: the whole MD5 goes into
-    /// the metadata (`md5chksum`), each part is sent with its Content-MD5, and the final
-    /// ETag is checked against the one computed here.
+    /// the metadata (`md5chksum`), each part is sent with its Content-MD5 (and its
+    /// additional checksum when one is configured), and the final ETag and checksum are
+    /// checked against the ones computed here.
     pub async fn put_file_multipart(
         &self,
         key: &str,
@@ -135,14 +179,28 @@ impl S3Store {
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
         let part_size = part_size_for(source.size, parts.part_size);
-        let digests = local::file_digests(path.to_path_buf(), vec![part_size])
+        let mut requests = vec![DigestRequest {
+            kind: HashKind::Md5,
+            part_sizes: vec![part_size],
+        }];
+        if let Some(algorithm) = self.write.checksum {
+            requests.push(DigestRequest {
+                kind: HashKind::Checksum(algorithm),
+                part_sizes: vec![part_size],
+            });
+        }
+        let digests = local::file_digests(path.to_path_buf(), requests)
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
         if digests.len != source.size {
             return Err(changed_while_reading(path));
         }
-        let part_digests = &digests.parts[0];
-        let expected = ETag::multipart(part_digests);
+        let md5 = &digests.digests[0];
+        let expected = ETag::multipart(&md5.parts[0]);
+        let checksums = self
+            .write
+            .checksum
+            .map(|algorithm| UploadChecksums::new(algorithm, &digests.digests[1]));
         let create = self
             .client
             .create_multipart_upload()
@@ -150,24 +208,23 @@ impl S3Store {
             .key(self.url.full_key(key))
             .content_type(content_type_for(key))
             .metadata(MTIME_METADATA, format_mtime(source.mtime))
-            .metadata(MD5_METADATA, b64(&digests.whole))
+            .metadata(MD5_METADATA, b64(&md5.whole))
             .metadata(PART_SIZE_METADATA, part_size.to_string());
+        let create = with_checksum_algorithm(create, checksums.as_ref().map(|c| &c.object));
         let upload_id = self.create_upload(key, create).await?;
 
         let upload = async {
             let completed = futures::stream::iter(part_ranges(source.size, part_size))
                 .map(|(number, offset, len)| {
-                    let md5 = b64(&part_digests[number as usize - 1]);
-                    self.upload_part(
-                        key,
-                        &upload_id,
-                        path,
+                    let index = number as usize - 1;
+                    let part = FilePart {
                         number,
                         offset,
                         len,
-                        md5,
-                        &parts.permits,
-                    )
+                        content_md5: b64(&md5.parts[0][index]),
+                        checksum: checksums.as_ref().map(|c| c.parts[index].clone()),
+                    };
+                    self.upload_part(key, &upload_id, path, part, &parts.permits)
                 })
                 .buffered(parts.concurrency)
                 .try_collect::<Vec<_>>()
@@ -175,7 +232,9 @@ impl S3Store {
             if file_changed(path, source).await {
                 return Err(changed_while_reading(path));
             }
-            let tag = self.complete(key, &upload_id, completed).await?;
+            let object_checksum = checksums.as_ref().map(|c| &c.object);
+            let whole = object_checksum.filter(|c| c.parts.is_none());
+            let (tag, stated) = self.complete(key, &upload_id, completed, whole).await?;
             if tag.as_ref() != Some(&expected) {
                 return Err(ObjectError::new(
                     "CompleteMultipartUpload",
@@ -186,45 +245,43 @@ impl S3Store {
                     ),
                 ));
             }
-            Ok(())
+            self.confirm_checksum("CompleteMultipartUpload", key, object_checksum, stated)
         };
         self.run_registered(key, &upload_id, upload).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn upload_part(
         &self,
         key: &str,
         upload_id: &str,
         path: &Path,
-        number: i32,
-        offset: u64,
-        len: u64,
-        content_md5: String,
+        part: FilePart,
         permits: &Semaphore,
     ) -> Result<CompletedPart, ObjectError> {
         let _permit = permits
             .acquire()
             .await
             .expect("part permits are never closed");
+        let number = part.number;
         let body = ByteStream::read_from()
             .path(path)
-            .offset(offset)
-            .length(Length::Exact(len))
+            .offset(part.offset)
+            .length(Length::Exact(part.len))
             .buffer_size(READ_BUFFER)
             .build()
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
-        let out = self
+        let request = self
             .client
             .upload_part()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .upload_id(upload_id)
             .part_number(number)
-            .content_length(len as i64)
-            .content_md5(content_md5)
-            .body(body)
+            .content_length(part.len as i64)
+            .content_md5(part.content_md5)
+            .body(body);
+        let out = with_checksum!(request, part.checksum.as_ref())
             .send()
             .await
             .map_err(|err| {
@@ -234,45 +291,103 @@ impl S3Store {
                     describe_sdk_error(&err),
                 )
             })?;
-        Ok(CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(out.e_tag)
-            .build())
+        let completed = CompletedPart::builder().part_number(number);
+        let completed = with_checksum!(completed, part.checksum.as_ref());
+        Ok(completed.set_e_tag(out.e_tag).build())
     }
 
-    /// Copies an object of `size` bytes from `source` with UploadPartCopy, carrying over
-    /// its content headers and metadata (a multipart copy does not carry them itself).
-    pub async fn copy_multipart_from(
+    /// Copies an object from another location reachable with this store's client,
+    /// server-side: CopyObject, or UploadPartCopy above `multipart_threshold`. With
+    /// checksums on, the copy is made so that its checksum equals the source's: the same
+    /// algorithm, and for a composite checksum the source's part layout.
+    pub async fn copy_object_from(
         &self,
         source: &S3Url,
         key: &str,
         size: u64,
+        multipart_threshold: u64,
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
-        let source_key = source.full_key(key);
-        let head = self
-            .client
-            .head_object()
-            .bucket(source.bucket())
-            .key(&source_key)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "HeadObject",
-                    format!("s3://{}/{source_key}", source.bucket()),
-                    describe_sdk_error(&err),
-                )
-            })?;
-        let headers = ObjectHeaders::from_head(&head);
-        let create = headers.apply_to_create(
+        let checksums = self.write.checksum.is_some();
+        if size <= multipart_threshold && !checksums {
+            return self.copy_from(source, key, None).await;
+        }
+        let head = self.head(source, key, None).await?;
+        let checksum = checksum_from!(&head).filter(|_| checksums);
+        let part_size = match &checksum {
+            Some(c) if c.parts.is_some() => {
+                Some(self.source_part_size(source, key, size, c).await?)
+            }
+            // A whole-object SHA cannot be rebuilt from parts; CopyObject keeps it.
+            Some(c) if !c.algorithm.is_crc() && size <= MAX_COPY_OBJECT => None,
+            _ if size > multipart_threshold => Some(part_size_for(size, parts.part_size)),
+            _ => None,
+        };
+        match part_size {
+            None => {
+                let algorithm = checksum.map(|c| c.algorithm).or(self.write.checksum);
+                self.copy_from(source, key, algorithm).await
+            }
+            Some(part_size) => {
+                let copy = MultipartCopy {
+                    source,
+                    key,
+                    size,
+                    part_size,
+                    checksum,
+                };
+                self.copy_multipart_from(copy, &head, parts).await
+            }
+        }
+    }
+
+    /// The part size of a composite-checksum source, from the length of its first part.
+    async fn source_part_size(
+        &self,
+        source: &S3Url,
+        key: &str,
+        size: u64,
+        checksum: &Checksum,
+    ) -> Result<u64, ObjectError> {
+        let first = self.head(source, key, Some(1)).await?;
+        let part_size = first.content_length().unwrap_or(0).max(0) as u64;
+        let parts = u64::from(checksum.parts.unwrap_or(1));
+        if part_size > 0 && size.div_ceil(part_size) == parts {
+            return Ok(part_size);
+        }
+        Err(ObjectError::new(
+            "HeadObject",
+            format!("s3://{}/{}", source.bucket(), source.full_key(key)),
+            format!(
+                "its {parts} parts are not of equal size, so a copy cannot reproduce its \
+                 composite checksum ({checksum}); compare it with --compare etag"
+            ),
+        ))
+    }
+
+    /// UploadPartCopy of every part, carrying over the content headers and metadata that
+    /// a multipart copy does not carry itself, then the tags.
+    async fn copy_multipart_from(
+        &self,
+        copy: MultipartCopy<'_>,
+        head: &HeadObjectOutput,
+        parts: &PartSettings,
+    ) -> Result<(), ObjectError> {
+        let MultipartCopy {
+            source,
+            key,
+            size,
+            part_size,
+            checksum,
+        } = copy;
+        let create = ObjectHeaders::from_head(head).apply_to_create(
             self.client
                 .create_multipart_upload()
                 .bucket(self.url.bucket())
                 .key(self.url.full_key(key)),
         );
+        let create = with_checksum_algorithm(create, checksum.as_ref());
         let upload_id = self.create_upload(key, create).await?;
-        let part_size = part_size_for(size, parts.part_size);
         let copy_source = copy_source(source, key);
         let upload = async {
             let completed = futures::stream::iter(part_ranges(size, part_size))
@@ -290,8 +405,9 @@ impl S3Store {
                 .buffered(parts.concurrency)
                 .try_collect::<Vec<_>>()
                 .await?;
-            self.complete(key, &upload_id, completed).await?;
-            Ok(())
+            let whole = checksum.as_ref().filter(|c| c.parts.is_none());
+            let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;
+            self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
         self.run_registered(key, &upload_id, upload).await?;
         self.copy_tags(source, key).await
@@ -328,13 +444,13 @@ impl S3Store {
                     describe_sdk_error(&err),
                 )
             })?;
-        let tag = out.copy_part_result.and_then(|r| r.e_tag);
-        Ok(CompletedPart::builder()
+        let result = out.copy_part_result;
+        let checksum = result.as_ref().and_then(|r| checksum_from!(r));
+        let completed = CompletedPart::builder()
             .part_number(number)
-            .set_e_tag(tag)
-            .build())
+            .set_e_tag(result.and_then(|r| r.e_tag));
+        Ok(with_checksum!(completed, checksum.as_ref()).build())
     }
-
     /// Sends CreateMultipartUpload with the run's write options; returns the upload id.
     async fn create_upload(
         &self,
@@ -354,13 +470,16 @@ impl S3Store {
         Ok(out.upload_id.unwrap_or_default())
     }
 
+    /// Completes an upload; `whole` is the whole-object checksum of a `FULL_OBJECT`
+    /// upload, for the server to verify. Returns the ETag and checksum the server states.
     async fn complete(
         &self,
         key: &str,
         upload_id: &str,
         parts: Vec<CompletedPart>,
-    ) -> Result<Option<ETag>, ObjectError> {
-        let out = self
+        whole: Option<&Checksum>,
+    ) -> Result<(Option<ETag>, Option<Checksum>), ObjectError> {
+        let request = self
             .client
             .complete_multipart_upload()
             .bucket(self.url.bucket())
@@ -371,16 +490,15 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             )
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "CompleteMultipartUpload",
-                    self.describe(key),
-                    describe_sdk_error(&err),
-                )
-            })?;
-        Ok(out.e_tag().map(ETag::parse))
+            .set_checksum_type(whole.map(|_| ChecksumType::FullObject));
+        let out = with_checksum!(request, whole).send().await.map_err(|err| {
+            ObjectError::new(
+                "CompleteMultipartUpload",
+                self.describe(key),
+                describe_sdk_error(&err),
+            )
+        })?;
+        Ok((out.e_tag().map(ETag::parse), checksum_from!(&out)))
     }
 
     /// Runs the body of an upload while it is registered, and aborts it on failure.
@@ -471,6 +589,22 @@ impl S3Store {
     }
 }
 
+/// Sets the checksum algorithm and type of a new upload made to end with `checksum`.
+fn with_checksum_algorithm(
+    create: CreateMultipartUploadFluentBuilder,
+    checksum: Option<&Checksum>,
+) -> CreateMultipartUploadFluentBuilder {
+    match checksum {
+        None => create,
+        Some(c) => create
+            .checksum_algorithm(c.algorithm.sdk())
+            .checksum_type(match c.parts {
+                Some(_) => ChecksumType::Composite,
+                None => ChecksumType::FullObject,
+            }),
+    }
+}
+
 /// Content-Type from the key's extension, as web servers guess it.
 pub fn content_type_for(key: &str) -> String {
     mime_guess::from_path(key)
@@ -486,7 +620,7 @@ async fn file_changed(path: &Path, listed: &Entry) -> bool {
     }
 }
 
-fn changed_while_reading(path: &Path) -> ObjectError {
+pub(super) fn changed_while_reading(path: &Path) -> ObjectError {
     ObjectError::new(
         "upload",
         path.display().to_string(),

@@ -8,13 +8,13 @@ use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUpl
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::multipart::content_type_for;
+use super::multipart::{content_type_for, PART_SIZE_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
-use crate::storage::{ETag, Entry, ObjectError};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
 
 /// User-metadata key holding the source file's mtime, as rclone names it.
 pub const MTIME_METADATA: &str = "mtime";
@@ -34,6 +34,14 @@ pub struct Download {
     pub size: u64,
     pub last_modified: SystemTime,
     headers: ObjectHeaders,
+    checksum: Option<Checksum>,
+}
+
+/// What HeadObject says about an object's additional checksum.
+pub struct StoredChecksum {
+    pub checksum: Option<Checksum>,
+    /// The part size recorded by s3mirror when it uploaded the object in parts.
+    pub part_size: Option<u64>,
 }
 
 /// Content headers and user metadata that a copy through the client, or a multipart
@@ -110,13 +118,18 @@ pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
 
 impl S3Store {
     /// Uploads a local file in one PutObject, recording its mtime as user metadata and
-    /// its Content-Type from the extension.
+    /// its Content-Type from the extension. With a checksum algorithm set, the file is
+    /// hashed first and the server verifies and stores the checksum.
     pub async fn put_file(
         &self,
         key: &str,
         path: &Path,
         source: &Entry,
     ) -> Result<(), ObjectError> {
+        let checksum = match self.write.checksum {
+            Some(algorithm) => Some(file_checksum(path, algorithm, source.size).await?),
+            None => None,
+        };
         let body = ByteStream::read_from()
             .path(path)
             .buffer_size(256 * 1024)
@@ -132,17 +145,34 @@ impl S3Store {
             .content_length(source.size as i64)
             .content_type(content_type_for(key))
             .metadata(MTIME_METADATA, format_mtime(source.mtime));
-        with_write_options!(put, self.write)
+        let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
             .map_err(|err| {
                 ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
             })?;
-        Ok(())
+        self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
     }
 
     /// Uploads an object being read from another bucket, keeping its headers and metadata.
+    /// With checksums on, the source's full-object checksum travels along and the
+    /// destination verifies it.
     pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
+        let checksum = match (&self.write.checksum, download.checksum) {
+            (None, _) | (_, None) => None,
+            (Some(_), Some(checksum)) if checksum.parts.is_none() => Some(checksum),
+            (Some(_), Some(checksum)) => {
+                return Err(ObjectError::new(
+                    "PutObject",
+                    self.describe(key),
+                    format!(
+                        "the source's composite checksum ({checksum}) cannot be reproduced by a \
+                         copy through this machine; copy with one endpoint and set of \
+                         credentials for both buckets, or use --compare etag"
+                    ),
+                ))
+            }
+        };
         let put = self
             .client
             .put_object()
@@ -151,27 +181,103 @@ impl S3Store {
             .body(download.body)
             .content_length(download.size as i64);
         let put = apply_headers!(download.headers, put);
-        with_write_options!(put, self.write)
+        let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
             .map_err(|err| {
                 ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
             })?;
-        Ok(())
+        self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
+    }
+
+    /// Checks the checksum a write's response states against the one sent or expected.
+    pub(super) fn confirm_checksum(
+        &self,
+        operation: &'static str,
+        key: &str,
+        expected: Option<&Checksum>,
+        stated: Option<Checksum>,
+    ) -> Result<(), ObjectError> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let cause = match stated {
+            Some(stated) if stated == *expected => return Ok(()),
+            Some(stated) => format!("the server stored checksum {stated}; expected {expected}"),
+            None => format!(
+                "the server did not confirm the {} checksum sent with the object, so it does \
+                 not keep S3 additional checksums; use --compare etag with this server",
+                expected.algorithm.name()
+            ),
+        };
+        Err(ObjectError::new(operation, self.describe(key), cause))
+    }
+
+    /// HeadObject with the stored checksum (`x-amz-checksum-mode: ENABLED`); `part` asks
+    /// for the length of one part of a multipart object.
+    pub(super) async fn head(
+        &self,
+        location: &S3Url,
+        key: &str,
+        part: Option<i32>,
+    ) -> Result<HeadObjectOutput, ObjectError> {
+        let full_key = location.full_key(key);
+        self.client
+            .head_object()
+            .bucket(location.bucket())
+            .key(&full_key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .set_part_number(part)
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "HeadObject",
+                    format!("s3://{}/{full_key}", location.bucket()),
+                    describe_sdk_error(&err),
+                )
+            })
+    }
+
+    /// The object's stored additional checksum, and the part size s3mirror recorded if it
+    /// uploaded the object in parts.
+    pub async fn stored_checksum(&self, key: &str) -> Result<StoredChecksum, ObjectError> {
+        let out = self.head(&self.url, key, None).await?;
+        Ok(StoredChecksum {
+            checksum: checksum_from!(&out),
+            part_size: out
+                .metadata()
+                .and_then(|m| m.get(PART_SIZE_METADATA))
+                .and_then(|v| v.parse().ok()),
+        })
+    }
+
+    /// The error for an object that `--compare checksum` cannot judge.
+    pub fn no_stored_checksum(&self, key: &str) -> ObjectError {
+        ObjectError::new(
+            "HeadObject",
+            self.describe(key),
+            "the object has no stored additional checksum (x-amz-checksum-*): it was \
+             written without one, or the server does not keep them; compare it with \
+             --compare etag",
+        )
     }
 
     pub async fn get(&self, key: &str) -> Result<Download, ObjectError> {
+        let checksum_mode = self.write.checksum.map(|_| ChecksumMode::Enabled);
         let out = self
             .client
             .get_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
+            .set_checksum_mode(checksum_mode)
             .send()
             .await
             .map_err(|err| {
                 ObjectError::new("GetObject", self.describe(key), describe_sdk_error(&err))
             })?;
         let headers = ObjectHeaders::from_get(&out);
+        let checksum = checksum_from!(&out);
         let last_modified = out
             .last_modified()
             .and_then(|t| SystemTime::try_from(*t).ok())
@@ -181,6 +287,7 @@ impl S3Store {
             last_modified,
             body: out.body,
             headers,
+            checksum,
         })
     }
 
@@ -212,15 +319,22 @@ impl S3Store {
         Ok(out.body)
     }
 
-    /// Server-side copy from another location reachable with this store's client. The
-    /// object's metadata, content headers and tags come along (the COPY directives).
-    pub async fn copy_from(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
+    /// CopyObject from another location reachable with this store's client. The object's
+    /// metadata, content headers and tags come along (the COPY directives); with an
+    /// algorithm, the server computes that checksum of the copy.
+    pub(super) async fn copy_from(
+        &self,
+        source: &S3Url,
+        key: &str,
+        checksum: Option<ChecksumAlgorithm>,
+    ) -> Result<(), ObjectError> {
         let copy = self
             .client
             .copy_object()
             .copy_source(copy_source(source, key))
             .bucket(self.url.bucket())
-            .key(self.url.full_key(key));
+            .key(self.url.full_key(key))
+            .set_checksum_algorithm(checksum.map(ChecksumAlgorithm::sdk));
         with_write_options!(copy, self.write)
             .send()
             .await
@@ -281,6 +395,21 @@ impl S3Store {
             })
             .collect())
     }
+}
+
+/// The full-object checksum of a local file about to be uploaded as `size` bytes.
+async fn file_checksum(
+    path: &Path,
+    algorithm: ChecksumAlgorithm,
+    size: u64,
+) -> Result<Checksum, ObjectError> {
+    let (digest, len) = local::file_checksum(path.to_path_buf(), algorithm)
+        .await
+        .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+    if len != size {
+        return Err(super::multipart::changed_while_reading(path));
+    }
+    Ok(Checksum::full(algorithm, &digest))
 }
 
 /// Decimal seconds since the epoch, the form rclone writes and reads.
