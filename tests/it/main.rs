@@ -23,7 +23,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Self {
+    pub fn from(output: Output) -> Self {
         Self {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -72,6 +72,15 @@ pub fn s3mirror(args: &[&str]) -> Run {
 }
 
 pub fn s3mirror_with(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = s3mirror_command(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Run::from(command.output().expect("run s3mirror"))
+}
+
+/// The command `s3mirror` runs, for tests that start it and act while it runs.
+pub fn s3mirror_command(args: &[&str]) -> Command {
     let server = garage();
     let mut command = Command::new(env!("CARGO_BIN_EXE_s3mirror"));
     command
@@ -84,10 +93,7 @@ pub fn s3mirror_with(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", REGION)
         .env("AWS_ENDPOINT_URL", &server.endpoint);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    Run::from(command.output().expect("run s3mirror"))
+    command
 }
 
 /// Every object of a bucket below a prefix: relative key → content.

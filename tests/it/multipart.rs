@@ -4,8 +4,10 @@
 use base64::Engine;
 use md5::{Digest, Md5};
 
+use std::io::Write;
+
 use crate::garage::garage;
-use crate::{bucket_contents, s3mirror, tree_contents, write_tree};
+use crate::{bucket_contents, s3mirror, s3mirror_command, tree_contents, write_tree, Run};
 
 const MIB: usize = 1 << 20;
 const SMALL_PARTS: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
@@ -143,4 +145,73 @@ async fn multipart_upload_copy_and_ranged_download_round_trip() {
     assert_eq!(secs(file_mtime), secs(last_modified));
     let again = s3mirror(&[&[copy.as_str(), down][..], &SMALL_PARTS].concat());
     assert_eq!((again.count("copied"), again.requests("GetObject")), (0, 0));
+}
+
+/// Starts an upload of a file big enough to take a while in 5 MiB parts sent one at a
+/// time, and returns once the server shows the multipart upload in progress.
+async fn upload_in_progress(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    path: &std::path::Path,
+) -> std::process::Child {
+    let file = std::fs::File::create(path).unwrap();
+    file.set_len(200 * MIB as u64).unwrap();
+    let url = format!("s3://{bucket}/up");
+    let dir = path.parent().unwrap().to_str().unwrap();
+    let args = [dir, url.as_str(), "--part-concurrency", "1"];
+    let child = s3mirror_command(&[&args[..], &SMALL_PARTS].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let uploads = client
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        if !uploads.uploads().is_empty() {
+            return child;
+        }
+        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn interrupting_a_multipart_upload_aborts_it() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mp-interrupt").await;
+    let work = tempfile::tempdir().unwrap();
+    let child = upload_in_progress(&client, &bucket, &work.path().join("big.bin")).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(130);
+    assert!(run.stderr.contains("interrupted"), "{}", run.stderr);
+    assert_no_uploads_left(&client, &bucket).await;
+    assert!(bucket_contents(&client, &bucket, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_file_changing_during_its_upload_is_not_committed() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mp-changed").await;
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("big.bin");
+    let child = upload_in_progress(&client, &bucket, &path).await;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_code(1);
+    assert!(run.stderr.contains("changed while it was being uploaded"), "{}", run.stderr);
+    assert_no_uploads_left(&client, &bucket).await;
+    assert!(bucket_contents(&client, &bucket, "").await.is_empty());
 }
