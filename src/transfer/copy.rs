@@ -19,7 +19,13 @@ impl Transfer {
                     .await
             }
             (Store::S3(source), Store::S3(dest)) => {
-                dest.put_download(key, source.get(key).await?).await
+                let download = source.get(key).await?;
+                if entry.size >= sizes.multipart_threshold && dest.can_stream_in_parts(&download) {
+                    dest.put_download_multipart(key, download, &self.parts)
+                        .await
+                } else {
+                    dest.put_download(key, download).await
+                }
             }
             (Store::Local(source), Store::S3(dest)) => {
                 let path = source

@@ -204,3 +204,46 @@ async fn objects_without_checksums_are_reported_or_rewritten() {
     assert!(stored(&client, &bucket, "plain/a.txt").await.is_some());
     assert_eq!(run_ok(&[src, &url], &[]).count("copied"), 0);
 }
+
+#[tokio::test]
+async fn copies_through_the_client_carry_the_checksum_for_the_server_to_verify() {
+    let server = garage();
+    let client = server.client();
+    let (first, second) = (
+        server.new_bucket("ck-stream-first").await,
+        server.new_bucket("ck-stream-second").await,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("src");
+    write_tree(
+        &source,
+        &[
+            ("big.bin".into(), big_file()),
+            ("small.txt".into(), b"small".to_vec()),
+        ],
+    );
+    let up = format!("s3://{first}/up");
+    run_ok(&[source.to_str().unwrap(), &up], &SMALL_PARTS);
+
+    // The same server under another name counts as another endpoint.
+    let other_name = format!("http://localhost:{}", server.port);
+    let copy = format!("s3://{second}/copy");
+    let args = [up.as_str(), &copy, "--dest-endpoint-url", &other_name];
+    let run = run_ok(&args, &SMALL_PARTS);
+    assert_eq!(
+        (run.requests("UploadPart"), run.requests("CopyObject")),
+        (3, 0)
+    );
+    for key in ["small.txt", "big.bin"] {
+        assert_eq!(
+            stored(&client, &second, &format!("copy/{key}")).await,
+            stored(&client, &first, &format!("up/{key}")).await,
+            "{key}"
+        );
+    }
+    assert_eq!(run_ok(&args, &SMALL_PARTS).count("copied"), 0);
+    assert_eq!(
+        bucket_contents(&client, &second, "copy/").await,
+        bucket_contents(&client, &first, "up/").await
+    );
+}

@@ -148,7 +148,9 @@ async fn multipart_upload_copy_and_ranged_download_round_trip() {
 }
 
 /// Starts an upload of a file big enough to take a while in 5 MiB parts sent one at a
-/// time, and returns once the server shows the multipart upload in progress.
+/// time, and returns once the server shows the multipart upload in progress. (If a
+/// request here panics, the child finishes its upload and exits by itself.)
+#[allow(clippy::zombie_processes)]
 async fn upload_in_progress(
     client: &aws_sdk_s3::Client,
     bucket: &str,
@@ -159,7 +161,7 @@ async fn upload_in_progress(
     let url = format!("s3://{bucket}/up");
     let dir = path.parent().unwrap().to_str().unwrap();
     let args = [dir, url.as_str(), "--part-concurrency", "1"];
-    let child = s3mirror_command(&[&args[..], &SMALL_PARTS].concat())
+    let mut child = s3mirror_command(&[&args[..], &SMALL_PARTS].concat())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -175,7 +177,11 @@ async fn upload_in_progress(
         if !uploads.uploads().is_empty() {
             return child;
         }
-        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let run = Run::from(child.wait_with_output().unwrap());
+            panic!("the upload never started:\n{}", run.stderr);
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -211,7 +217,11 @@ async fn a_file_changing_during_its_upload_is_not_committed() {
         .unwrap();
     let run = Run::from(child.wait_with_output().unwrap());
     run.assert_code(1);
-    assert!(run.stderr.contains("changed while it was being uploaded"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("changed while it was being uploaded"),
+        "{}",
+        run.stderr
+    );
     assert_no_uploads_left(&client, &bucket).await;
     assert!(bucket_contents(&client, &bucket, "").await.is_empty());
 }

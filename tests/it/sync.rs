@@ -298,6 +298,42 @@ async fn different_endpoints_stream_through_the_client_and_keep_headers() {
     assert_eq!(head.content_type(), Some("text/html"));
     assert_eq!(head.cache_control(), Some("max-age=60"));
     assert_eq!(head.metadata().unwrap()["owner"], "web team");
+
+    // Above the multipart threshold the stream is cut into parts as it arrives.
+    let big: Vec<u8> = (0..(12 << 20) + 7).map(|i: u32| (i % 251) as u8).collect();
+    client
+        .put_object()
+        .bucket(&source)
+        .key("big.bin")
+        .body(big.clone().into())
+        .content_type("application/x-big")
+        .send()
+        .await
+        .unwrap();
+    let run = s3mirror(&[
+        &format!("s3://{source}"),
+        &format!("s3://{dest}"),
+        "--dest-endpoint-url",
+        &other_name,
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ]);
+    run.assert_code(0);
+    assert_eq!(
+        (run.requests("GetObject"), run.requests("UploadPart")),
+        (1, 3)
+    );
+    let head = client
+        .head_object()
+        .bucket(&dest)
+        .key("big.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/x-big"));
+    assert_eq!(bucket_contents(&client, &dest, "").await["big.bin"], big);
 }
 
 #[tokio::test]

@@ -16,12 +16,13 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::Semaphore;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::objects::{copy_source, format_mtime, ObjectHeaders, MTIME_METADATA};
+use super::objects::{copy_source, format_mtime, Download, ObjectHeaders, MTIME_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
-use crate::storage::checksum::{b64, HashKind};
+use crate::storage::checksum::{b64, digest, HashKind};
 use crate::storage::local::{DigestRequest, Digests};
 use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
 
@@ -294,6 +295,139 @@ impl S3Store {
         let completed = CompletedPart::builder().part_number(number);
         let completed = with_checksum!(completed, part.checksum.as_ref());
         Ok(completed.set_e_tag(out.e_tag).build())
+    }
+
+    /// Uploads an object being read from another bucket in parts, cut from the stream one
+    /// part at a time. A part's buffer is taken only with a permit, so memory stays
+    /// within the global part cap whatever the object's size. Headers, metadata and (with
+    /// checksums on) the source's whole-object CRC travel along; the server verifies the
+    /// CRC of the whole and the MD5 and checksum of each part.
+    pub async fn put_download_multipart(
+        &self,
+        key: &str,
+        download: Download,
+        parts: &PartSettings,
+    ) -> Result<(), ObjectError> {
+        let Download {
+            body,
+            size,
+            source,
+            headers,
+            checksum,
+            ..
+        } = download;
+        let checksum = self.carried_checksum(key, checksum)?;
+        let part_size = part_size_for(size, parts.part_size);
+        let create = headers.apply_to_create(
+            self.client
+                .create_multipart_upload()
+                .bucket(self.url.bucket())
+                .key(self.url.full_key(key)),
+        );
+        let create = with_checksum_algorithm(create, checksum.as_ref());
+        let upload_id = self.create_upload(key, create).await?;
+        let algorithm = checksum.as_ref().map(|c| c.algorithm);
+        let upload = async {
+            let reader = body.into_async_read();
+            let permits = Arc::clone(&parts.permits);
+            let chunks = futures::stream::try_unfold((reader, 1), |(mut reader, number)| {
+                let permits = Arc::clone(&permits);
+                async move {
+                    let permit = permits
+                        .acquire_owned()
+                        .await
+                        .expect("part permits are never closed");
+                    let mut buffer = Vec::with_capacity(part_size as usize);
+                    (&mut reader)
+                        .take(part_size)
+                        .read_to_end(&mut buffer)
+                        .await?;
+                    Ok::<_, std::io::Error>(
+                        (!buffer.is_empty())
+                            .then_some(((number, buffer, permit), (reader, number + 1))),
+                    )
+                }
+            });
+            let read_error =
+                |err: std::io::Error| ObjectError::new("GetObject", source.clone(), err);
+            let (completed, sent) = chunks
+                .map_err(read_error)
+                .map_ok(|(number, buffer, permit)| {
+                    self.upload_buffer(key, &upload_id, number, buffer, algorithm, permit)
+                })
+                .try_buffered(parts.concurrency)
+                .try_fold(
+                    (Vec::new(), 0u64),
+                    |(mut done, sent), (part, len)| async move {
+                        done.push(part);
+                        Ok((done, sent + len))
+                    },
+                )
+                .await?;
+            if sent != size {
+                return Err(ObjectError::new(
+                    "GetObject",
+                    source.clone(),
+                    format!("the object's body had {sent} bytes where {size} were listed"),
+                ));
+            }
+            let (_, stated) = self
+                .complete(key, &upload_id, completed, checksum.as_ref())
+                .await?;
+            self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
+        };
+        self.run_registered(key, &upload_id, upload).await
+    }
+
+    /// Whether a copy through this machine may go in parts: not when checksums are on
+    /// and the source's is a whole-object SHA, which only a single PutObject reproduces.
+    pub fn can_stream_in_parts(&self, download: &Download) -> bool {
+        match (&self.write.checksum, &download.checksum) {
+            (Some(_), Some(c)) => {
+                c.algorithm.is_crc() || c.parts.is_some() || download.size > MAX_COPY_OBJECT
+            }
+            _ => true,
+        }
+    }
+
+    /// Uploads one part held in memory, with its Content-MD5 and, for an upload with a
+    /// checksum algorithm, its checksum; the permit is released when the part is sent.
+    async fn upload_buffer(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        buffer: Vec<u8>,
+        algorithm: Option<ChecksumAlgorithm>,
+        _permit: OwnedSemaphorePermit,
+    ) -> Result<(CompletedPart, u64), ObjectError> {
+        let len = buffer.len() as u64;
+        let content_md5 = b64(&digest(HashKind::Md5, &buffer));
+        let checksum =
+            algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &buffer)));
+        let request = self
+            .client
+            .upload_part()
+            .bucket(self.url.bucket())
+            .key(self.url.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(len as i64)
+            .content_md5(content_md5)
+            .body(ByteStream::from(buffer));
+        let out = with_checksum!(request, checksum.as_ref())
+            .send()
+            .await
+            .map_err(|err| {
+                ObjectError::new(
+                    "UploadPart",
+                    format!("{} part {number}", self.describe(key)),
+                    describe_sdk_error(&err),
+                )
+            })?;
+        let completed = CompletedPart::builder().part_number(number);
+        let completed = with_checksum!(completed, checksum.as_ref());
+        Ok((completed.set_e_tag(out.e_tag).build(), len))
     }
 
     /// Copies an object from another location reachable with this store's client,

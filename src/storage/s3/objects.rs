@@ -33,8 +33,10 @@ pub struct Download {
     pub body: ByteStream,
     pub size: u64,
     pub last_modified: SystemTime,
-    headers: ObjectHeaders,
-    checksum: Option<Checksum>,
+    /// The object being read, for error messages.
+    pub(super) source: String,
+    pub(super) headers: ObjectHeaders,
+    pub(super) checksum: Option<Checksum>,
 }
 
 /// What HeadObject says about an object's additional checksum.
@@ -158,21 +160,7 @@ impl S3Store {
     /// With checksums on, the source's full-object checksum travels along and the
     /// destination verifies it.
     pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
-        let checksum = match (&self.write.checksum, download.checksum) {
-            (None, _) | (_, None) => None,
-            (Some(_), Some(checksum)) if checksum.parts.is_none() => Some(checksum),
-            (Some(_), Some(checksum)) => {
-                return Err(ObjectError::new(
-                    "PutObject",
-                    self.describe(key),
-                    format!(
-                        "the source's composite checksum ({checksum}) cannot be reproduced by a \
-                         copy through this machine; copy with one endpoint and set of \
-                         credentials for both buckets, or use --compare etag"
-                    ),
-                ))
-            }
-        };
+        let checksum = self.carried_checksum(key, download.checksum)?;
         let put = self
             .client
             .put_object()
@@ -188,6 +176,28 @@ impl S3Store {
                 ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
             })?;
         self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
+    }
+
+    /// The source's checksum, to be sent with a copy through this machine when checksums
+    /// are on, so that the destination verifies the bytes and stores the same value.
+    pub(super) fn carried_checksum(
+        &self,
+        key: &str,
+        source: Option<Checksum>,
+    ) -> Result<Option<Checksum>, ObjectError> {
+        match (&self.write.checksum, source) {
+            (None, _) | (_, None) => Ok(None),
+            (Some(_), Some(checksum)) if checksum.parts.is_none() => Ok(Some(checksum)),
+            (Some(_), Some(checksum)) => Err(ObjectError::new(
+                "PutObject",
+                self.describe(key),
+                format!(
+                    "the source's composite checksum ({checksum}) cannot be reproduced by a \
+                     copy through this machine; copy with one endpoint and set of \
+                     credentials for both buckets, or use --compare etag"
+                ),
+            )),
+        }
     }
 
     /// Checks the checksum a write's response states against the one sent or expected.
@@ -286,6 +296,7 @@ impl S3Store {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             last_modified,
             body: out.body,
+            source: self.describe(key),
             headers,
             checksum,
         })
