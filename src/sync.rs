@@ -11,6 +11,7 @@ use crate::plan::{DeleteQueue, MergeJoin, Pairing, Planner};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
+use crate::storage::s3::BUFFER_BUDGET_MIB;
 use crate::storage::s3::{build_client, requests::RequestCounts, ActiveUploads, PartSettings};
 use crate::storage::{LocalStore, S3Store, Store};
 use crate::transfer::{Route, Transfer};
@@ -61,6 +62,7 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
             part_size: settings.transfer.part_size,
             concurrency: settings.transfer.part_concurrency,
             permits: Arc::new(Semaphore::new(settings.threads)),
+            buffers: Arc::new(Semaphore::new(BUFFER_BUDGET_MIB)),
         },
         dry_run: settings.dry_run,
         stats: Arc::clone(&stats),

@@ -209,6 +209,7 @@ mod tests {
             part_size: 300,
             concurrency: 3,
             permits: std::sync::Arc::new(Semaphore::new(2)),
+            buffers: std::sync::Arc::new(Semaphore::new(1)),
         };
         let fetch = |first: u64, last: u64| {
             let slice = data[first as usize..=last as usize].to_vec();

@@ -72,7 +72,8 @@ use crate::storage::{ChecksumAlgorithm, ETag, Entry, ListError, ListItem, Listin
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
 pub use multipart::{
-    part_size_for, ActiveUploads, PartSettings, MIN_PART_SIZE, PART_SIZE_METADATA,
+    part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
+    PART_SIZE_METADATA,
 };
 pub use objects::Download;
 

@@ -52,9 +52,15 @@ pub struct PartSettings {
     pub part_size: u64,
     /// Parts of one object in flight at once.
     pub concurrency: usize,
-    /// Shared by every object: bounds part requests (and their buffers) in the process.
+    /// Shared by every object: bounds part requests in the process.
     pub permits: Arc<Semaphore>,
+    /// Shared by every object: MiB of parts held in memory (copies through this
+    /// machine), `BUFFER_BUDGET_MIB` in all.
+    pub buffers: Arc<Semaphore>,
 }
+
+/// Memory for parts held whole in memory, across all objects.
+pub const BUFFER_BUDGET_MIB: usize = 256;
 
 /// The part size for an object: the requested one, grown (to whole MiB) so the object
 /// needs no more than 10,000 parts.
@@ -141,6 +147,13 @@ struct FilePart {
     len: u64,
     content_md5: String,
     checksum: Option<Checksum>,
+}
+
+/// One part cut from a stream, held in memory under its share of the buffer budget.
+struct BufferedPart {
+    number: i32,
+    data: Vec<u8>,
+    _memory: OwnedSemaphorePermit,
 }
 
 /// The additional checksums of a multipart upload: one per part, and the object's
@@ -298,8 +311,8 @@ impl S3Store {
     }
 
     /// Uploads an object being read from another bucket in parts, cut from the stream one
-    /// part at a time. A part's buffer is taken only with a permit, so memory stays
-    /// within the global part cap whatever the object's size. Headers, metadata and (with
+    /// part at a time. A part's buffer is taken only with permits from the global buffer
+    /// budget, so memory stays within it whatever the objects' sizes and count. Headers, metadata and (with
     /// checksums on) the source's whole-object CRC travel along; the server verifies the
     /// CRC of the whole and the MD5 and checksum of each part.
     pub async fn put_download_multipart(
@@ -329,22 +342,23 @@ impl S3Store {
         let algorithm = checksum.as_ref().map(|c| c.algorithm);
         let upload = async {
             let reader = body.into_async_read();
-            let permits = Arc::clone(&parts.permits);
+            let buffer_mib = (part_size.div_ceil(1 << 20) as usize).min(BUFFER_BUDGET_MIB) as u32;
             let chunks = futures::stream::try_unfold((reader, 1), |(mut reader, number)| {
-                let permits = Arc::clone(&permits);
+                let buffers = Arc::clone(&parts.buffers);
                 async move {
-                    let permit = permits
-                        .acquire_owned()
+                    let memory = buffers
+                        .acquire_many_owned(buffer_mib)
                         .await
-                        .expect("part permits are never closed");
-                    let mut buffer = Vec::with_capacity(part_size as usize);
-                    (&mut reader)
-                        .take(part_size)
-                        .read_to_end(&mut buffer)
-                        .await?;
+                        .expect("buffer permits are never closed");
+                    let mut data = Vec::with_capacity(part_size as usize);
+                    (&mut reader).take(part_size).read_to_end(&mut data).await?;
+                    let part = BufferedPart {
+                        number,
+                        data,
+                        _memory: memory,
+                    };
                     Ok::<_, std::io::Error>(
-                        (!buffer.is_empty())
-                            .then_some(((number, buffer, permit), (reader, number + 1))),
+                        (!part.data.is_empty()).then_some((part, (reader, number + 1))),
                     )
                 }
             });
@@ -352,9 +366,7 @@ impl S3Store {
                 |err: std::io::Error| ObjectError::new("GetObject", source.clone(), err);
             let (completed, sent) = chunks
                 .map_err(read_error)
-                .map_ok(|(number, buffer, permit)| {
-                    self.upload_buffer(key, &upload_id, number, buffer, algorithm, permit)
-                })
+                .map_ok(|part| self.upload_buffer(key, &upload_id, part, algorithm, &parts.permits))
                 .try_buffered(parts.concurrency)
                 .try_fold(
                     (Vec::new(), 0u64),
@@ -391,20 +403,23 @@ impl S3Store {
     }
 
     /// Uploads one part held in memory, with its Content-MD5 and, for an upload with a
-    /// checksum algorithm, its checksum; the permit is released when the part is sent.
+    /// checksum algorithm, its checksum; the buffer's permit is released once it is sent.
     async fn upload_buffer(
         &self,
         key: &str,
         upload_id: &str,
-        number: i32,
-        buffer: Vec<u8>,
+        part: BufferedPart,
         algorithm: Option<ChecksumAlgorithm>,
-        _permit: OwnedSemaphorePermit,
+        permits: &Semaphore,
     ) -> Result<(CompletedPart, u64), ObjectError> {
-        let len = buffer.len() as u64;
-        let content_md5 = b64(&digest(HashKind::Md5, &buffer));
-        let checksum =
-            algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &buffer)));
+        let _permit = permits
+            .acquire()
+            .await
+            .expect("part permits are never closed");
+        let BufferedPart { number, data, .. } = part;
+        let len = data.len() as u64;
+        let content_md5 = b64(&digest(HashKind::Md5, &data));
+        let checksum = algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &data)));
         let request = self
             .client
             .upload_part()
@@ -414,7 +429,7 @@ impl S3Store {
             .part_number(number)
             .content_length(len as i64)
             .content_md5(content_md5)
-            .body(ByteStream::from(buffer));
+            .body(ByteStream::from(data));
         let out = with_checksum!(request, checksum.as_ref())
             .send()
             .await
