@@ -1,0 +1,223 @@
+//! An HTTP/1.1 proxy for loopback use between an S3 client and a real S3 server. It adds
+//! a fixed latency to every request (as a distant S3 region would) and, on a share of
+//! requests chosen at random, injects the faults S3 clients must survive: 503 SlowDown,
+//! 500 InternalError, a connection dropped before the answer, a response body cut short.
+//!
+//! Counters record what was injected, so a test can assert that faults really happened.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, ProxyError>;
+/// Errors travel as `io::Error`: a concrete type keeps the spawned futures `Send`.
+type ProxyError = std::io::Error;
+
+/// What to do to requests; each share is a probability in 0..=1, drawn per request.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added before each request is forwarded.
+    pub latency: Duration,
+    /// Answer 503 SlowDown instead of forwarding.
+    pub slowdown: f64,
+    /// Answer 500 InternalError instead of forwarding.
+    pub error: f64,
+    /// Close the connection without an answer.
+    pub reset: f64,
+    /// Forward, then cut the response body at half its length.
+    pub truncate: f64,
+}
+
+/// What the proxy did, counted per kind.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub slowdowns: AtomicU64,
+    pub errors: AtomicU64,
+    pub resets: AtomicU64,
+    pub truncations: AtomicU64,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub counters: Arc<Counters>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free loopback port in front of `upstream`.
+    pub async fn start(upstream: SocketAddr, faults: Faults) -> std::io::Result<Proxy> {
+        Self::start_on("127.0.0.1:0".parse().expect("address"), upstream, faults).await
+    }
+
+    pub async fn start_on(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        faults: Faults,
+    ) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to requests.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let state = Arc::new(State {
+            upstream,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            faults: Arc::new(Mutex::new(faults)),
+            counters: Arc::new(Counters::default()),
+        });
+        let proxy = Proxy {
+            addr,
+            counters: Arc::clone(&state.counters),
+            faults: Arc::clone(&state.faults),
+        };
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { state.handle(req).await }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// Changes the faults from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().expect("faults lock") = faults;
+    }
+
+    pub fn count(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+struct State {
+    upstream: SocketAddr,
+    client: Client<HttpConnector, Incoming>,
+    faults: Arc<Mutex<Faults>>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the fault proxy")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+impl State {
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let faults = self.faults.lock().expect("faults lock").clone();
+        if !faults.latency.is_zero() {
+            // tokio's timer rounds up to whole milliseconds and adds a tick; a thread's
+            // sleep keeps the added latency within about 0.1 ms of the setting.
+            let latency = faults.latency;
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
+        }
+        let roll = fastrand::f64();
+        let mut edge = faults.slowdown;
+        if roll < edge {
+            self.counters.slowdowns.fetch_add(1, Ordering::Relaxed);
+            return Ok(s3_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            ));
+        }
+        edge += faults.error;
+        if roll < edge {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(s3_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ));
+        }
+        edge += faults.reset;
+        if roll < edge {
+            self.counters.resets.fetch_add(1, Ordering::Relaxed);
+            // An error from the service makes hyper close the connection unanswered.
+            return Err(io_error(Dropped));
+        }
+        let truncate = roll < edge + faults.truncate;
+        let response = match self.forward(req).await {
+            Ok(response) => response,
+            Err(err) => return Err(err),
+        };
+        if !truncate {
+            return Ok(response.map(|b| b.map_err(io_error).boxed()));
+        }
+        self.counters.truncations.fetch_add(1, Ordering::Relaxed);
+        let (parts, body) = response.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => return Err(io_error(err)),
+        };
+        let half = bytes.slice(..bytes.len() / 2);
+        let frames = futures::stream::iter([Ok(Frame::data(half)), Err(io_error(Dropped))]);
+        Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()))
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        match format!("http://{}{path}", self.upstream).parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(err) => return Err(io_error(err)),
+        }
+        match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => Ok(response),
+            Err(err) => Err(io_error(err)),
+        }
+    }
+}
+
+fn io_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> ProxyError {
+    std::io::Error::other(err)
+}
+
+fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(
+            Full::new(Bytes::from(xml))
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        )
+        .expect("a valid response")
+}
