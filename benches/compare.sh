@@ -1,50 +1,96 @@
 #!/usr/bin/env bash
-# Runs s3mirror and rclone side by side on the same local Garage server, same data,
-# same concurrency, and prints a table of wall time, objects/s, client CPU and peak RSS.
+# Runs s3mirror and its peers side by side on one local Garage server, behind a latency
+# proxy, on the same data with the same concurrency, and writes a table and a plot.
 #
-#   benches/compare.sh [--objects N] [--size BYTES] [--threads N] [--out DIR]
+#   benches/compare.sh [--objects N] [--noop-objects N] [--listing-objects N]
+#                      [--large N] [--large-mib N] [--tools "s3mirror rclone aws s3sync"]
+#                      [--out DIR]
+#
+# Workloads (each tool writes to its own fresh bucket):
+#   upload   N x 4 KiB files, local -> bucket          at 20 ms / 8 transfers, and 0 ms / 64
+#   copy     those objects, bucket -> bucket            at 20 ms / 8, and 0 ms / 64
+#   no-op    re-sync of --noop-objects unchanged files  at 20 ms / 64
+#   large    --large files of --large-mib MiB, upload   at 0 ms / 8
+#   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
+#                  beside the same no-op over the small files
 #
 # Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
-# Each tool writes to a fresh bucket. Ratios between tools measured in one run are the
-# figures to quote; absolute times depend on the machine (the server shares its CPUs).
+# Ratios between tools measured in one run are the figures to quote; absolute times depend
+# on the machine (the server and the proxy share its CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 
-objects=5000 size=4096 threads=32 out=bench-results/latest
+objects=10000 noop_objects=100000 listing_objects=1000000 large=4 large_mib=256
+tools="s3mirror rclone aws s3sync" out=bench-results/latest
 while [ $# -gt 0 ]; do
     case $1 in
-        --out) out=$2; shift 2 ;;
         --objects) objects=$2; shift 2 ;;
-        --size) size=$2; shift 2 ;;
-        --threads) threads=$2; shift 2 ;;
+        --noop-objects) noop_objects=$2; shift 2 ;;
+        --listing-objects) listing_objects=$2; shift 2 ;;
+        --large) large=$2; shift 2 ;;
+        --large-mib) large_mib=$2; shift 2 ;;
+        --tools) tools=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 
+AWSCLI_VERSION=1.46.3
+S3SYNC_VERSION=1.62.4
+MATPLOTLIB_VERSION=3.9.2
+
+# --- tools -----------------------------------------------------------------------------
 need_apt=()
 command -v rclone >/dev/null || need_apt+=(rclone)
 [ -x /usr/bin/time ] || need_apt+=(time)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c "import matplotlib" 2>/dev/null || pip install -q "matplotlib==3.9.2"
+python3 -c "import matplotlib" 2>/dev/null || pip install -q "matplotlib==$MATPLOTLIB_VERSION"
+tools_dir=${BENCH_TOOLS_DIR:-$HOME/.cache/s3mirror-bench}
+if [[ " $tools " == *" aws "* ]] && [ ! -x "$tools_dir/awscli/bin/aws" ]; then
+    python3 -m venv "$tools_dir/awscli"
+    "$tools_dir/awscli/bin/pip" install -q "awscli==$AWSCLI_VERSION"
+fi
+if [[ " $tools " == *" s3sync "* ]] && [ ! -x "$tools_dir/s3sync/bin/s3sync" ]; then
+    echo "installing s3sync $S3SYNC_VERSION with cargo (a one-time build of several minutes)..." >&2
+    cargo install "s3sync@$S3SYNC_VERSION" --locked --quiet --root "$tools_dir/s3sync"
+fi
 garage_install
-cargo build --release --quiet
+cargo build --release --quiet -p s3mirror -p faultproxy
 s3mirror=$PWD/target/release/s3mirror
+proxy_bin=$PWD/target/release/faultproxy
 
 work=$(mktemp -d -t s3mirror-bench-XXXXXX)
-trap 'garage_stop; rm -rf "$work"' EXIT
-garage_start "$work/garage"
+proxy_pid=
+stop_proxy() {
+    if [ -n "$proxy_pid" ]; then
+        kill "$proxy_pid" 2>/dev/null || true
+        wait "$proxy_pid" 2>/dev/null || true
+        proxy_pid=
+    fi
+}
+trap 'stop_proxy; garage_stop; rm -rf "$work"' EXIT
+GARAGE_DB_ENGINE=lmdb garage_start "$work/garage"
 garage_client_env
 # rclone's Go SDK refuses AWS_CA_BUNDLE with a plain-http endpoint; no tool needs it here.
 unset AWS_CA_BUNDLE
-export RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other \
-    RCLONE_CONFIG_GARAGE_ENDPOINT=$GARAGE_ENDPOINT RCLONE_CONFIG_GARAGE_REGION=$GARAGE_REGION \
-    RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID=$GARAGE_ACCESS_KEY RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY=$GARAGE_SECRET_KEY
+server=${GARAGE_ENDPOINT#http://}
 
-echo "generating $objects files of $size bytes..." >&2
-python3 - "$work/files" "$objects" "$size" <<'PY'
+# start_proxy MS: a fresh proxy (fresh request counter) adding MS milliseconds per request.
+start_proxy() {
+    stop_proxy
+    "$proxy_bin" --upstream "$server" --latency "${1}ms" >"$work/proxy.addr" 2>"$work/proxy.log" &
+    proxy_pid=$!
+    until [ -s "$work/proxy.addr" ]; do sleep 0.05; done
+    endpoint="http://$(cat "$work/proxy.addr")"
+    : >"$work/proxy.addr"
+}
+
+# --- data ------------------------------------------------------------------------------
+make_files() { # DIR COUNT BYTES
+    python3 - "$@" <<'PY'
 import os, sys
 root, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for i in range(n):
@@ -53,50 +99,121 @@ for i in range(n):
     with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
         f.write(os.urandom(size))
 PY
+}
+echo "generating data..." >&2
+make_files "$work/small" "$objects" 4096
+make_files "$work/noop" "$noop_objects" 16
+mkdir -p "$work/large"
+for i in $(seq 1 "$large"); do head -c "$((large_mib << 20))" /dev/urandom >"$work/large/big$i"; done
 
-results=()
-# measure TOOL WORKLOAD COMMAND...: runs the command once under /usr/bin/time.
-measure() {
-    local tool=$1 workload=$2
-    shift 2
-    sync
-    /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/out" 2>&1 || {
-        echo "$tool $workload failed:" >&2
-        tail -20 "$work/out" >&2
-        return 1
-    }
-    read -r wall user sys rss <"$work/time"
-    results+=("$workload|$tool|$wall|$user|$sys|$rss")
+# --- how each tool is run ----------------------------------------------------------------
+rclone_env() {
+    export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENDPOINT=$endpoint \
+        RCLONE_CONFIG_G_REGION=$GARAGE_REGION RCLONE_CONFIG_G_ACCESS_KEY_ID=$GARAGE_ACCESS_KEY \
+        RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$GARAGE_SECRET_KEY
+}
+aws_config() { # THREADS
+    cat >"$work/aws-config" <<CFG
+[default]
+region = $GARAGE_REGION
+s3 =
+    max_concurrent_requests = $1
+    addressing_style = path
+CFG
+}
+# command_for TOOL THREADS SRC DST: SRC/DST are a local path or bucket/prefix (with a /).
+command_for() {
+    local tool=$1 threads=$2 src=$3 dst=$4 s3src s3dst
+    if [[ $src == /* ]]; then s3src=$src; else s3src=s3://$src; fi
+    if [[ $dst == /* ]]; then s3dst=$dst; else s3dst=s3://$dst; fi
+    case $tool in
+        s3mirror) cmd=("$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint") ;;
+        rclone)
+            rclone_env
+            [[ $src == /* ]] || src=g:$src
+            [[ $dst == /* ]] || dst=g:$dst
+            cmd=(rclone copy "$src" "$dst" --transfers "$threads" --checkers "$threads")
+            ;;
+        aws)
+            aws_config "$threads"
+            cmd=(env AWS_CONFIG_FILE="$work/aws-config" "$tools_dir/awscli/bin/aws" s3 sync "$s3src" "$s3dst"
+                --endpoint-url "$endpoint" --only-show-errors)
+            ;;
+        s3sync)
+            cmd=("$tools_dir/s3sync/bin/s3sync" --worker-size "$threads")
+            [[ $src == /* ]] || cmd+=(--source-endpoint-url "$endpoint" --source-force-path-style)
+            [[ $dst == /* ]] || cmd+=(--target-endpoint-url "$endpoint" --target-force-path-style)
+            cmd+=("$s3src" "$s3dst")
+            ;;
+    esac
 }
 
-for tool in s3mirror rclone; do
-    garage_bucket "up-$tool"
-    garage_bucket "copy-$tool"
+echo "latency_ms,threads,workload,tool,objects,bytes,wall_s,cpu_s,peak_rss_kib,requests" >"$work/results.csv"
+# measure LATENCY THREADS WORKLOAD TOOL OBJECTS BYTES SRC DST [EXTRA...]
+measure() {
+    local latency=$1 threads=$2 workload=$3 tool=$4 n=$5 bytes=$6 src=$7 dst=$8
+    shift 8
+    start_proxy "$latency"
+    command_for "$tool" "$threads" "$src" "$dst"
+    sync
+    echo "  $workload $tool (${latency} ms, $threads)" >&2
+    if ! /usr/bin/time -f "%e %U %S %M" -o "$work/time" "${cmd[@]}" "$@" >"$work/out" 2>&1; then
+        echo "$tool $workload failed:" >&2
+        tail -20 "$work/out" >&2
+        stop_proxy
+        return 0
+    fi
+    stop_proxy
+    local wall user sys rss requests
+    read -r wall user sys rss <"$work/time"
+    requests=$(sed -n 's/^faultproxy: \([0-9]*\) requests.*/\1/p' "$work/proxy.log")
+    echo "$latency,$threads,$workload,$tool,$n,$bytes,$wall,$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}'),$rss,$requests" \
+        >>"$work/results.csv"
+}
+
+# fill BUCKET DIR: objects for the copy and no-op workloads, written once by s3mirror.
+fill() {
+    start_proxy 0
+    "$s3mirror" "$2" "s3://$1/data" --threads 64 -q --endpoint-url "$endpoint"
+    stop_proxy
+}
+
+small_bytes=$((objects * 4096))
+for setting in "20 8" "0 64"; do
+    read -r latency threads <<<"$setting"
+    for tool in $tools; do
+        up=up-$tool-$latency copy=copy-$tool-$latency
+        garage_bucket "$up"
+        garage_bucket "$copy"
+        measure "$latency" "$threads" upload "$tool" "$objects" "$small_bytes" "$work/small" "$up/data/"
+        measure "$latency" "$threads" copy "$tool" "$objects" "$small_bytes" "$up/data/" "$copy/data/"
+    done
 done
-measure s3mirror upload "$s3mirror" "$work/files" s3://up-s3mirror/data --threads "$threads" -q
-measure rclone upload rclone copy "$work/files" garage:up-rclone/data --transfers "$threads" --checkers "$threads"
-measure s3mirror copy "$s3mirror" s3://up-s3mirror/data s3://copy-s3mirror/data --threads "$threads" -q
-measure rclone copy rclone copy garage:up-rclone/data garage:copy-rclone/data --transfers "$threads" --checkers "$threads"
-measure s3mirror no-op "$s3mirror" "$work/files" s3://up-s3mirror/data --threads "$threads" -q
-measure rclone no-op rclone copy "$work/files" garage:up-rclone/data --transfers "$threads" --checkers "$threads"
+
+garage_bucket noop
+fill noop "$work/noop"
+for tool in $tools; do
+    measure 20 64 no-op "$tool" "$noop_objects" 0 "$work/noop" noop/data/
+done
+
+for tool in $tools; do
+    garage_bucket "large-$tool"
+    measure 0 8 large "$tool" "$large" "$((large * large_mib << 20))" "$work/large" "large-$tool/data/"
+done
+
+if [ "$listing_objects" -gt 0 ]; then
+    echo "generating $listing_objects files and objects for the listing workload..." >&2
+    make_files "$work/many" "$listing_objects" 0
+    garage_bucket many
+    fill many "$work/many"
+    # The no-op over the 10,000 small files is the baseline the million is compared with.
+    measure 0 64 "listing-no-op" s3mirror "$objects" 0 "$work/small" up-s3mirror-0/data/
+    measure 0 64 "listing-no-op" s3mirror "$listing_objects" 0 "$work/many" many/data/
+fi
 
 mkdir -p "$out"
-title="$objects objects of $size bytes, $threads concurrent transfers, Garage $GARAGE_VERSION on loopback, $(nproc) CPUs"
-echo "workload,tool,wall_s,objects_per_s,cpu_s,cpu_ms_per_object,peak_rss_mib" >"$out/results.csv"
-for row in "${results[@]}"; do
-    IFS='|' read -r workload tool wall user sys rss <<<"$row"
-    awk -v w="$workload" -v t="$tool" -v wall="$wall" -v u="$user" -v s="$sys" -v rss="$rss" -v n="$objects" \
-        'BEGIN { printf "%s,%s,%.2f,%.0f,%.2f,%.3f,%.1f\n", w, t, wall, n / wall, u + s, (u + s) * 1000 / n, rss / 1024 }'
-done >>"$out/results.csv"
-{
-    echo "$title"
-    echo
-    echo "| workload | tool | wall s | objects/s | CPU s (user+sys) | CPU ms/object | peak RSS MiB |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
-    tail -n +2 "$out/results.csv" | awk -F, '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }'
-} >"$out/table.md"
-python3 benches/plot.py "$out/results.csv" "$out/plot.png" "$title"
-echo
+cp "$work/results.csv" "$out/results.csv"
+python3 benches/plot.py "$out" "Garage $GARAGE_VERSION (lmdb) on loopback behind faultproxy, $(nproc) CPUs"
 cat "$out/table.md"
 echo
 echo "results in $out/ (results.csv, table.md, plot.png)"

@@ -1,5 +1,9 @@
-"""Draws objects/s per tool per workload from a benches/compare.sh results.csv."""
+"""Turns a benches/compare.sh results.csv into table.md and plot.png in the same directory.
+
+Usage: plot.py DIR TITLE
+"""
 import csv
+import os
 import sys
 
 import matplotlib
@@ -7,23 +11,56 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-source, target, title = sys.argv[1], sys.argv[2], sys.argv[3]
-rows = list(csv.DictReader(open(source)))
-workloads = list(dict.fromkeys(r["workload"] for r in rows))
+out, title = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+for r in rows:
+    wall, n, cpu = float(r["wall_s"]), int(r["objects"]), float(r["cpu_s"])
+    r["label"] = f'{r["workload"]} {r["latency_ms"]} ms/{r["threads"]}'
+    r["rate"] = n / wall if wall else 0.0
+    r["mib_s"] = int(r["bytes"]) / wall / 2**20 if wall else 0.0
+    r["cpu_ms"] = cpu * 1000 / n if n else 0.0
+    r["rss_mib"] = int(r["peak_rss_kib"]) / 1024
+
+# Ratio of s3mirror to the best peer of the same workload and setting.
+def best_peer(label, key, higher_is_better):
+    peers = [r[key] for r in rows if r["label"] == label and r["tool"] != "s3mirror"]
+    if not peers:
+        return None
+    return max(peers) if higher_is_better else min(peers)
+
+lines = [
+    f"{title}",
+    "",
+    "| workload | latency | transfers | tool | wall s | objects/s | MiB/s | CPU ms/object | peak RSS MiB | requests | vs best peer |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+]
+for r in rows:
+    ratio = ""
+    if r["tool"] == "s3mirror":
+        rate = best_peer(r["label"], "rate", True)
+        cpu = best_peer(r["label"], "cpu_ms", False)
+        if rate:
+            ratio = f'{r["rate"] / rate:.2f}x objects/s'
+            if cpu:
+                ratio += f', {r["cpu_ms"] / cpu:.2f}x CPU'
+    lines.append(
+        f'| {r["workload"]} | {r["latency_ms"]} ms | {r["threads"]} | {r["tool"]} | {float(r["wall_s"]):.2f} | '
+        f'{r["rate"]:.0f} | {r["mib_s"]:.1f} | {r["cpu_ms"]:.3f} | {r["rss_mib"]:.0f} | {r["requests"]} | {ratio} |'
+    )
+open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
+
+labels = list(dict.fromkeys(r["label"] for r in rows if not r["workload"].startswith("listing")))
 tools = list(dict.fromkeys(r["tool"] for r in rows))
-width = 0.8 / len(tools)
-fig, ax = plt.subplots(figsize=(8, 4.5))
+width = 0.8 / max(len(tools), 1)
+fig, ax = plt.subplots(figsize=(10, 4.8))
 for i, tool in enumerate(tools):
-    rates = [
-        next((float(r["objects_per_s"]) for r in rows if r["tool"] == tool and r["workload"] == w), 0)
-        for w in workloads
-    ]
-    bars = ax.bar([x + i * width for x in range(len(workloads))], rates, width, label=tool)
-    ax.bar_label(bars, fmt="%.0f", fontsize=8)
-ax.set_xticks([x + width * (len(tools) - 1) / 2 for x in range(len(workloads))], workloads)
+    rates = [next((r["rate"] for r in rows if r["tool"] == tool and r["label"] == l), 0) for l in labels]
+    bars = ax.bar([x + i * width for x in range(len(labels))], rates, width, label=tool)
+    ax.bar_label(bars, fmt="%.0f", fontsize=7)
+ax.set_xticks([x + width * (len(tools) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
 ax.set_yscale("log")
 ax.set_ylabel("objects/s (log scale, higher is better)")
-ax.set_title(title, fontsize=10)
-ax.legend()
+ax.set_title(title, fontsize=9)
+ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(target, dpi=110)
+fig.savefig(os.path.join(out, "plot.png"), dpi=110)

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 garage_install
-cargo test --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked "$@"

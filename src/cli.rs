@@ -85,6 +85,10 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub threads: usize,
 
+    /// Common prefixes ("directories") of a bucket listed at once; 1 lists sequentially
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub list_parallelism: u16,
+
     /// Show what would be copied, change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

@@ -57,6 +57,8 @@ pub struct SyncSettings {
     pub threads: usize,
     pub dry_run: bool,
     pub compare: CompareMode,
+    /// Common prefixes of a bucket listed at once.
+    pub list_width: usize,
     pub transfer: TransferSettings,
     pub write: WriteOptions,
     pub filters: Filters,
@@ -120,6 +122,7 @@ impl SyncSettings {
             source_client,
             dest_client,
             threads: args.threads,
+            list_width: usize::from(args.list_parallelism),
             dry_run: args.dry_run,
             compare: match args.compare {
                 CompareArg::Auto => CompareMode::Auto,

@@ -190,12 +190,15 @@ async fn open_stores(
         (Location::Local(_), _) => None,
     };
     let store = |location: &Location, client: Option<aws_sdk_s3::Client>| match (location, client) {
-        (Location::S3(url), Some(client)) => Store::S3(S3Store::new(
-            client,
-            url.clone(),
-            settings.write.clone(),
-            Arc::clone(uploads),
-        )),
+        (Location::S3(url), Some(client)) => Store::S3(
+            S3Store::new(
+                client,
+                url.clone(),
+                settings.write.clone(),
+                Arc::clone(uploads),
+            )
+            .with_list_width(settings.list_width),
+        ),
         (Location::Local(path), _) => Store::Local(LocalStore::new(path.clone())),
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };

@@ -55,6 +55,7 @@ macro_rules! checksum_from {
 
 mod client;
 mod error;
+mod list;
 mod multipart;
 mod objects;
 pub mod requests;
@@ -64,10 +65,9 @@ use std::sync::Arc;
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use aws_sdk_s3::Client;
-use tokio::sync::mpsc;
 
 use crate::location::S3Url;
-use crate::storage::{ChecksumAlgorithm, ETag, Entry, ListError, ListItem, Listing};
+use crate::storage::{ChecksumAlgorithm, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
@@ -93,6 +93,7 @@ pub struct S3Store {
     url: S3Url,
     write: WriteOptions,
     uploads: Arc<ActiveUploads>,
+    list_width: usize,
 }
 
 impl S3Store {
@@ -107,6 +108,7 @@ impl S3Store {
             url,
             write,
             uploads,
+            list_width: 1,
         }
     }
 
@@ -118,58 +120,21 @@ impl S3Store {
         format!("s3://{}/{}", self.url.bucket(), self.url.full_key(key))
     }
 
+    /// Lists in parallel over up to `list_width` common prefixes (see `list`), in key
+    /// order.
     pub fn list(&self) -> Listing {
         let (tx, listing) = Listing::channel();
-        tokio::spawn(list_into(self.client.clone(), self.url.clone(), tx));
+        let lister = list::Lister {
+            client: self.client.clone(),
+            url: self.url.clone(),
+        };
+        tokio::spawn(lister.run(self.list_width, tx));
         listing
     }
-}
 
-/// Pages through ListObjectsV2 and forwards entries; the bounded channel makes the
-/// paginator wait whenever the merge-join falls behind.
-async fn list_into(client: Client, url: S3Url, tx: mpsc::Sender<ListItem>) {
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(url.bucket())
-        .prefix(url.prefix())
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = match page {
-            Ok(page) => page,
-            Err(err) => {
-                let cause = describe_sdk_error(&err);
-                let _ = tx
-                    .send(Err(ListError::Fatal(format!(
-                        "ListObjectsV2 {url}: {cause}"
-                    ))))
-                    .await;
-                return;
-            }
-        };
-        for object in page.contents() {
-            if tx.send(entry_from(&url, object)).await.is_err() {
-                return;
-            }
-        }
+    /// How many common prefixes are listed at once (1: one sequential listing).
+    pub fn with_list_width(mut self, width: usize) -> Self {
+        self.list_width = width.max(1);
+        self
     }
-}
-
-fn entry_from(url: &S3Url, object: &aws_sdk_s3::types::Object) -> ListItem {
-    let full_key = object.key().unwrap_or_default();
-    let Some(key) = full_key.strip_prefix(url.prefix()) else {
-        return Err(ListError::Fatal(format!(
-            "ListObjectsV2 {url}: the server returned key {full_key:?} outside the prefix"
-        )));
-    };
-    let mtime = object
-        .last_modified()
-        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
-        .unwrap_or(std::time::UNIX_EPOCH);
-    Ok(Entry {
-        key: key.to_owned(),
-        size: object.size().unwrap_or(0).max(0) as u64,
-        mtime,
-        etag: object.e_tag().map(ETag::parse),
-    })
 }

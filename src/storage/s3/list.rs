@@ -1,0 +1,209 @@
+//! Listing a bucket prefix in key order, in parallel where the key space allows.
+//!
+//! One ListObjectsV2 with delimiter `/` splits the prefix into keys at its top level and
+//! common prefixes ("directories"). Up to `width` common prefixes are then listed at once,
+//! each into its own bounded buffer, while their results are forwarded strictly in key
+//! order: a common prefix's keys all sort between the top-level items around it, so the
+//! output is exactly the sequential listing. Memory is bounded by `width` buffers.
+//!
+//! A prefix whose keys sit at one level (no `/` below it) gains nothing: the delimiter
+//! listing is then the whole listing.
+
+use std::collections::VecDeque;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::http::Response;
+use tokio::sync::mpsc;
+
+use super::describe_sdk_error;
+use crate::location::S3Url;
+use crate::storage::{ETag, Entry, ListError, ListItem};
+
+/// Entries buffered ahead for each common prefix listed in parallel.
+const SEGMENT_BUFFER: usize = 5_000;
+
+pub(super) struct Lister {
+    pub client: Client,
+    pub url: S3Url,
+}
+
+/// One item of the delimiter listing, in key order.
+enum Segment {
+    Entry(ListItem),
+    Prefix(String),
+}
+
+/// An item of the output being prepared: an entry, or a common prefix being listed.
+enum Pending {
+    Entry(ListItem),
+    Prefix(mpsc::Receiver<ListItem>),
+}
+
+impl Lister {
+    pub async fn run(self, width: usize, tx: mpsc::Sender<ListItem>) {
+        if width <= 1 {
+            let prefix = self.url.prefix().to_owned();
+            return self.list_into(prefix, tx).await;
+        }
+        let (segment_tx, mut segments) = mpsc::channel(1_000);
+        let top = Lister {
+            client: self.client.clone(),
+            url: self.url.clone(),
+        };
+        tokio::spawn(top.delimited(segment_tx));
+        let mut window: VecDeque<Pending> = VecDeque::new();
+        let mut listing = 0;
+        let mut segments_done = false;
+        loop {
+            // Start common-prefix listings until `width` run ahead of the output.
+            while !segments_done && listing < width {
+                let next = if window.is_empty() {
+                    segments.recv().await
+                } else {
+                    match segments.try_recv() {
+                        Ok(segment) => Some(segment),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                match next {
+                    None => segments_done = true,
+                    Some(Segment::Entry(item)) => window.push_back(Pending::Entry(item)),
+                    Some(Segment::Prefix(prefix)) => {
+                        let (sub_tx, sub_rx) = mpsc::channel(SEGMENT_BUFFER);
+                        let sub = Lister {
+                            client: self.client.clone(),
+                            url: self.url.clone(),
+                        };
+                        tokio::spawn(sub.list_into(prefix, sub_tx));
+                        window.push_back(Pending::Prefix(sub_rx));
+                        listing += 1;
+                    }
+                }
+            }
+            let Some(pending) = window.pop_front() else {
+                return;
+            };
+            match pending {
+                Pending::Entry(item) => {
+                    let fatal = matches!(item, Err(ListError::Fatal(_)));
+                    if tx.send(item).await.is_err() || fatal {
+                        return;
+                    }
+                }
+                Pending::Prefix(mut rx) => {
+                    listing -= 1;
+                    while let Some(item) = rx.recv().await {
+                        let fatal = matches!(item, Err(ListError::Fatal(_)));
+                        if tx.send(item).await.is_err() || fatal {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The delimiter listing: top-level keys and common prefixes, merged in key order.
+    async fn delimited(self, tx: mpsc::Sender<Segment>) {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(self.url.bucket())
+            .prefix(self.url.prefix())
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    let _ = tx.send(Segment::Entry(Err(self.failed(&err)))).await;
+                    return;
+                }
+            };
+            let mut entries = page.contents().iter().peekable();
+            let prefixes: Vec<String> = page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect();
+            let mut prefixes = prefixes.into_iter().peekable();
+            loop {
+                let take_entry = match (entries.peek(), prefixes.peek()) {
+                    (None, None) => break,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some(e), Some(p)) => e.key().unwrap_or_default().as_bytes() < p.as_bytes(),
+                };
+                let segment = if take_entry {
+                    Segment::Entry(self.entry_from(entries.next().expect("peeked")))
+                } else {
+                    Segment::Prefix(prefixes.next().expect("peeked"))
+                };
+                if tx.send(segment).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Pages through ListObjectsV2 below `prefix` and forwards entries, keyed relative to
+    /// the location's prefix; the bounded channel makes the paginator wait whenever the
+    /// reader falls behind.
+    async fn list_into(self, prefix: String, tx: mpsc::Sender<ListItem>) {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(self.url.bucket())
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    let _ = tx.send(Err(self.failed(&err))).await;
+                    return;
+                }
+            };
+            for object in page.contents() {
+                if tx.send(self.entry_from(object)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn failed<E>(&self, err: &SdkError<E, Response>) -> ListError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        ListError::Fatal(format!(
+            "ListObjectsV2 {}: {}",
+            self.url,
+            describe_sdk_error(err)
+        ))
+    }
+
+    fn entry_from(&self, object: &aws_sdk_s3::types::Object) -> ListItem {
+        let full_key = object.key().unwrap_or_default();
+        let Some(key) = full_key.strip_prefix(self.url.prefix()) else {
+            return Err(ListError::Fatal(format!(
+                "ListObjectsV2 {}: the server returned key {full_key:?} outside the prefix",
+                self.url
+            )));
+        };
+        let mtime = object
+            .last_modified()
+            .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        Ok(Entry {
+            key: key.to_owned(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            mtime,
+            etag: object.e_tag().map(ETag::parse),
+        })
+    }
+}
