@@ -9,7 +9,8 @@
 # Workloads (each tool writes to its own fresh bucket):
 #   upload   N x 4 KiB files, local -> bucket          at 20 ms / 8 transfers, and 0 ms / 64
 #   copy     those objects, bucket -> bucket            at 20 ms / 8, and 0 ms / 64
-#   no-op    re-sync of --noop-objects unchanged files  at 20 ms / 64
+#   no-op    re-sync of --noop-objects unchanged files  at 20 ms / 64 (s3mirror also with
+#            --list-parallelism 1, to show what listing common prefixes in parallel gains)
 #   large    --large files of --large-mib MiB, upload   at 0 ms / 8
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
@@ -128,6 +129,10 @@ command_for() {
     if [[ $dst == /* ]]; then s3dst=$dst; else s3dst=s3://$dst; fi
     case $tool in
         s3mirror) cmd=("$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint") ;;
+        s3mirror-sequential-listing)
+            cmd=("$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint"
+                --list-parallelism 1)
+            ;;
         rclone)
             rclone_env
             [[ $src == /* ]] || src=g:$src
@@ -143,6 +148,7 @@ command_for() {
             cmd=("$tools_dir/s3sync/bin/s3sync" --worker-size "$threads")
             [[ $src == /* ]] || cmd+=(--source-endpoint-url "$endpoint" --source-force-path-style)
             [[ $dst == /* ]] || cmd+=(--target-endpoint-url "$endpoint" --target-force-path-style)
+            [[ $src == /* || $dst == /* ]] || cmd+=(--server-side-copy)
             cmd+=("$s3src" "$s3dst")
             ;;
     esac
@@ -192,7 +198,9 @@ done
 
 garage_bucket noop
 fill noop "$work/noop"
-for tool in $tools; do
+no_op_tools=$tools
+[[ " $tools " == *" s3mirror "* ]] && no_op_tools="$tools s3mirror-sequential-listing"
+for tool in $no_op_tools; do
     measure 20 64 no-op "$tool" "$noop_objects" 0 "$work/noop" noop/data/
 done
 

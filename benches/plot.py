@@ -21,9 +21,9 @@ for r in rows:
     r["cpu_ms"] = cpu * 1000 / n if n else 0.0
     r["rss_mib"] = int(r["peak_rss_kib"]) / 1024
 
-# Ratio of s3mirror to the best peer of the same workload and setting.
+# Ratio of s3mirror to the best peer (another tool) of the same workload and setting.
 def best_peer(label, key, higher_is_better):
-    peers = [r[key] for r in rows if r["label"] == label and r["tool"] != "s3mirror"]
+    peers = [r[key] for r in rows if r["label"] == label and not r["tool"].startswith("s3mirror")]
     if not peers:
         return None
     return max(peers) if higher_is_better else min(peers)

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+
 use crate::garage::garage;
 use crate::{bucket_contents, s3mirror, tree_contents, tricky_files, write_tree};
 
@@ -374,27 +376,35 @@ async fn parallel_listing_yields_the_sequential_order() {
     let server = garage();
     let client = server.client();
     let bucket = server.new_bucket("parallel-list").await;
-    // Top-level keys that sort between, before and after "directories", and directories
-    // of many sizes, so that a window of 3 prefix listings has to wait and move on.
-    let mut keys: Vec<String> = ["a-b", "a.txt", "a/x", "a/y/z", "a0", "top", "z/last"]
+    // More than one page (1,000 keys), so that the rest is split over common prefixes
+    // after a first page that ends inside one; top-level keys that sort between, before
+    // and after "directories"; directories of many sizes, so that a window of 3 prefix
+    // listings has to wait and move on.
+    let mut keys: Vec<String> = ["a-b", "a.txt", "a/x", "a/y/z", "a0", "q", "top", "z/last"]
         .map(String::from)
         .to_vec();
     for d in 0..40 {
+        for f in 0..30 {
+            keys.push(format!("d{d:02}/f{f:02}"));
+        }
         for f in 0..(d % 7) {
             keys.push(format!("p/d{d:02}/f{f}"));
-            keys.push(format!("d{d:02}/f{f}"));
         }
     }
-    for key in &keys {
+    let puts = keys.iter().map(|key| {
         client
             .put_object()
             .bucket(&bucket)
             .key(key)
             .body(key.as_bytes().to_vec().into())
             .send()
-            .await
-            .unwrap();
-    }
+    });
+    futures::stream::iter(puts)
+        .buffer_unordered(32)
+        .for_each(|result| async {
+            result.unwrap();
+        })
+        .await;
     let work = tempfile::tempdir().unwrap();
     for (width, dir) in [("1", "seq"), ("3", "par")] {
         let target = work.path().join(dir);

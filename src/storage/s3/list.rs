@@ -1,7 +1,8 @@
 //! Listing a bucket prefix in key order, in parallel where the key space allows.
 //!
-//! One ListObjectsV2 with delimiter `/` splits the prefix into keys at its top level and
-//! common prefixes ("directories"). Up to `width` common prefixes are then listed at once,
+//! The first page is listed plainly, so a small listing costs one request. If there is
+//! more, one ListObjectsV2 with delimiter `/` (after the first page's last key) splits the
+//! rest into keys at the top level and common prefixes ("directories"). Up to `width` common prefixes are then listed at once,
 //! each into its own bounded buffer, while their results are forwarded strictly in key
 //! order: a common prefix's keys all sort between the top-level items around it, so the
 //! output is exactly the sequential listing. Memory is bounded by `width` buffers.
@@ -42,16 +43,45 @@ enum Pending {
 
 impl Lister {
     pub async fn run(self, width: usize, tx: mpsc::Sender<ListItem>) {
+        let prefix = self.url.prefix().to_owned();
         if width <= 1 {
-            let prefix = self.url.prefix().to_owned();
-            return self.list_into(prefix, tx).await;
+            return self.list_into(prefix, None, tx).await;
         }
+        // The first page is listed plainly: a listing that fits in one page costs one
+        // request. Only the rest of a longer one is split over common prefixes.
+        let first = self
+            .client
+            .list_objects_v2()
+            .bucket(self.url.bucket())
+            .prefix(&prefix)
+            .send()
+            .await;
+        let page = match first {
+            Ok(page) => page,
+            Err(err) => {
+                let _ = tx.send(Err(self.failed(&err))).await;
+                return;
+            }
+        };
+        for object in page.contents() {
+            if tx.send(self.entry_from(object)).await.is_err() {
+                return;
+            }
+        }
+        let last_key = page
+            .contents()
+            .last()
+            .and_then(|o| o.key())
+            .map(str::to_owned);
+        let (Some(true), Some(start_after)) = (page.is_truncated(), last_key) else {
+            return;
+        };
         let (segment_tx, mut segments) = mpsc::channel(1_000);
         let top = Lister {
             client: self.client.clone(),
             url: self.url.clone(),
         };
-        tokio::spawn(top.delimited(segment_tx));
+        tokio::spawn(top.delimited(start_after.clone(), segment_tx));
         let mut window: VecDeque<Pending> = VecDeque::new();
         let mut listing = 0;
         let mut segments_done = false;
@@ -76,7 +106,12 @@ impl Lister {
                             client: self.client.clone(),
                             url: self.url.clone(),
                         };
-                        tokio::spawn(sub.list_into(prefix, sub_tx));
+                        // Only the prefix the first page ended in needs a start (and
+                        // Garage returns nothing for a start before the prefix).
+                        let after = start_after
+                            .starts_with(&prefix)
+                            .then(|| start_after.clone());
+                        tokio::spawn(sub.list_into(prefix, after, sub_tx));
                         window.push_back(Pending::Prefix(sub_rx));
                         listing += 1;
                     }
@@ -105,14 +140,16 @@ impl Lister {
         }
     }
 
-    /// The delimiter listing: top-level keys and common prefixes, merged in key order.
-    async fn delimited(self, tx: mpsc::Sender<Segment>) {
+    /// The delimiter listing after `start_after`: top-level keys and common prefixes,
+    /// merged in key order.
+    async fn delimited(self, start_after: String, tx: mpsc::Sender<Segment>) {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(self.url.bucket())
             .prefix(self.url.prefix())
             .delimiter("/")
+            .start_after(start_after)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -149,15 +186,21 @@ impl Lister {
         }
     }
 
-    /// Pages through ListObjectsV2 below `prefix` and forwards entries, keyed relative to
-    /// the location's prefix; the bounded channel makes the paginator wait whenever the
-    /// reader falls behind.
-    async fn list_into(self, prefix: String, tx: mpsc::Sender<ListItem>) {
+    /// Pages through ListObjectsV2 below `prefix` (after `start_after`) and forwards
+    /// entries, keyed relative to the location's prefix; the bounded channel makes the
+    /// paginator wait whenever the reader falls behind.
+    async fn list_into(
+        self,
+        prefix: String,
+        start_after: Option<String>,
+        tx: mpsc::Sender<ListItem>,
+    ) {
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(self.url.bucket())
             .prefix(prefix)
+            .set_start_after(start_after)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
