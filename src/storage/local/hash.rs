@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::storage::checksum::{ChecksumAlgorithm, HashKind, Hasher};
+use crate::storage::checksum::{digest, ChecksumAlgorithm, HashKind, Hasher};
 
 const READ_BUFFER: usize = 1024 * 1024;
 
@@ -140,6 +140,88 @@ pub async fn md5_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result
     Ok((out.digests.remove(0), out.len))
 }
 
+/// A small file read whole, with the digests its upload sends.
+pub struct SmallFile {
+    pub data: Vec<u8>,
+    pub md5: Vec<u8>,
+    pub checksum: Option<Vec<u8>>,
+}
+
+/// Reads a small file whole and hashes it. When its bytes are in the page cache (as after
+/// the walk that listed it, usually) this happens right here, without a thread hop;
+/// otherwise in one blocking call, so the runtime never waits for a disk.
+pub async fn read_small(
+    path: PathBuf,
+    algorithm: Option<ChecksumAlgorithm>,
+) -> std::io::Result<SmallFile> {
+    let hash = move |data: Vec<u8>| {
+        let md5 = digest(HashKind::Md5, &data);
+        let checksum = algorithm.map(|a| digest(HashKind::Checksum(a), &data));
+        SmallFile {
+            data,
+            md5,
+            checksum,
+        }
+    };
+    if let Some(data) = read_if_cached(&path)? {
+        return Ok(hash(data));
+    }
+    tokio::task::spawn_blocking(move || std::fs::read(&path).map(hash))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The whole file if every byte is in the page cache (`preadv2` with `RWF_NOWAIT`), else
+/// `None`.
+#[cfg(target_os = "linux")]
+fn read_if_cached(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    // One spare byte, to see the end of the file.
+    let mut data = vec![0u8; len + 1];
+    let mut filled = 0;
+    loop {
+        let rest = &mut data[filled..];
+        if rest.is_empty() {
+            // The file grew since the stat: the blocking read takes it as it is.
+            return Ok(None);
+        }
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: the iovec describes `rest`, a live, exclusively borrowed buffer, for
+        // the duration of the call.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                filled as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINTR) => Ok(None),
+                _ => Err(err),
+            };
+        }
+        if n == 0 {
+            data.truncate(filled);
+            return Ok(Some(data));
+        }
+        filled += n as usize;
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_if_cached(_path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+    Ok(None)
+}
+
 /// One checksum algorithm's digest of the whole file, and the bytes read.
 pub async fn file_checksum(
     path: PathBuf,
@@ -161,8 +243,27 @@ pub fn as_md5(digest: &[u8]) -> Md5Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::checksum::digest;
     use crate::storage::ETag;
+
+    #[tokio::test]
+    async fn small_files_are_read_whole_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = b"hello world".repeat(1000);
+        std::fs::write(&path, &data).unwrap();
+        // Just written, so in the page cache: read without a thread hop.
+        assert_eq!(read_if_cached(&path).unwrap(), Some(data.clone()));
+        let algorithm = Some(ChecksumAlgorithm::Crc32c);
+        let file = read_small(path.clone(), algorithm).await.unwrap();
+        assert_eq!(file.data, data);
+        assert_eq!(file.md5, digest(HashKind::Md5, &data));
+        assert_eq!(
+            crate::storage::checksum::b64(&file.checksum.unwrap()),
+            "ROPt5Q=="
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(read_small(path, None).await.unwrap().data, b"");
+    }
 
     #[tokio::test]
     async fn one_pass_answers_several_kinds() {

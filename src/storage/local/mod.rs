@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::storage::Listing;
 
 pub use hash::{
-    as_md5, file_checksum, file_digests, md5_digests, DigestRequest, Digests, Md5Digest,
+    as_md5, file_checksum, file_digests, md5_digests, read_small, DigestRequest, Digests,
+    Md5Digest, SmallFile,
 };
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a

@@ -11,10 +11,15 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::multipart::{content_type_for, PART_SIZE_METADATA};
+use super::multipart::{changed_while_reading, content_type_for, PART_SIZE_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
+use crate::storage::checksum::b64;
 use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
+
+/// Files up to this size are read whole in one blocking call and sent from memory, which
+/// costs far less CPU than streaming them; at most `--threads` of them are in memory.
+const SMALL_FILE: u64 = 256 * 1024;
 
 /// User-metadata key holding the source file's mtime, as rclone names it.
 pub const MTIME_METADATA: &str = "mtime";
@@ -120,7 +125,8 @@ pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
 
 impl S3Store {
     /// Uploads a local file in one PutObject, recording its mtime as user metadata and
-    /// its Content-Type from the extension. With a checksum algorithm set, the file is
+    /// its Content-Type from the extension. A small file is read whole and sent with its
+    /// Content-MD5, which the server verifies. With a checksum algorithm set, the file is
     /// hashed first and the server verifies and stores the checksum.
     pub async fn put_file(
         &self,
@@ -128,16 +134,34 @@ impl S3Store {
         path: &Path,
         source: &Entry,
     ) -> Result<(), ObjectError> {
-        let checksum = match self.write.checksum {
-            Some(algorithm) => Some(file_checksum(path, algorithm, source.size).await?),
-            None => None,
+        let read_error =
+            |err: &dyn std::fmt::Display| ObjectError::new("read", path.display().to_string(), err);
+        let (body, content_md5, checksum) = if source.size <= SMALL_FILE {
+            let file = local::read_small(path.to_path_buf(), self.write.checksum)
+                .await
+                .map_err(|err| read_error(&err))?;
+            if file.data.len() as u64 != source.size {
+                return Err(changed_while_reading(path));
+            }
+            let checksum = self
+                .write
+                .checksum
+                .zip(file.checksum)
+                .map(|(algorithm, digest)| Checksum::full(algorithm, &digest));
+            (ByteStream::from(file.data), Some(b64(&file.md5)), checksum)
+        } else {
+            let checksum = match self.write.checksum {
+                Some(algorithm) => Some(file_checksum(path, algorithm, source.size).await?),
+                None => None,
+            };
+            let body = ByteStream::read_from()
+                .path(path)
+                .buffer_size(256 * 1024)
+                .build()
+                .await
+                .map_err(|err| read_error(&err))?;
+            (body, None, checksum)
         };
-        let body = ByteStream::read_from()
-            .path(path)
-            .buffer_size(256 * 1024)
-            .build()
-            .await
-            .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
         let put = self
             .client
             .put_object()
@@ -145,6 +169,7 @@ impl S3Store {
             .key(self.url.full_key(key))
             .body(body)
             .content_length(source.size as i64)
+            .set_content_md5(content_md5)
             .content_type(content_type_for(key))
             .metadata(MTIME_METADATA, format_mtime(source.mtime));
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
@@ -418,7 +443,7 @@ async fn file_checksum(
         .await
         .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
     if len != size {
-        return Err(super::multipart::changed_while_reading(path));
+        return Err(changed_while_reading(path));
     }
     Ok(Checksum::full(algorithm, &digest))
 }
