@@ -64,9 +64,20 @@ async fn multipart_upload_copy_and_ranged_download_round_trip() {
         .head_object()
         .bucket(&first)
         .key("up/video.mp4")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
         .send()
         .await
         .unwrap();
+    // The parts were sent with CRC32C checksums, and the server verified the whole.
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &data) as u32;
+    assert_eq!(
+        head.checksum_crc32_c(),
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(crc.to_be_bytes())
+                .as_str()
+        )
+    );
     assert!(
         head.e_tag().unwrap().ends_with("-3\""),
         "{:?}",

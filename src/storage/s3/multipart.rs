@@ -33,6 +33,10 @@ pub const MD5_METADATA: &str = "md5chksum";
 /// User metadata: the part size of this upload, so its ETag can be recomputed locally.
 pub const PART_SIZE_METADATA: &str = "s3mirror-part-size";
 const READ_BUFFER: usize = 256 * 1024;
+/// The checksum that protects the parts of an upload when no algorithm is configured:
+/// CRC32C costs a fraction of an MD5, and as a whole-object CRC it lets the server verify
+/// the assembled object too.
+const DEFAULT_PART_CHECKSUM: ChecksumAlgorithm = ChecksumAlgorithm::Crc32c;
 /// The largest object CopyObject copies in one request.
 pub const MAX_COPY_OBJECT: u64 = 5 << 30;
 
@@ -145,8 +149,7 @@ struct FilePart {
     number: i32,
     offset: u64,
     len: u64,
-    content_md5: String,
-    checksum: Option<Checksum>,
+    checksum: Checksum,
 }
 
 /// One part cut from a stream, held in memory under its share of the buffer budget.
@@ -181,10 +184,11 @@ impl UploadChecksums {
 }
 
 impl S3Store {
-    /// Uploads a local file in parts. The file is hashed first: the whole MD5 goes into
-    /// the metadata (`md5chksum`), each part is sent with its Content-MD5 (and its
-    /// additional checksum when one is configured), and the final ETag and checksum are
-    /// checked against the ones computed here.
+    /// Uploads a local file in parts. The file is hashed first, in one pass: its whole
+    /// MD5 goes into the metadata (`md5chksum`), and each part is sent with its checksum
+    /// (CRC32C unless another algorithm is configured) for the server to verify; for a
+    /// CRC the upload is `FULL_OBJECT`, so the server also verifies the whole object's,
+    /// and the stated checksum is checked against the one computed here.
     pub async fn put_file_multipart(
         &self,
         key: &str,
@@ -193,28 +197,24 @@ impl S3Store {
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
         let part_size = part_size_for(source.size, parts.part_size);
-        let mut requests = vec![DigestRequest {
-            kind: HashKind::Md5,
-            part_sizes: vec![part_size],
-        }];
-        if let Some(algorithm) = self.write.checksum {
-            requests.push(DigestRequest {
+        let algorithm = self.write.checksum.unwrap_or(DEFAULT_PART_CHECKSUM);
+        let requests = vec![
+            DigestRequest {
+                kind: HashKind::Md5,
+                part_sizes: Vec::new(),
+            },
+            DigestRequest {
                 kind: HashKind::Checksum(algorithm),
                 part_sizes: vec![part_size],
-            });
-        }
+            },
+        ];
         let digests = local::file_digests(path.to_path_buf(), requests)
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
         if digests.len != source.size {
             return Err(changed_while_reading(path));
         }
-        let md5 = &digests.digests[0];
-        let expected = ETag::multipart(&md5.parts[0]);
-        let checksums = self
-            .write
-            .checksum
-            .map(|algorithm| UploadChecksums::new(algorithm, &digests.digests[1]));
+        let checksums = UploadChecksums::new(algorithm, &digests.digests[1]);
         let create = self
             .client
             .create_multipart_upload()
@@ -222,21 +222,19 @@ impl S3Store {
             .key(self.url.full_key(key))
             .content_type(content_type_for(key))
             .metadata(MTIME_METADATA, format_mtime(source.mtime))
-            .metadata(MD5_METADATA, b64(&md5.whole))
+            .metadata(MD5_METADATA, b64(&digests.digests[0].whole))
             .metadata(PART_SIZE_METADATA, part_size.to_string());
-        let create = with_checksum_algorithm(create, checksums.as_ref().map(|c| &c.object));
+        let create = with_checksum_algorithm(create, Some(&checksums.object));
         let upload_id = self.create_upload(key, create).await?;
 
         let upload = async {
             let completed = futures::stream::iter(part_ranges(source.size, part_size))
                 .map(|(number, offset, len)| {
-                    let index = number as usize - 1;
                     let part = FilePart {
                         number,
                         offset,
                         len,
-                        content_md5: b64(&md5.parts[0][index]),
-                        checksum: checksums.as_ref().map(|c| c.parts[index].clone()),
+                        checksum: checksums.parts[number as usize - 1].clone(),
                     };
                     self.upload_part(key, &upload_id, path, part, &parts.permits)
                 })
@@ -246,20 +244,10 @@ impl S3Store {
             if file_changed(path, source).await {
                 return Err(changed_while_reading(path));
             }
-            let object_checksum = checksums.as_ref().map(|c| &c.object);
-            let whole = object_checksum.filter(|c| c.parts.is_none());
-            let (tag, stated) = self.complete(key, &upload_id, completed, whole).await?;
-            if tag.as_ref() != Some(&expected) {
-                return Err(ObjectError::new(
-                    "CompleteMultipartUpload",
-                    self.describe(key),
-                    format!(
-                        "the stored ETag {} differs from the local file's {expected}",
-                        tag.map(|t| t.to_string()).unwrap_or_default()
-                    ),
-                ));
-            }
-            self.confirm_checksum("CompleteMultipartUpload", key, object_checksum, stated)
+            let object = Some(&checksums.object);
+            let whole = object.filter(|c| c.parts.is_none());
+            let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;
+            self.confirm_checksum("CompleteMultipartUpload", key, object, stated)
         };
         self.run_registered(key, &upload_id, upload).await
     }
@@ -293,11 +281,10 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(part.len as i64)
-            .content_md5(part.content_md5)
             .body(body);
-        // The part's Content-MD5 protects its bytes; signing the payload too would hash
+        // The part's checksum protects its bytes; signing the payload too would hash
         // every byte with SHA-256 once more for nothing.
-        let out = with_checksum!(request, part.checksum.as_ref())
+        let out = with_checksum!(request, Some(&part.checksum))
             .customize()
             .disable_payload_signing()
             .send()
@@ -310,7 +297,7 @@ impl S3Store {
                 )
             })?;
         let completed = CompletedPart::builder().part_number(number);
-        let completed = with_checksum!(completed, part.checksum.as_ref());
+        let completed = with_checksum!(completed, Some(&part.checksum));
         Ok(completed.set_e_tag(out.e_tag).build())
     }
 
