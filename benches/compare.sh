@@ -217,6 +217,7 @@ if [ "$listing_objects" -gt 0 ]; then
     # The no-op over the 10,000 small files is the baseline the million is compared with.
     measure 0 64 "listing-no-op" s3mirror "$objects" 0 "$work/small" up-s3mirror-0/data/
     measure 0 64 "listing-no-op" s3mirror "$listing_objects" 0 "$work/many" many/data/
+    measure 0 64 "listing-no-op" s3mirror-sequential-listing "$listing_objects" 0 "$work/many" many/data/
 fi
 
 mkdir -p "$out"
