@@ -49,18 +49,27 @@ for r in rows:
     )
 open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
 
-labels = list(dict.fromkeys(r["label"] for r in rows if not r["workload"].startswith("listing")))
+# Objects/s for the small-object workloads, MiB/s for large files; listings are in the table.
 tools = list(dict.fromkeys(r["tool"] for r in rows))
-width = 0.8 / max(len(tools), 1)
-fig, ax = plt.subplots(figsize=(10, 4.8))
-for i, tool in enumerate(tools):
-    rates = [next((r["rate"] for r in rows if r["tool"] == tool and r["label"] == l), 0) for l in labels]
-    bars = ax.bar([x + i * width for x in range(len(labels))], rates, width, label=tool)
-    ax.bar_label(bars, fmt="%.0f", fontsize=7)
-ax.set_xticks([x + width * (len(tools) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
-ax.set_yscale("log")
-ax.set_ylabel("objects/s (log scale, higher is better)")
-ax.set_title(title, fontsize=9)
-ax.legend(fontsize=8)
+panels = [
+    ("objects/s (log scale, higher is better)", "rate", lambda w: w not in ("large",) and not w.startswith("listing"), True),
+    ("MiB/s (higher is better)", "mib_s", lambda w: w == "large", False),
+]
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [5, 1.4]})
+for ax, (ylabel, key, wanted, log) in zip(axes, panels):
+    labels = list(dict.fromkeys(r["label"] for r in rows if wanted(r["workload"])))
+    shown = [t for t in tools if any(r["tool"] == t and r["label"] in labels for r in rows)]
+    width = 0.8 / max(len(shown), 1)
+    for i, tool in enumerate(shown):
+        values = [next((r[key] for r in rows if r["tool"] == tool and r["label"] == l), 0) for l in labels]
+        bars = ax.bar([x + i * width for x in range(len(labels))], values, width, label=tool,
+                      color=f"C{tools.index(tool)}")
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+axes[0].legend(fontsize=8)
+fig.suptitle(title, fontsize=9)
 fig.tight_layout()
 fig.savefig(os.path.join(out, "plot.png"), dpi=110)
