@@ -18,18 +18,24 @@ fn big_file() -> Vec<u8> {
         .collect()
 }
 
-async fn assert_no_uploads_left(client: &aws_sdk_s3::Client, bucket: &str) {
+/// The keys of the incomplete multipart uploads in a bucket.
+async fn incomplete_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     let uploads = client
         .list_multipart_uploads()
         .bucket(bucket)
         .send()
         .await
         .unwrap();
-    assert!(
-        uploads.uploads().is_empty(),
-        "incomplete uploads left: {:?}",
-        uploads.uploads()
-    );
+    uploads
+        .uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn assert_no_uploads_left(client: &aws_sdk_s3::Client, bucket: &str) {
+    let left = incomplete_uploads(client, bucket).await;
+    assert!(left.is_empty(), "incomplete uploads left: {left:?}");
 }
 
 #[tokio::test]
@@ -188,13 +194,7 @@ async fn upload_in_progress(
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let uploads = client
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        if !uploads.uploads().is_empty() {
+        if !incomplete_uploads(client, bucket).await.is_empty() {
             return child;
         }
         if std::time::Instant::now() > deadline {

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Error, ListObjectsV2Output};
 use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::http::Response;
 use tokio::sync::mpsc;
@@ -23,6 +24,8 @@ use crate::storage::{ETag, Entry, ListError, ListItem};
 
 /// Entries buffered ahead for each common prefix listed in parallel.
 const SEGMENT_BUFFER: usize = 5_000;
+/// Items (top-level keys and prefixes being listed) held ahead of the output.
+const WINDOW_LIMIT: usize = 2_000;
 
 pub(super) struct Lister {
     pub client: Client,
@@ -56,18 +59,9 @@ impl Lister {
             .prefix(&prefix)
             .send()
             .await;
-        let page = match first {
-            Ok(page) => page,
-            Err(err) => {
-                let _ = tx.send(Err(self.failed(&err))).await;
-                return;
-            }
+        let Some(page) = self.forward(first, &tx).await else {
+            return;
         };
-        for object in page.contents() {
-            if tx.send(self.entry_from(object)).await.is_err() {
-                return;
-            }
-        }
         let last_key = page
             .contents()
             .last()
@@ -86,8 +80,9 @@ impl Lister {
         let mut listing = 0;
         let mut segments_done = false;
         loop {
-            // Start common-prefix listings until `width` run ahead of the output.
-            while !segments_done && listing < width {
+            // Start common-prefix listings until `width` run ahead of the output; top-level
+            // keys wait in the window too, up to a bound, so a flat prefix stays bounded.
+            while !segments_done && listing < width && window.len() < WINDOW_LIMIT {
                 let next = if window.is_empty() {
                     segments.recv().await
                 } else {
@@ -204,19 +199,32 @@ impl Lister {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(page) => page,
-                Err(err) => {
-                    let _ = tx.send(Err(self.failed(&err))).await;
-                    return;
-                }
-            };
-            for object in page.contents() {
-                if tx.send(self.entry_from(object)).await.is_err() {
-                    return;
-                }
+            if self.forward(page, &tx).await.is_none() {
+                return;
             }
         }
+    }
+
+    /// Forwards the entries of one page, or its error. Returns the page, or `None` when
+    /// the listing must stop (it failed, or nobody reads it any more).
+    async fn forward(
+        &self,
+        page: Result<ListObjectsV2Output, SdkError<ListObjectsV2Error, Response>>,
+        tx: &mpsc::Sender<ListItem>,
+    ) -> Option<ListObjectsV2Output> {
+        let page = match page {
+            Ok(page) => page,
+            Err(err) => {
+                let _ = tx.send(Err(self.failed(&err))).await;
+                return None;
+            }
+        };
+        for object in page.contents() {
+            if tx.send(self.entry_from(object)).await.is_err() {
+                return None;
+            }
+        }
+        Some(page)
     }
 
     fn failed<E>(&self, err: &SdkError<E, Response>) -> ListError

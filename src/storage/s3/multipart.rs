@@ -322,14 +322,9 @@ impl S3Store {
         } = download;
         let checksum = self.carried_checksum(key, checksum)?;
         let part_size = part_size_for(size, parts.part_size);
-        let create = headers.apply_to_create(
-            self.client
-                .create_multipart_upload()
-                .bucket(self.url.bucket())
-                .key(self.url.full_key(key)),
-        );
-        let create = with_checksum_algorithm(create, checksum.as_ref());
-        let upload_id = self.create_upload(key, create).await?;
+        let upload_id = self
+            .create_copy_upload(key, headers, checksum.as_ref())
+            .await?;
         let algorithm = checksum.as_ref().map(|c| c.algorithm);
         let upload = async {
             let reader = body.into_async_read();
@@ -522,14 +517,10 @@ impl S3Store {
             part_size,
             checksum,
         } = copy;
-        let create = ObjectHeaders::from_head(head).apply_to_create(
-            self.client
-                .create_multipart_upload()
-                .bucket(self.url.bucket())
-                .key(self.url.full_key(key)),
-        );
-        let create = with_checksum_algorithm(create, checksum.as_ref());
-        let upload_id = self.create_upload(key, create).await?;
+        let headers = ObjectHeaders::from_head(head);
+        let upload_id = self
+            .create_copy_upload(key, headers, checksum.as_ref())
+            .await?;
         let copy_source = copy_source(source, key);
         let upload = async {
             let completed = futures::stream::iter(part_ranges(size, part_size))
@@ -593,6 +584,24 @@ impl S3Store {
             .set_e_tag(result.and_then(|r| r.e_tag));
         Ok(with_checksum!(completed, checksum.as_ref()).build())
     }
+    /// Starts an upload that carries another object's content headers and metadata, and
+    /// is to end with `checksum`.
+    async fn create_copy_upload(
+        &self,
+        key: &str,
+        headers: ObjectHeaders,
+        checksum: Option<&Checksum>,
+    ) -> Result<String, ObjectError> {
+        let create = headers.apply_to_create(
+            self.client
+                .create_multipart_upload()
+                .bucket(self.url.bucket())
+                .key(self.url.full_key(key)),
+        );
+        self.create_upload(key, with_checksum_algorithm(create, checksum))
+            .await
+    }
+
     /// Sends CreateMultipartUpload with the run's write options; returns the upload id.
     async fn create_upload(
         &self,
