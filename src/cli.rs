@@ -247,6 +247,11 @@ pub struct ConnectionArgs {
     /// Use path-style addressing (automatic with a custom endpoint)
     #[arg(long)]
     pub force_path_style: bool,
+
+    /// Retries of a failed request (throttling, 5xx, timeouts, dropped connections), with
+    /// exponential backoff and full jitter
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retries: u32,
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ fn client_settings(
             region: region.clone().or_else(|| args.region.clone()),
             profile: profile.clone().or_else(|| args.profile.clone()),
             force_path_style: args.force_path_style,
+            max_retries: args.max_retries,
         }
     };
     Ok((

@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub failed: u64,
     pub listing_complete: bool,
     pub requests: Vec<(&'static str, u64)>,
+    /// Retried requests, and the throttling (503/429) and other 5xx answers behind them.
+    pub retries: u64,
+    pub throttled: u64,
+    pub server_errors: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -164,6 +168,9 @@ impl Stats {
             failed: get(&self.failed),
             listing_complete: self.listing_complete.load(Ordering::Relaxed),
             requests: self.requests.snapshot(),
+            retries: self.requests.retries(),
+            throttled: self.requests.throttled(),
+            server_errors: self.requests.server_errors(),
         }
     }
 }

@@ -54,6 +54,13 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
         requests.join(" ")
     };
     let _ = writeln!(out, "  requests   {requests}");
+    if snap.retries + snap.throttled + snap.server_errors > 0 {
+        let _ = writeln!(
+            out,
+            "  retried    {} (answers: {} throttled, {} server errors)",
+            snap.retries, snap.throttled, snap.server_errors
+        );
+    }
     if !failures.is_empty() {
         let _ = writeln!(out, "failed objects:");
         for failure in failures {

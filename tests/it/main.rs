@@ -5,6 +5,7 @@ mod delete;
 mod errors;
 mod garage;
 mod multipart;
+mod reliability;
 mod sync;
 
 use std::collections::BTreeMap;

@@ -26,6 +26,7 @@ pub struct ClientSettings {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub force_path_style: bool,
+    pub max_retries: u32,
 }
 
 pub async fn build_client(settings: &ClientSettings, counts: Arc<RequestCounts>) -> Client {
@@ -41,7 +42,9 @@ pub async fn build_client(settings: &ClientSettings, counts: Arc<RequestCounts>)
 
     let mut config = aws_sdk_s3::config::Builder::from(&shared)
         .interceptor(RequestCounter::new(counts))
-        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        // Standard retries: exponential backoff with full jitter, for throttling, 5xx,
+        // timeouts and transport errors; never for AccessDenied, NoSuchBucket and the like.
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_retries + 1))
         // The SDK's default streams a trailing CRC32 (aws-chunked encoding), which several
         // S3-compatible servers reject; plain signed requests work everywhere.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
