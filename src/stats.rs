@@ -36,6 +36,8 @@ pub struct Stats {
     listing_complete: AtomicBool,
     failures: Mutex<Vec<Failure>>,
     requests: Arc<RequestCounts>,
+    /// The lowest number of concurrent transfers the adaptive limit went down to.
+    lowest_concurrency: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters for display.
@@ -59,6 +61,8 @@ pub struct Snapshot {
     pub retries: u64,
     pub throttled: u64,
     pub server_errors: u64,
+    /// The lowest concurrency the adaptive limit reached, if it ever came down.
+    pub lowest_concurrency: Option<u64>,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -83,11 +87,16 @@ impl Stats {
             listing_complete: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
             requests,
+            lowest_concurrency: AtomicU64::new(u64::MAX),
         }
     }
 
     pub fn requests(&self) -> &RequestCounts {
         &self.requests
+    }
+
+    pub fn concurrency_lowered_to(&self, lowest: u64) {
+        self.lowest_concurrency.fetch_min(lowest, Ordering::Relaxed);
     }
 
     pub fn source_listed(&self) {
@@ -171,6 +180,7 @@ impl Stats {
             retries: self.requests.retries(),
             throttled: self.requests.throttled(),
             server_errors: self.requests.server_errors(),
+            lowest_concurrency: Some(get(&self.lowest_concurrency)).filter(|&n| n != u64::MAX),
         }
     }
 }

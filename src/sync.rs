@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::storage::s3::BUFFER_BUDGET_MIB;
 use crate::storage::s3::{build_client, requests::RequestCounts, ActiveUploads, PartSettings};
 use crate::storage::{LocalStore, S3Store, Store};
+use crate::transfer::AdaptiveConcurrency;
 use crate::transfer::{Route, Transfer};
 use crate::ui::{Console, Event, Reporter};
 
@@ -65,6 +66,7 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
             buffers: Arc::new(Semaphore::new(BUFFER_BUDGET_MIB)),
         },
         dry_run: settings.dry_run,
+        concurrency: AdaptiveConcurrency::new(settings.threads),
         stats: Arc::clone(&stats),
         reporter: console.clone(),
     });

@@ -3,9 +3,11 @@
 //! Each job ends in exactly one of copied, unchanged or failed, recorded in the stats;
 //! a failure is reported and the pool goes on.
 
+mod adaptive;
 mod copy;
 mod delete;
 
+pub use adaptive::AdaptiveConcurrency;
 pub use delete::DeleteSettings;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct Transfer {
     pub sizes: TransferSettings,
     pub parts: PartSettings,
     pub dry_run: bool,
+    /// Slots for transfers in flight, fewer while the server throttles.
+    pub concurrency: Arc<AdaptiveConcurrency>,
     pub stats: Arc<Stats>,
     pub reporter: Arc<dyn Reporter>,
 }
@@ -62,6 +66,17 @@ impl Transfer {
     }
 
     async fn run_job(&self, job: Job) {
+        let slot = self.concurrency.acquire().await;
+        self.run_job_in_slot(job).await;
+        drop(slot);
+        self.concurrency
+            .completed(self.stats.requests().throttled());
+        if let Some(lowest) = self.concurrency.lowered() {
+            self.stats.concurrency_lowered_to(lowest as u64);
+        }
+    }
+
+    async fn run_job_in_slot(&self, job: Job) {
         let size = job.source.size;
         let decision = match job.decision {
             Decision::CompareContent => self.compare_content(&job).await,

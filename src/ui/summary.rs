@@ -61,6 +61,12 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
             snap.retries, snap.throttled, snap.server_errors
         );
     }
+    if let Some(lowest) = snap.lowest_concurrency {
+        let _ = writeln!(
+            out,
+            "  throttled  concurrent transfers lowered to {lowest} at the least"
+        );
+    }
     if !failures.is_empty() {
         let _ = writeln!(out, "failed objects:");
         for failure in failures {
