@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
@@ -94,9 +94,34 @@ struct ActiveUpload {
 pub struct ActiveUploads {
     next: AtomicU64,
     uploads: Mutex<HashMap<u64, ActiveUpload>>,
+    /// Set by `abort_all`: no upload is started after it.
+    closed: AtomicBool,
+    /// CreateMultipartUpload requests in flight, not yet registered.
+    creating: AtomicUsize,
+}
+
+/// A CreateMultipartUpload in flight; `abort_all` waits for it to be registered.
+struct Creating<'a>(&'a AtomicUsize);
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An upload in the registry, aborted by `abort_all` until it completes.
+struct Registered {
+    id: u64,
+    upload_id: String,
 }
 
 impl ActiveUploads {
+    fn begin_create(&self) -> Option<Creating<'_>> {
+        self.creating.fetch_add(1, Ordering::SeqCst);
+        let creating = Creating(&self.creating);
+        (!self.closed.load(Ordering::SeqCst)).then_some(creating)
+    }
+
     fn register(&self, upload: ActiveUpload) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.uploads
@@ -110,8 +135,14 @@ impl ActiveUploads {
         self.uploads.lock().expect("uploads lock").remove(&id);
     }
 
-    /// Aborts every registered upload; returns how many were aborted.
+    /// Stops new uploads, waits (up to 30 s) for those being created to be registered,
+    /// and aborts every registered upload; returns how many were aborted.
     pub async fn abort_all(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.creating.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let uploads: Vec<ActiveUpload> = self
             .uploads
             .lock()
@@ -225,7 +256,8 @@ impl S3Store {
             .metadata(MD5_METADATA, b64(&digests.digests[0].whole))
             .metadata(PART_SIZE_METADATA, part_size.to_string());
         let create = with_checksum_algorithm(create, Some(&checksums.object));
-        let upload_id = self.create_upload(key, create).await?;
+        let registered = self.create_upload(key, create).await?;
+        let upload_id = registered.upload_id.clone();
 
         let upload = async {
             let completed = futures::stream::iter(part_ranges(source.size, part_size))
@@ -249,7 +281,7 @@ impl S3Store {
             let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;
             self.confirm_checksum("CompleteMultipartUpload", key, object, stated)
         };
-        self.run_registered(key, &upload_id, upload).await
+        self.run_registered(registered, upload).await
     }
 
     async fn upload_part(
@@ -322,9 +354,10 @@ impl S3Store {
         } = download;
         let checksum = self.carried_checksum(key, checksum)?;
         let part_size = part_size_for(size, parts.part_size);
-        let upload_id = self
+        let registered = self
             .create_copy_upload(key, headers, checksum.as_ref())
             .await?;
+        let upload_id = registered.upload_id.clone();
         let algorithm = checksum.as_ref().map(|c| c.algorithm);
         let upload = async {
             let reader = body.into_async_read();
@@ -374,7 +407,7 @@ impl S3Store {
                 .await?;
             self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
-        self.run_registered(key, &upload_id, upload).await
+        self.run_registered(registered, upload).await
     }
 
     /// Whether a copy through this machine may go in parts: not when checksums are on
@@ -518,9 +551,10 @@ impl S3Store {
             checksum,
         } = copy;
         let headers = ObjectHeaders::from_head(head);
-        let upload_id = self
+        let registered = self
             .create_copy_upload(key, headers, checksum.as_ref())
             .await?;
+        let upload_id = registered.upload_id.clone();
         let copy_source = copy_source(source, key);
         let upload = async {
             let completed = futures::stream::iter(part_ranges(size, part_size))
@@ -542,7 +576,7 @@ impl S3Store {
             let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;
             self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
-        self.run_registered(key, &upload_id, upload).await?;
+        self.run_registered(registered, upload).await?;
         self.copy_tags(source, key).await
     }
 
@@ -591,7 +625,7 @@ impl S3Store {
         key: &str,
         headers: ObjectHeaders,
         checksum: Option<&Checksum>,
-    ) -> Result<String, ObjectError> {
+    ) -> Result<Registered, ObjectError> {
         let create = headers.apply_to_create(
             self.client
                 .create_multipart_upload()
@@ -602,23 +636,30 @@ impl S3Store {
             .await
     }
 
-    /// Sends CreateMultipartUpload with the run's write options; returns the upload id.
+    /// Sends CreateMultipartUpload with the run's write options and registers the upload,
+    /// so that from its creation on, a failure or an interruption aborts it.
     async fn create_upload(
         &self,
         key: &str,
         create: CreateMultipartUploadFluentBuilder,
-    ) -> Result<String, ObjectError> {
+    ) -> Result<Registered, ObjectError> {
+        let failed =
+            |cause: String| ObjectError::new("CreateMultipartUpload", self.describe(key), cause);
+        let Some(_creating) = self.uploads.begin_create() else {
+            return Err(failed("the run is being interrupted".to_owned()));
+        };
         let out = with_write_options!(create, self.write)
             .send()
             .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "CreateMultipartUpload",
-                    self.describe(key),
-                    describe_sdk_error(&err),
-                )
-            })?;
-        Ok(out.upload_id.unwrap_or_default())
+            .map_err(|err| failed(describe_sdk_error(&err)))?;
+        let upload_id = out.upload_id.unwrap_or_default();
+        let id = self.uploads.register(ActiveUpload {
+            client: self.client.clone(),
+            bucket: self.url.bucket().to_owned(),
+            key: self.url.full_key(key),
+            upload_id: upload_id.clone(),
+        });
+        Ok(Registered { id, upload_id })
     }
 
     /// Completes an upload; `whole` is the whole-object checksum of a `FULL_OBJECT`
@@ -652,33 +693,25 @@ impl S3Store {
         Ok((out.e_tag().map(ETag::parse), checksum_from!(&out)))
     }
 
-    /// Runs the body of an upload while it is registered, and aborts it on failure.
+    /// Runs the body of a registered upload, and aborts the upload on failure.
     async fn run_registered(
         &self,
-        key: &str,
-        upload_id: &str,
+        upload: Registered,
         body: impl std::future::Future<Output = Result<(), ObjectError>>,
     ) -> Result<(), ObjectError> {
-        let upload = ActiveUpload {
-            client: self.client.clone(),
-            bucket: self.url.bucket().to_owned(),
-            key: self.url.full_key(key),
-            upload_id: upload_id.to_owned(),
-        };
-        let id = self.uploads.register(upload);
         let result = body.await;
         if result.is_err() {
-            let upload = self
+            let registered = self
                 .uploads
                 .uploads
                 .lock()
                 .expect("uploads lock")
-                .remove(&id);
-            if let Some(upload) = upload {
-                abort(&upload).await;
+                .remove(&upload.id);
+            if let Some(registered) = registered {
+                abort(&registered).await;
             }
         }
-        self.uploads.forget(id);
+        self.uploads.forget(upload.id);
         result
     }
 
@@ -782,6 +815,27 @@ pub(super) fn changed_while_reading(path: &Path) -> ObjectError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn abort_all_waits_for_uploads_being_created_and_refuses_new_ones() {
+        let uploads = Arc::new(ActiveUploads::default());
+        let creating = uploads.begin_create().expect("open before abort_all");
+        let aborting = tokio::spawn({
+            let uploads = Arc::clone(&uploads);
+            async move { uploads.abort_all().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !aborting.is_finished(),
+            "abort_all must wait for the creation"
+        );
+        assert!(
+            uploads.begin_create().is_none(),
+            "no upload starts once closed"
+        );
+        drop(creating);
+        assert_eq!(aborting.await.unwrap(), 0);
+    }
 
     #[test]
     fn part_size_grows_to_fit_ten_thousand_parts() {
