@@ -183,6 +183,15 @@ struct FilePart {
     checksum: Checksum,
 }
 
+/// One UploadPart request: the part's bytes and what the server is to verify them with.
+struct PartRequest {
+    number: i32,
+    len: u64,
+    body: ByteStream,
+    content_md5: Option<String>,
+    checksum: Option<Checksum>,
+}
+
 /// One part cut from a stream, held in memory under its share of the buffer budget.
 struct BufferedPart {
     number: i32,
@@ -305,6 +314,26 @@ impl S3Store {
             .build()
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+        let request = PartRequest {
+            number,
+            len: part.len,
+            body,
+            content_md5: None,
+            checksum: Some(part.checksum),
+        };
+        self.send_part(key, upload_id, request).await
+    }
+
+    /// Sends one UploadPart and returns the part as completed. The part carries what the
+    /// server verifies (Content-MD5, an additional checksum), so its payload is not also
+    /// hashed with SHA-256 for the signature.
+    async fn send_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: PartRequest,
+    ) -> Result<CompletedPart, ObjectError> {
+        let number = part.number;
         let request = self
             .client
             .upload_part()
@@ -313,10 +342,9 @@ impl S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(part.len as i64)
-            .body(body);
-        // The part's checksum protects its bytes; signing the payload too would hash
-        // every byte with SHA-256 once more for nothing.
-        let out = with_checksum!(request, Some(&part.checksum))
+            .set_content_md5(part.content_md5)
+            .body(part.body);
+        let out = with_checksum!(request, part.checksum.as_ref())
             .customize()
             .disable_payload_signing()
             .send()
@@ -329,7 +357,7 @@ impl S3Store {
                 )
             })?;
         let completed = CompletedPart::builder().part_number(number);
-        let completed = with_checksum!(completed, Some(&part.checksum));
+        let completed = with_checksum!(completed, part.checksum.as_ref());
         Ok(completed.set_e_tag(out.e_tag).build())
     }
 
@@ -437,33 +465,14 @@ impl S3Store {
             .expect("part permits are never closed");
         let BufferedPart { number, data, .. } = part;
         let len = data.len() as u64;
-        let content_md5 = b64(&digest(HashKind::Md5, &data));
-        let checksum = algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &data)));
-        let request = self
-            .client
-            .upload_part()
-            .bucket(self.url.bucket())
-            .key(self.url.full_key(key))
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_length(len as i64)
-            .content_md5(content_md5)
-            .body(ByteStream::from(data));
-        let out = with_checksum!(request, checksum.as_ref())
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "UploadPart",
-                    format!("{} part {number}", self.describe(key)),
-                    describe_sdk_error(&err),
-                )
-            })?;
-        let completed = CompletedPart::builder().part_number(number);
-        let completed = with_checksum!(completed, checksum.as_ref());
-        Ok((completed.set_e_tag(out.e_tag).build(), len))
+        let request = PartRequest {
+            number,
+            len,
+            content_md5: Some(b64(&digest(HashKind::Md5, &data))),
+            checksum: algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &data))),
+            body: ByteStream::from(data),
+        };
+        Ok((self.send_part(key, upload_id, request).await?, len))
     }
 
     /// Copies an object from another location reachable with this store's client,

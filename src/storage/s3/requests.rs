@@ -71,11 +71,12 @@ impl RequestCounts {
     }
 
     fn record_status(&self, status: u16) {
-        match status {
-            429 | 503 => self.throttled.fetch_add(1, Ordering::Relaxed),
-            500..=599 => self.server_errors.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
+        let counter = match status {
+            429 | 503 => &self.throttled,
+            500..=599 => &self.server_errors,
+            _ => return,
         };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Non-zero counts in a fixed order.
