@@ -89,6 +89,21 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub list_parallelism: u16,
 
+    /// At most this many S3 requests per second, over all transfers and both sides
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rps: Option<u64>,
+
+    /// At most this many bytes per second through this machine, each way (e.g. 10MiB);
+    /// server-side copies do not pass through it
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    pub max_bandwidth: Option<u64>,
+
+    /// Where multipart uploads in progress are recorded, so that the next run aborts
+    /// those a killed run left behind [default: $XDG_STATE_HOME/s3mirror or
+    /// ~/.local/state/s3mirror]
+    #[arg(long, value_name = "DIR", env = "S3MIRROR_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
+
     /// Show what would be copied, change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -249,7 +264,8 @@ pub struct ConnectionArgs {
     pub force_path_style: bool,
 
     /// Retries of a failed request (throttling, 5xx, timeouts, dropped connections), with
-    /// exponential backoff and full jitter
+    /// exponential backoff and full jitter; also how often an object whose bytes arrived
+    /// cut short or damaged, or a file that changed while read, is copied again
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
 }

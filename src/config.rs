@@ -1,7 +1,7 @@
 //! Validated settings, built once from the command line. The rest of the crate reads
 //! these types and never clap's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
@@ -10,7 +10,7 @@ use crate::cli::{CompareArg, ConnectionArgs, SyncArgs};
 use crate::filter::{Filters, PatternError};
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
-use crate::storage::s3::{ClientSettings, WriteOptions, MIN_PART_SIZE};
+use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
 use crate::storage::ChecksumAlgorithm;
 use crate::transfer::DeleteSettings;
 use crate::ui::{OutputSettings, Verbosity};
@@ -28,8 +28,13 @@ pub enum SettingsError {
     Threads(usize),
     #[error("--stats-interval must be longer than zero")]
     StatsInterval,
-    #[error("{option} {value:?} is not an http:// or https:// URL")]
-    EndpointUrl { option: &'static str, value: String },
+    #[error("{option} {value:?}: {why}; expected http(s)://HOST[:PORT][/PATH]")]
+    EndpointUrl {
+        option: &'static str,
+        /// Without any user or password the URL held.
+        value: String,
+        why: &'static str,
+    },
     #[error(transparent)]
     Pattern(#[from] PatternError),
     #[error("--part-size must be at least 5MiB (the S3 minimum), not {0} bytes")]
@@ -55,10 +60,14 @@ pub struct SyncSettings {
     pub source_client: ClientSettings,
     pub dest_client: ClientSettings,
     pub threads: usize,
+    /// `--max-rps` and `--max-bandwidth`.
+    pub pacing: Pacing,
     pub dry_run: bool,
     pub compare: CompareMode,
     /// Common prefixes of a bucket listed at once.
     pub list_width: usize,
+    /// Where uploads in progress are recorded; `None` when no directory is known.
+    pub state_dir: Option<PathBuf>,
     pub transfer: TransferSettings,
     pub write: WriteOptions,
     pub filters: Filters,
@@ -74,6 +83,8 @@ pub struct TransferSettings {
     pub multipart_copy_threshold: u64,
     pub part_size: u64,
     pub part_concurrency: usize,
+    /// Times an object is copied again from the start after a transient failure.
+    pub object_retries: u32,
 }
 
 impl SyncSettings {
@@ -122,7 +133,9 @@ impl SyncSettings {
             source_client,
             dest_client,
             threads: args.threads,
+            pacing: Pacing::new(args.max_rps, args.max_bandwidth.filter(|&b| b > 0)),
             list_width: usize::from(args.list_parallelism),
+            state_dir: args.state_dir.clone().or_else(default_state_dir),
             dry_run: args.dry_run,
             compare: match args.compare {
                 CompareArg::Auto => CompareMode::Auto,
@@ -136,6 +149,7 @@ impl SyncSettings {
                 multipart_copy_threshold: args.multipart_copy_threshold,
                 part_size: args.part_size,
                 part_concurrency: args.part_concurrency,
+                object_retries: args.connection.max_retries,
             },
             write,
             filters,
@@ -189,16 +203,15 @@ fn client_settings(
     let endpoint =
         |option: &'static str, value: &Option<String>| -> Result<Option<String>, SettingsError> {
             match value {
-                Some(url)
-                    if !(url.starts_with("http://") || url.starts_with("https://"))
-                        || url.len() <= "https://".len() =>
-                {
-                    Err(SettingsError::EndpointUrl {
+                Some(url) => match check_endpoint(url) {
+                    Ok(()) => Ok(Some(url.clone())),
+                    Err(why) => Err(SettingsError::EndpointUrl {
                         option,
-                        value: url.clone(),
-                    })
-                }
-                other => Ok(other.clone()),
+                        value: without_userinfo(url),
+                        why,
+                    }),
+                },
+                None => Ok(None),
             }
         };
     let shared = endpoint("--endpoint-url", &args.endpoint_url)?;
@@ -217,6 +230,63 @@ fn client_settings(
         side(source_endpoint, &args.source_region, &args.source_profile),
         side(dest_endpoint, &args.dest_region, &args.dest_profile),
     ))
+}
+
+/// Checks an endpoint URL's shape, so that a typo gets one clear line rather than an
+/// error from deep in the HTTP stack.
+fn check_endpoint(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("not an http:// or https:// URL")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("credentials do not belong in the URL; use the AWS credential chain");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("the host is missing");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !host.chars().all(allowed) {
+        return Err("the host has characters no host name has");
+    }
+    match port.map(str::parse::<u16>) {
+        Some(Err(_)) | Some(Ok(0)) => Err("the port is not a number from 1 to 65535"),
+        _ => Ok(()),
+    }
+}
+
+/// The URL with any `user:password@` removed, for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `$XDG_STATE_HOME/s3mirror`, else `~/.local/state/s3mirror`.
+fn default_state_dir() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty());
+    match xdg {
+        Some(dir) => Some(PathBuf::from(dir).join("s3mirror")),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| PathBuf::from(home).join(".local/state/s3mirror")),
+    }
 }
 
 /// Refuses a destination inside the source or the other way round: each run would copy
@@ -327,6 +397,43 @@ mod tests {
             let err = settings(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked_and_never_echo_credentials() {
+        for good in [
+            "http://127.0.0.1:3900",
+            "https://s3.eu-west-1.amazonaws.com",
+            "http://[::1]:9000/",
+            "http://minio:9000/base",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("http://", "the host is missing"),
+            ("http://:9000", "the host is missing"),
+            ("http://host:port", "the port is not a number"),
+            ("http://host:70000", "the port is not a number"),
+            ("http://ho st", "characters no host name has"),
+            ("http://[::1", "unclosed"),
+            ("ftp://host", "not an http"),
+        ] {
+            assert!(check_endpoint(bad).unwrap_err().contains(why), "{bad}");
+        }
+        let err = settings(&[
+            "--endpoint-url",
+            "http://AKIAKEY:SECRETVALUE@host:9000/x",
+            "a",
+            "s3://bkt",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("credentials do not belong"), "{err}");
+        assert!(
+            !err.contains("SECRETVALUE") && !err.contains("AKIAKEY"),
+            "{err}"
+        );
+        assert!(err.contains("\"http://host:9000/x\""), "{err}");
     }
 
     #[test]

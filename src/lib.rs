@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod filter;
+pub mod fuzzing;
 pub mod location;
 pub mod plan;
 pub mod stats;

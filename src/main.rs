@@ -4,6 +4,8 @@ use s3mirror::cli::{Cli, Command};
 use s3mirror::config::SyncSettings;
 use s3mirror::exit::ExitCode;
 use s3mirror::sync::{self, RunError};
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +65,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -38,6 +38,8 @@ pub struct Stats {
     requests: Arc<RequestCounts>,
     /// The lowest number of concurrent transfers the adaptive limit went down to.
     lowest_concurrency: AtomicU64,
+    /// Whole-object copies started again after a transient failure.
+    object_retries: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters for display.
@@ -63,6 +65,8 @@ pub struct Snapshot {
     pub server_errors: u64,
     /// The lowest concurrency the adaptive limit reached, if it ever came down.
     pub lowest_concurrency: Option<u64>,
+    /// Objects copied again from the start (cut-short body, checksum mismatch...).
+    pub object_retries: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -88,6 +92,7 @@ impl Stats {
             failures: Mutex::new(Vec::new()),
             requests,
             lowest_concurrency: AtomicU64::new(u64::MAX),
+            object_retries: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +102,10 @@ impl Stats {
 
     pub fn concurrency_lowered_to(&self, lowest: u64) {
         self.lowest_concurrency.fetch_min(lowest, Ordering::Relaxed);
+    }
+
+    pub fn object_retried(&self) {
+        bump(&self.object_retries, 1);
     }
 
     pub fn source_listed(&self) {
@@ -181,6 +190,7 @@ impl Stats {
             throttled: self.requests.throttled(),
             server_errors: self.requests.server_errors(),
             lowest_concurrency: Some(get(&self.lowest_concurrency)).filter(|&n| n != u64::MAX),
+            object_retries: get(&self.object_retries),
         }
     }
 }

@@ -12,7 +12,9 @@ use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
 use crate::storage::s3::BUFFER_BUDGET_MIB;
-use crate::storage::s3::{build_client, requests::RequestCounts, ActiveUploads, PartSettings};
+use crate::storage::s3::{
+    build_client, requests::RequestCounts, ActiveUploads, Journal, PartSettings,
+};
 use crate::storage::{LocalStore, S3Store, Store};
 use crate::transfer::AdaptiveConcurrency;
 use crate::transfer::{Route, Transfer};
@@ -41,10 +43,20 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
     let console = Arc::new(Console::new(&settings.output));
     let requests = Arc::new(RequestCounts::default());
     let stats = Arc::new(Stats::new(Arc::clone(&requests)));
-    let uploads = Arc::new(ActiveUploads::default());
+    let uploads = Arc::new(
+        match (&settings.state_dir, &settings.dest, settings.dry_run) {
+            (Some(dir), Location::S3(_), false) => {
+                ActiveUploads::with_journal(Journal::new(dir.join("uploads")))
+            }
+            _ => ActiveUploads::default(),
+        },
+    );
 
     prepare_local_sides(&settings)?;
     let (source, dest, route) = open_stores(&settings, &requests, &uploads).await;
+    if let Store::S3(dest) = &dest {
+        abort_orphans(dest, console.as_ref()).await;
+    }
     if route == Route::ThroughClient {
         console.report(Event::Notice(
             "source and destination use different endpoints or credentials: objects are streamed \
@@ -109,11 +121,13 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
                 std::process::exit(crate::exit::INTERRUPTED);
             });
             let aborted = uploads.abort_all().await;
+            close_journal(&uploads);
             progress.stop();
             console.finish(&stats, settings.dry_run);
             return Err(RunError::Interrupted(aborted));
         }
     };
+    close_journal(&uploads);
     progress.stop();
     console.finish(&stats, settings.dry_run);
 
@@ -124,6 +138,25 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         skipped: snap.skipped,
         failed: snap.failed,
     })
+}
+
+/// Aborts what killed runs left behind in the destination bucket, and says so.
+async fn abort_orphans(dest: &S3Store, console: &Console) {
+    match dest.abort_orphans().await {
+        Ok(0) => {}
+        Ok(n) => console.report(Event::Notice(&format!(
+            "aborted {n} incomplete multipart upload(s) that an interrupted earlier run left \
+             in s3://{}",
+            dest.url().bucket()
+        ))),
+        Err(err) => tracing::warn!("cannot clean up after interrupted earlier runs: {err}"),
+    }
+}
+
+fn close_journal(uploads: &ActiveUploads) {
+    if let Some(journal) = uploads.journal() {
+        journal.close();
+    }
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
@@ -181,17 +214,31 @@ async fn open_stores(
 ) -> (Store, Store, Route) {
     let shared = settings.source_client == settings.dest_client;
     let source_client = match &settings.source {
-        Location::S3(_) => Some(build_client(&settings.source_client, Arc::clone(requests)).await),
+        Location::S3(_) => Some(
+            build_client(
+                &settings.source_client,
+                Arc::clone(requests),
+                &settings.pacing,
+            )
+            .await,
+        ),
         Location::Local(_) => None,
     };
     let dest_client = match (&settings.dest, &source_client) {
         (Location::S3(_), Some(client)) if shared => Some(client.clone()),
-        (Location::S3(_), _) => {
-            Some(build_client(&settings.dest_client, Arc::clone(requests)).await)
-        }
+        (Location::S3(_), _) => Some(
+            build_client(
+                &settings.dest_client,
+                Arc::clone(requests),
+                &settings.pacing,
+            )
+            .await,
+        ),
         (Location::Local(_), _) => None,
     };
-    let store = |location: &Location, client: Option<aws_sdk_s3::Client>| match (location, client) {
+    let store = |location: &Location,
+                 client: Option<aws_sdk_s3::Client>,
+                 endpoint: Option<&str>| match (location, client) {
         (Location::S3(url), Some(client)) => Store::S3(
             S3Store::new(
                 client,
@@ -199,7 +246,8 @@ async fn open_stores(
                 settings.write.clone(),
                 Arc::clone(uploads),
             )
-            .with_list_width(settings.list_width),
+            .with_list_width(settings.list_width)
+            .with_endpoint(endpoint),
         ),
         (Location::Local(path), _) => Store::Local(LocalStore::new(path.clone())),
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
@@ -211,8 +259,16 @@ async fn open_stores(
     };
     let both_s3 = settings.source.is_s3() && settings.dest.is_s3();
     (
-        store(&settings.source, source_client),
-        store(&settings.dest, dest_client),
+        store(
+            &settings.source,
+            source_client,
+            settings.source_client.endpoint_url.as_deref(),
+        ),
+        store(
+            &settings.dest,
+            dest_client,
+            settings.dest_client.endpoint_url.as_deref(),
+        ),
         if both_s3 { route } else { Route::ServerSide },
     )
 }

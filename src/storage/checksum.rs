@@ -111,6 +111,46 @@ impl Hasher {
     }
 }
 
+/// Digests of consecutive `part_size` chunks of a stream.
+pub struct PartHasher {
+    part_size: u64,
+    current: Hasher,
+    filled: u64,
+    digests: Vec<Vec<u8>>,
+}
+
+impl PartHasher {
+    pub fn new(kind: HashKind, part_size: u64) -> Self {
+        Self {
+            part_size: part_size.max(1),
+            current: Hasher::new(kind),
+            filled: 0,
+            digests: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (self.part_size - self.filled) as usize;
+            let take = room.min(data.len());
+            self.current.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == self.part_size {
+                self.digests.push(self.current.finalize_reset());
+                self.filled = 0;
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        if self.filled > 0 || self.digests.is_empty() {
+            self.digests.push(self.current.finalize_reset());
+        }
+        self.digests
+    }
+}
+
 pub fn digest(kind: HashKind, data: &[u8]) -> Vec<u8> {
     let mut hasher = Hasher::new(kind);
     hasher.update(data);

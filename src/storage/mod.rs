@@ -5,6 +5,7 @@
 
 pub mod checksum;
 pub mod etag;
+mod expected;
 pub mod local;
 pub mod s3;
 
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 pub use checksum::{Checksum, ChecksumAlgorithm};
 pub use etag::ETag;
+pub use expected::{Expected, StreamCheck};
 pub use local::LocalStore;
 pub use s3::S3Store;
 
@@ -110,6 +112,10 @@ pub struct ObjectError {
     pub op: &'static str,
     pub target: String,
     pub cause: String,
+    /// Whether copying the whole object again may succeed: its bytes were cut short or
+    /// did not match their checksum, or a file changed while it was read. Request-level
+    /// failures are not: the S3 client has already retried those.
+    pub transient: bool,
 }
 
 impl ObjectError {
@@ -118,6 +124,19 @@ impl ObjectError {
             op,
             target: target.into(),
             cause: cause.to_string(),
+            transient: false,
+        }
+    }
+
+    /// A failure that a fresh copy of the whole object may not meet again.
+    pub fn transient(
+        op: &'static str,
+        target: impl Into<String>,
+        cause: impl fmt::Display,
+    ) -> Self {
+        Self {
+            transient: true,
+            ..Self::new(op, target, cause)
         }
     }
 }

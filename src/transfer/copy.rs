@@ -4,7 +4,8 @@
 use tokio::io::BufReader;
 
 use super::{Route, Transfer};
-use crate::storage::{Entry, ObjectError, Store};
+use crate::storage::local::Incoming;
+use crate::storage::{Entry, Expected, ObjectError, Store};
 
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -12,6 +13,11 @@ impl Transfer {
     pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
         let key = entry.key.as_str();
         let sizes = &self.sizes;
+        if let Store::Local(dest) = &self.dest {
+            // Refused before a byte is read: a key no file can be named after.
+            dest.path_for(key)
+                .map_err(|why| ObjectError::new("write", dest.describe(key), why))?;
+        }
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
                 let threshold = sizes.multipart_copy_threshold;
@@ -39,19 +45,30 @@ impl Transfer {
                 }
             }
             (Store::S3(source), Store::Local(dest)) if entry.size >= sizes.multipart_threshold => {
+                let expected = source.expected(key).await?;
                 let fetch = |first, last| async move {
                     let body = source
                         .get_range(key, first, last, entry.etag.as_ref())
                         .await?;
                     Ok(body.into_async_read())
                 };
-                dest.write_ranges(key, entry.size, entry.mtime, &self.parts, fetch)
-                    .await
+                let incoming = Incoming {
+                    size: entry.size,
+                    mtime: entry.mtime,
+                    source: &source.describe(key),
+                    expected: &expected,
+                };
+                dest.write_ranges(key, incoming, &self.parts, fetch).await
             }
             (Store::S3(source), Store::Local(dest)) => {
                 let download = source.get(key).await?;
-                let reader = download.body.into_async_read();
-                dest.write(key, reader, download.size, download.last_modified)
+                let incoming = Incoming {
+                    size: download.size,
+                    mtime: download.last_modified,
+                    source: &source.describe(key),
+                    expected: &download.expected,
+                };
+                dest.write(key, download.body.into_async_read(), incoming)
                     .await
             }
             (Store::Local(source), Store::Local(dest)) => {
@@ -62,7 +79,13 @@ impl Transfer {
                     .await
                     .map_err(|err| ObjectError::new("open", source.describe(key), err))?;
                 let reader = BufReader::with_capacity(READ_BUFFER, file);
-                dest.write(key, reader, entry.size, entry.mtime).await
+                let incoming = Incoming {
+                    size: entry.size,
+                    mtime: entry.mtime,
+                    source: &source.describe(key),
+                    expected: &Expected::Unknown,
+                };
+                dest.write(key, reader, incoming).await
             }
         }
     }

@@ -10,6 +10,7 @@ mod delete;
 pub use adaptive::AdaptiveConcurrency;
 pub use delete::DeleteSettings;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
@@ -20,7 +21,9 @@ use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
 use crate::storage::local::DigestRequest;
 use crate::storage::s3::{part_size_for, PartSettings};
-use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, LocalStore, ObjectError, Store};
+use crate::storage::{
+    local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, Store,
+};
 use crate::ui::{Event, Reporter};
 
 /// How bytes get from a bucket to a bucket.
@@ -89,7 +92,7 @@ impl Transfer {
             Err(err) => return self.fail(&job, err),
         };
         if !self.dry_run {
-            if let Err(err) = self.copy(&job.source).await {
+            if let Err(err) = self.copy_with_retries(&job.source).await {
                 return self.fail(&job, err);
             }
         }
@@ -227,6 +230,32 @@ impl Transfer {
         })
     }
 
+    /// Copies an object, starting again after a transient failure (bytes cut short or
+    /// damaged, a file changing while read) up to the retry limit, with backoff. A local
+    /// file is looked at again first, so a file that has settled is copied as it now is.
+    async fn copy_with_retries(&self, listed: &Entry) -> Result<(), ObjectError> {
+        let attempts = self.sizes.object_retries + 1;
+        let mut entry = Cow::Borrowed(listed);
+        for attempt in 1.. {
+            let err = match self.copy(&entry).await {
+                Ok(()) => return Ok(()),
+                Err(err) if err.transient && attempt < attempts => err,
+                Err(err) => return Err(err),
+            };
+            self.stats.object_retried();
+            self.reporter.report(Event::Retrying {
+                message: &err.to_string(),
+                attempt: attempt + 1,
+                attempts,
+            });
+            tokio::time::sleep(retry_delay(attempt)).await;
+            if let Store::Local(local) = &self.source {
+                entry = Cow::Owned(local.stat(&listed.key).await?);
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
     fn fail(&self, job: &Job, err: ObjectError) {
         let message = err.to_string();
         self.reporter.report(Event::Failed { message: &message });
@@ -238,6 +267,15 @@ impl Transfer {
             },
         );
     }
+}
+
+/// Exponential backoff with full jitter: a random wait up to 100 ms × 2^(attempt-1),
+/// at most 10 s.
+fn retry_delay(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let ceiling_ms = (100u64 << attempt.saturating_sub(1).min(16)).min(10_000);
+    let random = RandomState::new().hash_one(std::time::Instant::now());
+    std::time::Duration::from_millis(random % (ceiling_ms + 1))
 }
 
 fn same_content(matches: bool) -> Decision {

@@ -41,6 +41,12 @@ pub enum Event<'a> {
     Failed {
         message: &'a str,
     },
+    /// A transient failure; the object is copied again from the start.
+    Retrying {
+        message: &'a str,
+        attempt: u32,
+        attempts: u32,
+    },
     /// Said once per run, such as why bytes are streamed through this machine.
     Notice(&'a str),
 }
@@ -140,6 +146,17 @@ impl Reporter for Console {
                 }
             }
             Event::Failed { message } => self.line_err(&format!("error: {message}")),
+            Event::Retrying {
+                message,
+                attempt,
+                attempts,
+            } => {
+                if self.verbosity > Verbosity::Quiet {
+                    self.line_err(&format!(
+                        "warning: {message}; copying again (attempt {attempt} of {attempts})"
+                    ));
+                }
+            }
             Event::Notice(text) => {
                 if self.verbosity > Verbosity::Quiet {
                     self.line_err(&format!("note: {text}"));

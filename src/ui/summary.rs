@@ -61,6 +61,13 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
             snap.retries, snap.throttled, snap.server_errors
         );
     }
+    if snap.object_retries > 0 {
+        let _ = writeln!(
+            out,
+            "  recopied   {} objects from the start after a transient failure",
+            snap.object_retries
+        );
+    }
     if let Some(lowest) = snap.lowest_concurrency {
         let _ = writeln!(
             out,

@@ -81,6 +81,11 @@ pub fn s3mirror_with(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// The command `s3mirror` runs, for tests that start it and act while it runs.
+/// Where the runs of this test process record their uploads in progress.
+fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("s3mirror-it-state-{}", std::process::id()))
+}
+
 pub fn s3mirror_command(args: &[&str]) -> Command {
     let server = garage();
     let mut command = Command::new(env!("CARGO_BIN_EXE_s3mirror"));
@@ -89,6 +94,7 @@ pub fn s3mirror_command(args: &[&str]) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/nonexistent")
+        .env("S3MIRROR_STATE_DIR", state_dir())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)

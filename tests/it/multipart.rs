@@ -181,13 +181,14 @@ async fn upload_in_progress(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     path: &std::path::Path,
+    extra: &[&str],
 ) -> std::process::Child {
     let file = std::fs::File::create(path).unwrap();
     file.set_len(200 * MIB as u64).unwrap();
     let url = format!("s3://{bucket}/up");
     let dir = path.parent().unwrap().to_str().unwrap();
     let args = [dir, url.as_str(), "--part-concurrency", "1"];
-    let mut child = s3mirror_command(&[&args[..], &SMALL_PARTS].concat())
+    let mut child = s3mirror_command(&[&args[..], &SMALL_PARTS, extra].concat())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -212,7 +213,7 @@ async fn interrupting_a_multipart_upload_aborts_it() {
     let client = server.client();
     let bucket = server.new_bucket("mp-interrupt").await;
     let work = tempfile::tempdir().unwrap();
-    let child = upload_in_progress(&client, &bucket, &work.path().join("big.bin")).await;
+    let child = upload_in_progress(&client, &bucket, &work.path().join("big.bin"), &[]).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let run = Run::from(child.wait_with_output().unwrap());
     run.assert_code(130);
@@ -222,13 +223,13 @@ async fn interrupting_a_multipart_upload_aborts_it() {
 }
 
 #[tokio::test]
-async fn a_file_changing_during_its_upload_is_not_committed() {
+async fn a_file_changing_during_its_upload_is_uploaded_again_as_it_now_is() {
     let server = garage();
     let client = server.client();
     let bucket = server.new_bucket("mp-changed").await;
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("big.bin");
-    let child = upload_in_progress(&client, &bucket, &path).await;
+    let child = upload_in_progress(&client, &bucket, &path, &[]).await;
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -236,12 +237,79 @@ async fn a_file_changing_during_its_upload_is_not_committed() {
         .write_all(b"more")
         .unwrap();
     let run = Run::from(child.wait_with_output().unwrap());
-    run.assert_code(1);
+    run.assert_code(0);
     assert!(
-        run.stderr.contains("changed while it was being uploaded"),
+        run.stderr
+            .contains("changed while it was being uploaded; it was not committed")
+            && run.stderr.contains("copying again (attempt 2 of 11)"),
         "{}",
         run.stderr
     );
+    assert_eq!(run.count("recopied"), 1);
     assert_no_uploads_left(&client, &bucket).await;
-    assert!(bucket_contents(&client, &bucket, "").await.is_empty());
+    let stored = bucket_contents(&client, &bucket, "up/").await;
+    assert_eq!(stored["big.bin"], std::fs::read(&path).unwrap());
+}
+
+#[tokio::test]
+async fn after_kill_9_the_next_run_aborts_what_was_left_and_only_that() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mp-killed").await;
+    let work = tempfile::tempdir().unwrap();
+    let (source, state) = (work.path().join("src"), work.path().join("state"));
+    std::fs::create_dir(&source).unwrap();
+    let state_arg = ["--state-dir", state.to_str().unwrap()];
+    let big = source.join("big.bin");
+    let mut child = upload_in_progress(&client, &bucket, &big, &state_arg).await;
+    // The record follows the server's answer to CreateMultipartUpload by microseconds.
+    let recorded = || {
+        std::fs::read_dir(state.join("uploads"))
+            .into_iter()
+            .flatten()
+            .any(|f| std::fs::read_to_string(f.unwrap().path()).is_ok_and(|t| t.contains("+ ")))
+    };
+    for _ in 0..500 {
+        if recorded() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Another tool's upload in the same bucket, which s3mirror must leave alone.
+    client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("up/other-tool.bin")
+        .send()
+        .await
+        .unwrap();
+    let mut left = incomplete_uploads(&client, &bucket).await;
+    left.sort();
+    assert_eq!(left, ["up/big.bin", "up/other-tool.bin"]);
+
+    // The file has left the source meanwhile; another has come.
+    std::fs::remove_file(&big).unwrap();
+    write_tree(&source, &[("small.txt".into(), b"small".to_vec())]);
+    let url = format!("s3://{bucket}/up");
+    let run = s3mirror(&[&[source.to_str().unwrap(), url.as_str()][..], &state_arg].concat());
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("aborted 1 incomplete multipart upload(s) that an interrupted"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        incomplete_uploads(&client, &bucket).await,
+        ["up/other-tool.bin"]
+    );
+    let stored = bucket_contents(&client, &bucket, "up/").await;
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["small.txt"]);
+    assert_eq!(
+        std::fs::read_dir(state.join("uploads")).unwrap().count(),
+        0,
+        "no record is left once everything ended"
+    );
 }

@@ -104,3 +104,222 @@ async fn without_retries_throttling_fails_the_run_with_its_cause() {
     );
     assert_eq!(Proxy::count(&proxy.counters.requests), 1);
 }
+
+/// Uploads `parts` as one multipart object, as a tool that records nothing would: the
+/// only promise about its content is its multipart ETag.
+async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, parts: &[Vec<u8>]) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let number = i as i32 + 1;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(data.clone().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
+    const MIB: usize = 1 << 20;
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("damaged").await;
+    let copy_bucket = server.new_bucket("damaged-copy").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = (0..120u32)
+        .map(|i| {
+            let body = format!("object {i} ").repeat(1 + (i as usize * 97) % 4000);
+            (format!("small/f{i:03}"), body.into_bytes())
+        })
+        .collect();
+    // Uploaded in parts by s3mirror, which records the whole MD5.
+    let big: Vec<u8> = (0..11 * MIB).map(|i| (i % 251) as u8).collect();
+    files.push(("big/eleven.bin".into(), big));
+    write_tree(work.path(), &files);
+    let url = format!("s3://{bucket}/data");
+    let up = s3mirror(&[
+        work.path().to_str().unwrap(),
+        &url,
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ]);
+    up.assert_code(0);
+    // Uploaded in parts by another tool: only the multipart ETag tells the content.
+    let six: Vec<Vec<u8>> = vec![vec![7u8; 5 * MIB], vec![9u8; MIB]];
+    put_multipart(&client, &bucket, "data/sdk/six.bin", &six).await;
+    let expected = bucket_contents(&client, &bucket, "data/").await;
+
+    let proxy = proxy(Faults {
+        truncate: 0.08,
+        corrupt: 0.08,
+        ..Faults::default()
+    })
+    .await;
+    // To a directory: the 11 MiB object by ranges, the rest whole.
+    let dest = tempfile::tempdir().unwrap();
+    let download = [
+        url.as_str(),
+        dest.path().to_str().unwrap(),
+        "--multipart-threshold",
+        "8MiB",
+        "--part-size",
+        "5MiB",
+    ];
+    let run = run_through(&proxy, &download).await;
+    run.assert_code(0);
+    assert_eq!(tree_contents(dest.path()), expected);
+    let truncations = Proxy::count(&proxy.counters.truncations);
+    let corruptions = Proxy::count(&proxy.counters.corruptions);
+    assert!(
+        truncations > 0 && corruptions > 0,
+        "{truncations} {corruptions}"
+    );
+    let recopied = run.count("recopied");
+    assert!(
+        recopied >= 1 && recopied <= truncations + corruptions,
+        "{recopied} for {truncations}+{corruptions} faults:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("damaged on the way"), "{}", run.stderr);
+
+    // Bucket to bucket through this machine: the destination checks the source's MD5.
+    let endpoint = format!("http://{}", proxy.addr);
+    let through = tokio::task::spawn_blocking({
+        let (copy_url, endpoint, garage) = (
+            format!("s3://{copy_bucket}/data"),
+            endpoint.clone(),
+            server.endpoint.clone(),
+        );
+        move || {
+            s3mirror(&[
+                &url,
+                &copy_url,
+                "--source-endpoint-url",
+                &endpoint,
+                "--dest-endpoint-url",
+                &garage,
+                "--multipart-threshold",
+                "8MiB",
+                "--part-size",
+                "5MiB",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    through.assert_code(0);
+    assert_eq!(
+        bucket_contents(&client, &copy_bucket, "data/").await,
+        expected
+    );
+    assert!(through.count("recopied") >= 1, "{}", through.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_server_is_given_the_time_it_asks_for() {
+    let server = garage();
+    let bucket = server.new_bucket("retry-after").await;
+    let proxy = proxy(Faults {
+        slowdown: 1.0,
+        retry_after: Some(std::time::Duration::from_secs(3)),
+        ..Faults::default()
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    write_tree(work.path(), &[("a".into(), b"a".to_vec())]);
+    let url = format!("s3://{bucket}/data");
+    let started = std::time::Instant::now();
+    let args = [work.path().to_str().unwrap(), &url];
+    let run = run_through(&proxy, &args);
+    // Throttle the first request only.
+    let first_only = async {
+        while Proxy::count(&proxy.counters.slowdowns) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        proxy.set_faults(Faults::default());
+    };
+    let (run, ()) = tokio::join!(run, first_only);
+    run.assert_code(0);
+    assert_eq!(Proxy::count(&proxy.counters.slowdowns), 1);
+    // Without Retry-After, the first retry comes within a second.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn max_rps_and_max_bandwidth_hold_the_run_below_them() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("paced"));
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..30u32)
+        .map(|i| (format!("f{i:02}"), vec![i as u8; 100]))
+        .collect();
+    write_tree(work.path(), &files);
+    let src = work.path().to_str().unwrap();
+
+    let started = std::time::Instant::now();
+    let run = s3mirror(&[src, &format!("s3://{bucket}/rps"), "--max-rps", "20"]);
+    let elapsed = started.elapsed().as_secs_f64();
+    run.assert_code(0);
+    let requests = run.requests("ListObjectsV2") + run.requests("PutObject");
+    assert!(requests >= 31, "{}", run.stderr);
+    // n requests at 20 per second take at least (n - 1) / 20 seconds.
+    assert!(
+        elapsed >= (requests - 1) as f64 / 20.0,
+        "{requests} requests in {elapsed:.2}s"
+    );
+
+    let big = tempfile::tempdir().unwrap();
+    write_tree(big.path(), &[("two-mib".into(), vec![7u8; 2 << 20])]);
+    let started = std::time::Instant::now();
+    let run = s3mirror(&[
+        big.path().to_str().unwrap(),
+        &format!("s3://{bucket}/bw"),
+        "--max-bandwidth",
+        "1MiB",
+    ]);
+    let elapsed = started.elapsed().as_secs_f64();
+    run.assert_code(0);
+    // The first chunk goes at once; the remaining ~2 MiB take about two seconds.
+    assert!(elapsed >= 1.5, "2 MiB at 1 MiB/s in {elapsed:.2}s");
+}

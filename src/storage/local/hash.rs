@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::storage::checksum::{digest, ChecksumAlgorithm, HashKind, Hasher};
+use crate::storage::checksum::{digest, ChecksumAlgorithm, HashKind, Hasher, PartHasher};
 
 const READ_BUFFER: usize = 1024 * 1024;
 
@@ -37,46 +37,6 @@ pub struct FileDigests {
     pub digests: Vec<Digests>,
     /// Bytes read; differs from the listed size when the file changed meanwhile.
     pub len: u64,
-}
-
-/// Digests of consecutive `part_size` chunks of a stream.
-struct PartHasher {
-    part_size: u64,
-    current: Hasher,
-    filled: u64,
-    digests: Vec<Vec<u8>>,
-}
-
-impl PartHasher {
-    fn new(kind: HashKind, part_size: u64) -> Self {
-        Self {
-            part_size: part_size.max(1),
-            current: Hasher::new(kind),
-            filled: 0,
-            digests: Vec::new(),
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let room = (self.part_size - self.filled) as usize;
-            let take = room.min(data.len());
-            self.current.update(&data[..take]);
-            self.filled += take as u64;
-            data = &data[take..];
-            if self.filled == self.part_size {
-                self.digests.push(self.current.finalize_reset());
-                self.filled = 0;
-            }
-        }
-    }
-
-    fn finish(mut self) -> Vec<Vec<u8>> {
-        if self.filled > 0 || self.digests.is_empty() {
-            self.digests.push(self.current.finalize_reset());
-        }
-        self.digests
-    }
 }
 
 struct RequestHasher {

@@ -13,6 +13,7 @@ pub use hash::{
     as_md5, file_checksum, file_digests, md5_digests, read_small, DigestRequest, Digests,
     Md5Digest, SmallFile,
 };
+pub use write::Incoming;
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
 /// crash is neither uploaded nor mistaken for a finished file.
@@ -51,6 +52,24 @@ impl LocalStore {
 }
 
 impl LocalStore {
+    /// The file for `key` as a listing would report it now.
+    pub async fn stat(
+        &self,
+        key: &str,
+    ) -> Result<crate::storage::Entry, crate::storage::ObjectError> {
+        let fail = |err: &dyn std::fmt::Display| {
+            crate::storage::ObjectError::new("stat", self.describe(key), err)
+        };
+        let path = self.path_for(key).map_err(|why| fail(&why))?;
+        let meta = tokio::fs::metadata(&path).await.map_err(|err| fail(&err))?;
+        Ok(crate::storage::Entry {
+            key: key.to_owned(),
+            size: meta.len(),
+            mtime: meta.modified().map_err(|err| fail(&err))?,
+            etag: None,
+        })
+    }
+
     /// Removes the file for `key`, then its parent directories as long as they are
     /// empty (S3 has no directories, so a mirror leaves none behind).
     pub async fn delete(&self, key: &str) -> Result<(), crate::storage::ObjectError> {

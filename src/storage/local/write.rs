@@ -11,46 +11,67 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::{AsyncBufRead, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
-use super::{LocalStore, TEMP_PREFIX};
+use super::{file_digests, LocalStore, TEMP_PREFIX};
 use crate::storage::s3::PartSettings;
-use crate::storage::ObjectError;
+use crate::storage::{Expected, ObjectError, StreamCheck};
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Distinguishes the temporary files of concurrent writes in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes on their way into a local file.
+#[derive(Clone, Copy)]
+pub struct Incoming<'a> {
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Where the bytes come from, named in errors about receiving them.
+    pub source: &'a str,
+    /// What they must hash to.
+    pub expected: &'a Expected,
+}
+
 impl LocalStore {
-    /// Writes `size` bytes from `reader` to `key` and sets its mtime.
+    /// Writes `incoming.size` bytes from `reader` to `key`, checks them as they stream
+    /// in (or reads them back when only that can check them) and sets the mtime.
     pub async fn write<R>(
         &self,
         key: &str,
         mut reader: R,
-        size: u64,
-        mtime: SystemTime,
+        incoming: Incoming<'_>,
     ) -> Result<(), ObjectError>
     where
         R: AsyncBufRead + Unpin,
     {
         let target = self.describe(key);
-        self.commit_via_temp(key, mtime, |temp| async move {
+        self.commit_via_temp(key, incoming, |temp| async move {
             let file = tokio::fs::File::create_new(&temp)
                 .await
                 .map_err(io_error("create", &target))?;
-            copy_exactly(&mut reader, file, size, &target).await
+            let mut check = StreamCheck::new(incoming.expected, true);
+            copy_exactly(
+                &mut reader,
+                file,
+                incoming.size,
+                &target,
+                incoming.source,
+                &mut check,
+            )
+            .await?;
+            Ok(check.finish())
         })
         .await
     }
 
-    /// Writes `size` bytes fetched as ranges of the part size, up to the part concurrency
-    /// at once (each also holding one of the shared permits), each into its place.
+    /// Writes bytes fetched as ranges of the part size, up to the part concurrency at
+    /// once (each also holding one of the shared permits), each into its place; then
+    /// reads the file back to check it.
     pub async fn write_ranges<F, Fut, R>(
         &self,
         key: &str,
-        size: u64,
-        mtime: SystemTime,
+        incoming: Incoming<'_>,
         parts: &PartSettings,
         fetch: F,
     ) -> Result<(), ObjectError>
@@ -60,8 +81,8 @@ impl LocalStore {
         R: AsyncBufRead + Unpin,
     {
         let target = self.describe(key);
-        let (part_size, permits) = (parts.part_size.max(1), &parts.permits);
-        self.commit_via_temp(key, mtime, |temp| async move {
+        let (size, part_size, permits) = (incoming.size, parts.part_size.max(1), &parts.permits);
+        self.commit_via_temp(key, incoming, |temp| async move {
             let file = tokio::fs::File::create_new(&temp)
                 .await
                 .map_err(io_error("create", &target))?;
@@ -88,41 +109,70 @@ impl LocalStore {
                         file.seek(SeekFrom::Start(offset))
                             .await
                             .map_err(io_error("seek", target))?;
-                        copy_exactly(&mut reader, file, len, target).await
+                        let source =
+                            format!("{} bytes {offset}-{}", incoming.source, offset + len - 1);
+                        let mut unchecked = StreamCheck::new(&Expected::Unknown, false);
+                        copy_exactly(&mut reader, file, len, target, &source, &mut unchecked).await
                     }
                 })
                 .buffer_unordered(parts.concurrency)
                 .try_collect::<()>()
-                .await
+                .await?;
+            Ok(None)
         })
         .await
     }
 
     /// Creates the parent directory, lets `fill` write a temporary file beside the
-    /// target, then makes it durable, gives it `mtime` and renames it into place. The
-    /// temporary file is removed on any failure.
+    /// target, checks its content against what was expected (with the verdict `fill`
+    /// reached while streaming, or by reading the file back), then makes it durable,
+    /// gives it its mtime and renames it into place. The temporary file is removed on
+    /// any failure.
     async fn commit_via_temp<F, Fut>(
         &self,
         key: &str,
-        mtime: SystemTime,
+        incoming: Incoming<'_>,
         fill: F,
     ) -> Result<(), ObjectError>
     where
         F: FnOnce(PathBuf) -> Fut,
-        Fut: Future<Output = Result<(), ObjectError>>,
+        Fut: Future<Output = Result<Option<Result<(), String>>, ObjectError>>,
     {
         let target = self.describe(key);
         let path = self
             .path_for(key)
             .map_err(|why| ObjectError::new("write", target.clone(), why))?;
         let parent = path.parent().unwrap_or(self.root());
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_error("create directory", &target))?;
+        tokio::fs::create_dir_all(parent).await.map_err(|err| {
+            let in_the_way = matches!(
+                err.kind(),
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists
+            );
+            match in_the_way {
+                true => ObjectError::new(
+                    "create directory",
+                    &target,
+                    format!("{err}: a file is in the way, for another key is a leading part of this one (as 'a' is of 'a/b'); a directory tree cannot hold both"),
+                ),
+                false => io_error("create directory", &target)(err),
+            }
+        })?;
         let temp = temp_path(parent);
         let result = async {
-            fill(temp.clone()).await?;
+            let streamed = fill(temp.clone()).await?;
+            let verdict = match (streamed, incoming.expected.request()) {
+                (Some(verdict), _) => verdict,
+                (None, None) => Ok(()),
+                (None, Some(request)) => {
+                    let mut read = file_digests(temp.clone(), vec![request])
+                        .await
+                        .map_err(io_error("verify", &target))?;
+                    incoming.expected.check(&read.digests.remove(0))
+                }
+            };
+            verdict.map_err(|why| ObjectError::transient("verify", incoming.source, why))?;
             let synced = temp.clone();
+            let mtime = incoming.mtime;
             tokio::task::spawn_blocking(move || {
                 let file = std::fs::OpenOptions::new().write(true).open(synced)?;
                 file.sync_all()?;
@@ -132,9 +182,16 @@ impl LocalStore {
             .map_err(std::io::Error::other)
             .and_then(|r| r)
             .map_err(io_error("sync", &target))?;
-            tokio::fs::rename(&temp, &path)
-                .await
-                .map_err(io_error("rename", &target))
+            tokio::fs::rename(&temp, &path).await.map_err(|err| {
+                match err.kind() == std::io::ErrorKind::IsADirectory {
+                    true => ObjectError::new(
+                        "rename",
+                        &target,
+                        format!("{err}: a directory is in the way, for other keys continue this one (as 'a/b' does 'a'); a directory tree cannot hold both"),
+                    ),
+                    false => io_error("rename", &target)(err),
+                }
+            })
         }
         .await;
         if result.is_err() {
@@ -144,30 +201,65 @@ impl LocalStore {
     }
 }
 
+/// An error of a local file operation; a full disk gets the obvious advice.
 fn io_error<'a>(op: &'static str, target: &'a str) -> impl Fn(std::io::Error) -> ObjectError + 'a {
-    move |err| ObjectError::new(op, target, err)
+    move |err| {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            let cause = format!("{err}; free space on the destination file system and run again");
+            return ObjectError::new(op, target, cause);
+        }
+        ObjectError::new(op, target, err)
+    }
 }
 
-/// Copies exactly `len` bytes into `file`; fewer or more is an error, since the
-/// object or file it comes from must have changed or the transfer was cut short.
+/// Copies exactly `len` bytes into `file`, feeding `check`. A failure to receive them
+/// (the connection dropped, the body cut short) is transient and names `source`; a
+/// failure to write them names the file.
 async fn copy_exactly<R>(
     reader: &mut R,
     file: tokio::fs::File,
     len: u64,
     target: &str,
+    source: &str,
+    check: &mut StreamCheck,
 ) -> Result<(), ObjectError>
 where
     R: AsyncBufRead + Unpin,
 {
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let written = tokio::io::copy_buf(reader, &mut writer)
-        .await
-        .map_err(io_error("write", target))?;
+    let mut written = 0u64;
+    loop {
+        let chunk = reader
+            .fill_buf()
+            .await
+            .map_err(|err| ObjectError::transient("receive", source, err))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        written += n as u64;
+        if written > len {
+            break;
+        }
+        check.update(chunk);
+        writer
+            .write_all(chunk)
+            .await
+            .map_err(io_error("write", target))?;
+        reader.consume(n);
+    }
     if written != len {
-        return Err(ObjectError::new(
-            "write",
-            target,
-            format!("expected {len} bytes but received {written}; the source may have changed or the transfer was cut short"),
+        let received = match written > len {
+            true => "more".to_owned(),
+            false => written.to_string(),
+        };
+        return Err(ObjectError::transient(
+            "receive",
+            source,
+            format!(
+                "expected {len} bytes but received {received}; the transfer was cut short \
+                 or the source changed"
+            ),
         ));
     }
     writer.flush().await.map_err(io_error("write", target))
@@ -184,13 +276,84 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
     use tokio::sync::Semaphore;
 
+    fn incoming(size: u64, mtime: SystemTime, expected: &Expected) -> Incoming<'_> {
+        Incoming {
+            size,
+            mtime,
+            source: "s3://b/k",
+            expected,
+        }
+    }
+
+    #[tokio::test]
+    async fn damaged_bytes_never_reach_the_final_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let md5 = |data: &[u8]| -> [u8; 16] {
+            crate::storage::checksum::digest(crate::storage::checksum::HashKind::Md5, data)
+                .try_into()
+                .unwrap()
+        };
+        let expected = Expected::from_etag(&crate::storage::ETag::from_md5(&md5(b"hello")), None);
+        let err = store
+            .write(
+                "f",
+                &b"hellp"[..],
+                incoming(5, SystemTime::now(), &expected),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.transient, "{err}");
+        assert!(err.to_string().contains("verify s3://b/k"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        store
+            .write(
+                "f",
+                &b"hello"[..],
+                incoming(5, SystemTime::now(), &expected),
+            )
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"hello");
+
+        // Ranges are checked by reading the file back.
+        let parts = PartSettings {
+            part_size: 2,
+            concurrency: 2,
+            permits: std::sync::Arc::new(Semaphore::new(2)),
+            buffers: std::sync::Arc::new(Semaphore::new(1)),
+        };
+        let fetch = |first: u64, last: u64| async move {
+            let mut slice = b"hello"[first as usize..=last as usize].to_vec();
+            if first == 2 {
+                slice[0] = b'L';
+            }
+            Ok::<_, ObjectError>(std::io::Cursor::new(slice))
+        };
+        let err = store
+            .write_ranges(
+                "g",
+                incoming(5, SystemTime::now(), &expected),
+                &parts,
+                fetch,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("do not match"), "{err}");
+        assert!(!dir.path().join("g").exists());
+    }
+
     #[tokio::test]
     async fn writes_content_and_mtime_then_renames() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
         let mtime = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
         store
-            .write("a/b/c.txt", &b"hello"[..], 5, mtime)
+            .write(
+                "a/b/c.txt",
+                &b"hello"[..],
+                incoming(5, mtime, &Expected::Unknown),
+            )
             .await
             .unwrap();
         let path = dir.path().join("a/b/c.txt");
@@ -217,7 +380,12 @@ mod tests {
         };
         let mtime = UNIX_EPOCH + Duration::from_secs(1_000);
         store
-            .write_ranges("r", 1000, mtime, &parts, fetch)
+            .write_ranges(
+                "r",
+                incoming(1000, mtime, &Expected::Unknown),
+                &parts,
+                fetch,
+            )
             .await
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), data);
@@ -235,9 +403,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
         let err = store
-            .write("f", &b"abc"[..], 10, SystemTime::now())
+            .write(
+                "f",
+                &b"abc"[..],
+                incoming(10, SystemTime::now(), &Expected::Unknown),
+            )
             .await
             .unwrap_err();
+        assert!(err.transient);
         assert!(
             err.to_string().contains("expected 10 bytes but received 3"),
             "{err}"

@@ -40,6 +40,23 @@ where
     }
 }
 
+/// Whether a write failed because the bytes sent were damaged or cut short on the way
+/// (the server refused their digest, or the stream feeding them broke): sending the
+/// object again may succeed, though the S3 client could not retry a streamed body.
+pub fn damaged_in_transit<E>(err: &SdkError<E, Response>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(service) => matches!(
+            service.err().code(),
+            Some("BadDigest" | "IncompleteBody" | "InvalidDigest" | "XAmzContentSHA256Mismatch")
+        ),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        _ => false,
+    }
+}
+
 /// The error and its causes, as the SDK renders them (codes and messages, no URLs).
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     DisplayErrorContext(err).to_string()

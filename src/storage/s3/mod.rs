@@ -54,10 +54,13 @@ macro_rules! checksum_from {
 }
 
 mod client;
+mod download;
 mod error;
+mod journal;
 mod list;
 mod multipart;
 mod objects;
+mod pacing;
 pub mod requests;
 
 use std::sync::Arc;
@@ -71,11 +74,13 @@ use crate::storage::{ChecksumAlgorithm, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
+pub use journal::Journal;
 pub use multipart::{
     part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
     PART_SIZE_METADATA,
 };
 pub use objects::Download;
+pub use pacing::Pacing;
 
 /// Settings applied to every object written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,6 +99,8 @@ pub struct S3Store {
     write: WriteOptions,
     uploads: Arc<ActiveUploads>,
     list_width: usize,
+    /// The endpoint URL, or `aws`: with the bucket, where a recorded upload lives.
+    endpoint: String,
 }
 
 impl S3Store {
@@ -109,7 +116,48 @@ impl S3Store {
             write,
             uploads,
             list_width: 1,
+            endpoint: "aws".to_owned(),
         }
+    }
+
+    /// Names the endpoint in the record of uploads (see `journal`).
+    pub fn with_endpoint(mut self, endpoint_url: Option<&str>) -> Self {
+        if let Some(url) = endpoint_url {
+            self.endpoint = url.trim_end_matches('/').to_owned();
+        }
+        self
+    }
+
+    /// Aborts the multipart uploads in this bucket that runs killed before they could
+    /// end them left behind, as their records show; returns how many, and the problems
+    /// met (an upload that could not be aborted stays recorded for a later run).
+    pub async fn abort_orphans(&self) -> Result<usize, String> {
+        let Some(journal) = self.uploads.journal() else {
+            return Ok(0);
+        };
+        let claimed = journal
+            .claim_orphans()
+            .map_err(|err| format!("reading {}: {err}", journal.dir().display()))?;
+        let mut aborted = 0;
+        for claim in claimed {
+            let (here, elsewhere): (Vec<_>, Vec<_>) = claim
+                .open
+                .iter()
+                .cloned()
+                .partition(|u| u.endpoint == self.endpoint && u.bucket == self.url.bucket());
+            let mut left = elsewhere;
+            for upload in here {
+                if multipart::abort(&self.client, &upload).await {
+                    aborted += 1;
+                } else {
+                    left.push(upload);
+                }
+            }
+            claim
+                .settle(&left)
+                .map_err(|err| format!("updating {}: {err}", journal.dir().display()))?;
+        }
+        Ok(aborted)
     }
 
     pub fn url(&self) -> &S3Url {

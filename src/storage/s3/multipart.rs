@@ -19,12 +19,13 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::journal::{Journal, Recorded};
 use super::objects::{copy_source, format_mtime, Download, ObjectHeaders, MTIME_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::checksum::{b64, digest, HashKind};
 use crate::storage::local::{DigestRequest, Digests};
-use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError, StreamCheck};
 
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -84,14 +85,14 @@ pub fn part_ranges(size: u64, part_size: u64) -> impl Iterator<Item = (i32, u64,
 
 struct ActiveUpload {
     client: Client,
-    bucket: String,
-    key: String,
-    upload_id: String,
+    recorded: Recorded,
 }
 
 /// Every multipart upload started and not yet completed or aborted.
 #[derive(Default)]
 pub struct ActiveUploads {
+    /// Where uploads are recorded until they end, for runs after a crash.
+    journal: Option<Journal>,
     next: AtomicU64,
     uploads: Mutex<HashMap<u64, ActiveUpload>>,
     /// Set by `abort_all`: no upload is started after it.
@@ -116,6 +117,17 @@ struct Registered {
 }
 
 impl ActiveUploads {
+    pub fn with_journal(journal: Journal) -> Self {
+        Self {
+            journal: Some(journal),
+            ..Self::default()
+        }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
     fn begin_create(&self) -> Option<Creating<'_>> {
         self.creating.fetch_add(1, Ordering::SeqCst);
         let creating = Creating(&self.creating);
@@ -123,6 +135,11 @@ impl ActiveUploads {
     }
 
     fn register(&self, upload: ActiveUpload) -> u64 {
+        if let Some(journal) = &self.journal {
+            if let Err(err) = journal.started(&upload.recorded) {
+                journal_failed(journal, &err);
+            }
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.uploads
             .lock()
@@ -131,8 +148,25 @@ impl ActiveUploads {
         id
     }
 
-    fn forget(&self, id: u64) {
-        self.uploads.lock().expect("uploads lock").remove(&id);
+    /// Takes an upload out of the registry.
+    fn take(&self, id: u64) -> Option<ActiveUpload> {
+        self.uploads.lock().expect("uploads lock").remove(&id)
+    }
+
+    /// Records that an upload ended: completed, or aborted.
+    fn ended(&self, upload_id: &str) {
+        if let Some(journal) = &self.journal {
+            if let Err(err) = journal.finished(upload_id) {
+                journal_failed(journal, &err);
+            }
+        }
+    }
+
+    /// Aborts an upload; it is recorded as ended once the server has let it go.
+    async fn abort(&self, upload: &ActiveUpload) {
+        if abort(&upload.client, &upload.recorded).await {
+            self.ended(&upload.recorded.upload_id);
+        }
     }
 
     /// Stops new uploads, waits (up to 30 s) for those being created to be registered,
@@ -151,27 +185,50 @@ impl ActiveUploads {
             .map(|(_, u)| u)
             .collect();
         let count = uploads.len();
-        futures::future::join_all(uploads.iter().map(abort)).await;
+        futures::future::join_all(uploads.iter().map(|u| self.abort(u))).await;
         count
     }
 }
 
-async fn abort(upload: &ActiveUpload) {
-    let result = upload
-        .client
+/// Warns once that uploads cannot be recorded; the run goes on without the record.
+fn journal_failed(journal: &Journal, err: &std::io::Error) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "cannot record multipart uploads in {}: {err}; if this run is killed, a later \
+             run cannot abort its incomplete uploads (set --state-dir)",
+            journal.dir().display()
+        );
+    }
+}
+
+/// AbortMultipartUpload; true once the upload is gone (aborted now or before).
+pub(super) async fn abort(client: &Client, upload: &Recorded) -> bool {
+    let result = client
         .abort_multipart_upload()
         .bucket(&upload.bucket)
         .key(&upload.key)
         .upload_id(&upload.upload_id)
         .send()
         .await;
-    if let Err(err) = result {
-        tracing::warn!(
-            "AbortMultipartUpload s3://{}/{}: {}; list incomplete uploads to remove it",
-            upload.bucket,
-            upload.key,
-            describe_sdk_error(&err)
-        );
+    match result {
+        Ok(_) => true,
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_upload()) =>
+        {
+            true
+        }
+        Err(err) => {
+            tracing::warn!(
+                "AbortMultipartUpload s3://{}/{}: {}; list incomplete uploads to remove it",
+                upload.bucket,
+                upload.key,
+                describe_sdk_error(&err)
+            );
+            false
+        }
     }
 }
 
@@ -378,6 +435,7 @@ impl S3Store {
             source,
             headers,
             checksum,
+            expected,
             ..
         } = download;
         let checksum = self.carried_checksum(key, checksum)?;
@@ -389,47 +447,53 @@ impl S3Store {
         let algorithm = checksum.as_ref().map(|c| c.algorithm);
         let upload = async {
             let reader = body.into_async_read();
+            let check = StreamCheck::new(&expected, true);
             let buffer_mib = (part_size.div_ceil(1 << 20) as usize).min(BUFFER_BUDGET_MIB) as u32;
-            let chunks = futures::stream::try_unfold((reader, 1), |(mut reader, number)| {
-                let buffers = Arc::clone(&parts.buffers);
-                async move {
-                    let memory = buffers
-                        .acquire_many_owned(buffer_mib)
-                        .await
-                        .expect("buffer permits are never closed");
-                    let mut data = Vec::with_capacity(part_size as usize);
-                    (&mut reader).take(part_size).read_to_end(&mut data).await?;
-                    let part = BufferedPart {
-                        number,
-                        data,
-                        _memory: memory,
-                    };
-                    Ok::<_, std::io::Error>(
-                        (!part.data.is_empty()).then_some((part, (reader, number + 1))),
-                    )
-                }
-            });
+            // Parts are cut in order, so the source's ETag or checksum is checked as they
+            // are; a mismatch or a short body ends the stream with an error before
+            // anything is completed.
+            let chunks = futures::stream::try_unfold(
+                (reader, 1, Some(check), 0u64),
+                |(mut reader, number, mut check, read)| {
+                    let buffers = Arc::clone(&parts.buffers);
+                    async move {
+                        let memory = buffers
+                            .acquire_many_owned(buffer_mib)
+                            .await
+                            .expect("buffer permits are never closed");
+                        let mut data = Vec::with_capacity(part_size as usize);
+                        (&mut reader).take(part_size).read_to_end(&mut data).await?;
+                        let read = read + data.len() as u64;
+                        if data.is_empty() {
+                            if read != size {
+                                let why = format!("received {read} bytes where {size} were listed");
+                                return Err(std::io::Error::other(why));
+                            }
+                            if let Some(Err(why)) = check.take().and_then(StreamCheck::finish) {
+                                return Err(std::io::Error::other(why));
+                            }
+                            return Ok(None);
+                        }
+                        if let Some(check) = &mut check {
+                            check.update(&data);
+                        }
+                        let part = BufferedPart {
+                            number,
+                            data,
+                            _memory: memory,
+                        };
+                        Ok(Some((part, (reader, number + 1, check, read))))
+                    }
+                },
+            );
             let read_error =
-                |err: std::io::Error| ObjectError::new("GetObject", source.clone(), err);
-            let (completed, sent) = chunks
+                |err: std::io::Error| ObjectError::transient("GetObject", source.clone(), err);
+            let completed = chunks
                 .map_err(read_error)
                 .map_ok(|part| self.upload_buffer(key, &upload_id, part, algorithm, &parts.permits))
                 .try_buffered(parts.concurrency)
-                .try_fold(
-                    (Vec::new(), 0u64),
-                    |(mut done, sent), (part, len)| async move {
-                        done.push(part);
-                        Ok((done, sent + len))
-                    },
-                )
+                .try_collect::<Vec<_>>()
                 .await?;
-            if sent != size {
-                return Err(ObjectError::new(
-                    "GetObject",
-                    source.clone(),
-                    format!("the object's body had {sent} bytes where {size} were listed"),
-                ));
-            }
             let (_, stated) = self
                 .complete(key, &upload_id, completed, checksum.as_ref())
                 .await?;
@@ -458,7 +522,7 @@ impl S3Store {
         part: BufferedPart,
         algorithm: Option<ChecksumAlgorithm>,
         permits: &Semaphore,
-    ) -> Result<(CompletedPart, u64), ObjectError> {
+    ) -> Result<CompletedPart, ObjectError> {
         let _permit = permits
             .acquire()
             .await
@@ -472,7 +536,7 @@ impl S3Store {
             checksum: algorithm.map(|a| Checksum::full(a, &digest(HashKind::Checksum(a), &data))),
             body: ByteStream::from(data),
         };
-        Ok((self.send_part(key, upload_id, request).await?, len))
+        self.send_part(key, upload_id, request).await
     }
 
     /// Copies an object from another location reachable with this store's client,
@@ -664,9 +728,12 @@ impl S3Store {
         let upload_id = out.upload_id.unwrap_or_default();
         let id = self.uploads.register(ActiveUpload {
             client: self.client.clone(),
-            bucket: self.url.bucket().to_owned(),
-            key: self.url.full_key(key),
-            upload_id: upload_id.clone(),
+            recorded: Recorded {
+                endpoint: self.endpoint.clone(),
+                bucket: self.url.bucket().to_owned(),
+                upload_id: upload_id.clone(),
+                key: self.url.full_key(key),
+            },
         });
         Ok(Registered { id, upload_id })
     }
@@ -709,18 +776,13 @@ impl S3Store {
         body: impl std::future::Future<Output = Result<(), ObjectError>>,
     ) -> Result<(), ObjectError> {
         let result = body.await;
-        if result.is_err() {
-            let registered = self
-                .uploads
-                .uploads
-                .lock()
-                .expect("uploads lock")
-                .remove(&upload.id);
-            if let Some(registered) = registered {
-                abort(&registered).await;
+        // Taken by `abort_all` if the run was interrupted meanwhile.
+        if let Some(registered) = self.uploads.take(upload.id) {
+            match &result {
+                Ok(()) => self.uploads.ended(&upload.upload_id),
+                Err(_) => self.uploads.abort(&registered).await,
             }
         }
-        self.uploads.forget(upload.id);
         result
     }
 
@@ -814,10 +876,10 @@ async fn file_changed(path: &Path, listed: &Entry) -> bool {
 }
 
 pub(super) fn changed_while_reading(path: &Path) -> ObjectError {
-    ObjectError::new(
+    ObjectError::transient(
         "upload",
         path.display().to_string(),
-        "the file changed while it was being uploaded; it was not committed, and the next run will copy it",
+        "the file changed while it was being uploaded; it was not committed",
     )
 }
 

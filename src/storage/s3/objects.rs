@@ -11,11 +11,12 @@ use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::error::damaged_in_transit;
 use super::multipart::{changed_while_reading, content_type_for, PART_SIZE_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::checksum::b64;
-use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, Entry, Expected, ObjectError};
 
 /// Files up to this size are read whole in one blocking call and sent from memory, which
 /// costs far less CPU than streaming them; at most `--threads` of them are in memory.
@@ -42,6 +43,8 @@ pub struct Download {
     pub(super) source: String,
     pub(super) headers: ObjectHeaders,
     pub(super) checksum: Option<Checksum>,
+    /// What the bytes must hash to.
+    pub expected: Expected,
 }
 
 /// What HeadObject says about an object's additional checksum.
@@ -98,7 +101,7 @@ macro_rules! headers_from {
 }
 
 impl ObjectHeaders {
-    fn from_get(out: &GetObjectOutput) -> Self {
+    pub(super) fn from_get(out: &GetObjectOutput) -> Self {
         headers_from!(out)
     }
 
@@ -182,23 +185,35 @@ impl S3Store {
     }
 
     /// Uploads an object being read from another bucket, keeping its headers and metadata.
-    /// With checksums on, the source's full-object checksum travels along and the
-    /// destination verifies it.
+    /// The destination verifies the bytes against the source's checksum (with checksums
+    /// on) or its MD5 (as Content-MD5) where the source states one.
     pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
         let checksum = self.carried_checksum(key, download.checksum)?;
+        // The source's MD5 as Content-MD5: the destination refuses bytes damaged on the
+        // way through this machine.
+        let content_md5 = match download.expected {
+            Expected::Md5 { digest, .. } if checksum.is_none() => Some(b64(&digest)),
+            _ => None,
+        };
         let put = self
             .client
             .put_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .body(download.body)
-            .content_length(download.size as i64);
+            .content_length(download.size as i64)
+            .set_content_md5(content_md5);
         let put = apply_headers!(download.headers, put);
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
             .map_err(|err| {
-                ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
+                let error =
+                    ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err));
+                ObjectError {
+                    transient: damaged_in_transit(&err),
+                    ..error
+                }
             })?;
         self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
     }
@@ -296,63 +311,6 @@ impl S3Store {
              written without one, or the server does not keep them; compare it with \
              --compare etag",
         )
-    }
-
-    pub async fn get(&self, key: &str) -> Result<Download, ObjectError> {
-        let checksum_mode = self.write.checksum.map(|_| ChecksumMode::Enabled);
-        let out = self
-            .client
-            .get_object()
-            .bucket(self.url.bucket())
-            .key(self.url.full_key(key))
-            .set_checksum_mode(checksum_mode)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new("GetObject", self.describe(key), describe_sdk_error(&err))
-            })?;
-        let headers = ObjectHeaders::from_get(&out);
-        let checksum = checksum_from!(&out);
-        let last_modified = out
-            .last_modified()
-            .and_then(|t| SystemTime::try_from(*t).ok())
-            .unwrap_or(UNIX_EPOCH);
-        Ok(Download {
-            size: out.content_length().unwrap_or(0).max(0) as u64,
-            last_modified,
-            body: out.body,
-            source: self.describe(key),
-            headers,
-            checksum,
-        })
-    }
-
-    /// One range of an object, `first..=last`, only if it still has the listed ETag, so
-    /// the ranges of one download all come from the same version.
-    pub async fn get_range(
-        &self,
-        key: &str,
-        first: u64,
-        last: u64,
-        etag: Option<&ETag>,
-    ) -> Result<ByteStream, ObjectError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(self.url.bucket())
-            .key(self.url.full_key(key))
-            .range(format!("bytes={first}-{last}"))
-            .set_if_match(etag.map(|tag| format!("\"{tag}\"")))
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new(
-                    "GetObject",
-                    format!("{} bytes {first}-{last}", self.describe(key)),
-                    describe_sdk_error(&err),
-                )
-            })?;
-        Ok(out.body)
     }
 
     /// CopyObject from another location reachable with this store's client. The object's

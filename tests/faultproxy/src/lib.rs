@@ -1,7 +1,8 @@
 //! An HTTP/1.1 proxy for loopback use between an S3 client and a real S3 server. It adds
 //! a fixed latency to every request (as a distant S3 region would) and, on a share of
 //! requests chosen at random, injects the faults S3 clients must survive: 503 SlowDown,
-//! 500 InternalError, a connection dropped before the answer, a response body cut short.
+//! 500 InternalError, a connection dropped before the answer, a response body cut short
+//! or damaged.
 //!
 //! Counters record what was injected, so a test can assert that faults really happened.
 
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -32,14 +33,22 @@ type ProxyError = std::io::Error;
 pub struct Faults {
     /// Added before each request is forwarded.
     pub latency: Duration,
+    /// Answer every request with this status and S3 error code instead of forwarding
+    /// (e.g. 400 ExpiredToken), as a server would for a condition hard to set up.
+    pub answer: Option<(u16, &'static str)>,
     /// Answer 503 SlowDown instead of forwarding.
     pub slowdown: f64,
+    /// Sent as `Retry-After` (whole seconds) with each SlowDown.
+    pub retry_after: Option<Duration>,
     /// Answer 500 InternalError instead of forwarding.
     pub error: f64,
     /// Close the connection without an answer.
     pub reset: f64,
-    /// Forward, then cut the response body at half its length.
+    /// Forward an object GET, then cut the response body at half its length.
     pub truncate: f64,
+    /// Forward an object GET, then flip one bit in the middle of a successful answer's
+    /// body, keeping its length: damage only a checksum can catch.
+    pub corrupt: f64,
 }
 
 /// What the proxy did, counted per kind.
@@ -50,6 +59,7 @@ pub struct Counters {
     pub errors: AtomicU64,
     pub resets: AtomicU64,
     pub truncations: AtomicU64,
+    pub corruptions: AtomicU64,
 }
 
 pub struct Proxy {
@@ -141,15 +151,26 @@ impl State {
             let latency = faults.latency;
             let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
         }
+        if let Some((status, code)) = faults.answer {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            return Ok(s3_error(status, code, "Answered by the fault proxy."));
+        }
         let roll = fastrand::f64();
         let mut edge = faults.slowdown;
         if roll < edge {
             self.counters.slowdowns.fetch_add(1, Ordering::Relaxed);
-            return Ok(s3_error(
+            let mut answer = s3_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "SlowDown",
                 "Please reduce your request rate.",
-            ));
+            );
+            if let Some(after) = faults.retry_after {
+                let value = hyper::header::HeaderValue::from(after.as_secs());
+                answer
+                    .headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, value);
+            }
+            return Ok(answer);
         }
         edge += faults.error;
         if roll < edge {
@@ -166,23 +187,38 @@ impl State {
             // An error from the service makes hyper close the connection unanswered.
             return Err(io_error(Dropped));
         }
-        let truncate = roll < edge + faults.truncate;
+        // Only object reads (path-style `/bucket/key`), never listings, are damaged.
+        let object_get =
+            req.method() == Method::GET && req.uri().path().trim_start_matches('/').contains('/');
+        edge += faults.truncate;
+        let truncate = object_get && roll < edge;
+        let corrupt = object_get && !truncate && roll < edge + faults.corrupt;
         let response = match self.forward(req).await {
             Ok(response) => response,
             Err(err) => return Err(err),
         };
-        if !truncate {
+        let damage = truncate || (corrupt && response.status().is_success());
+        if !damage {
             return Ok(response.map(|b| b.map_err(io_error).boxed()));
         }
-        self.counters.truncations.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = response.into_parts();
         let bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(err) => return Err(io_error(err)),
         };
-        let half = bytes.slice(..bytes.len() / 2);
-        let frames = futures::stream::iter([Ok(Frame::data(half)), Err(io_error(Dropped))]);
-        Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()))
+        if truncate {
+            self.counters.truncations.fetch_add(1, Ordering::Relaxed);
+            let half = bytes.slice(..bytes.len() / 2);
+            let frames = futures::stream::iter([Ok(Frame::data(half)), Err(io_error(Dropped))]);
+            return Ok(Response::from_parts(parts, StreamBody::new(frames).boxed()));
+        }
+        let mut damaged = bytes.to_vec();
+        if let Some(byte) = damaged.get_mut(bytes.len() / 2) {
+            *byte ^= 0x01;
+            self.counters.corruptions.fetch_add(1, Ordering::Relaxed);
+        }
+        let body = Full::new(Bytes::from(damaged)).map_err(|never: Infallible| match never {});
+        Ok(Response::from_parts(parts, body.boxed()))
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {

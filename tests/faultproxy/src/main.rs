@@ -1,5 +1,5 @@
 //! `faultproxy --upstream HOST:PORT [--listen ADDR] [--latency 20ms] [--slowdown P]
-//! [--error P] [--reset P] [--truncate P]`: runs the proxy until interrupted and prints
+//! [--error P] [--reset P] [--truncate P] [--corrupt P]`: runs the proxy until interrupted and prints
 //! the address it listens on, then the counts of what it did when it stops.
 
 use std::net::SocketAddr;
@@ -37,6 +37,7 @@ fn parse(args: &[String]) -> Result<(SocketAddr, SocketAddr, Faults), String> {
             "--error" => faults.error = share()?,
             "--reset" => faults.reset = share()?,
             "--truncate" => faults.truncate = share()?,
+            "--corrupt" => faults.corrupt = share()?,
             other => return Err(format!("unknown option {other}")),
         }
     }

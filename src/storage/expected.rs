@@ -1,0 +1,246 @@
+//! What a downloaded object's bytes must hash to, as far as the server lets anyone know,
+//! so that a download damaged on the way is caught before it reaches its final name.
+
+use super::checksum::{HashKind, Hasher, PartHasher};
+use super::local::{DigestRequest, Digests};
+use super::{Checksum, ETag};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// Nothing to check against: an SSE-KMS or SSE-C ETag without a recorded MD5, or a
+    /// multipart ETag whose part layout is unknown. Only the length is checked.
+    Unknown,
+    /// The MD5 of the whole content: a plain ETag, or the `md5chksum` recorded at upload.
+    Md5 {
+        digest: [u8; 16],
+        from: &'static str,
+    },
+    /// A multipart ETag, and the part size that produced it.
+    PartMd5s { etag: ETag, part_size: u64 },
+    /// An additional checksum: of the whole object, or of parts of `part_size`.
+    Checksum {
+        checksum: Checksum,
+        part_size: Option<u64>,
+    },
+}
+
+impl Expected {
+    /// What the object's plain or multipart ETag promises, with the part size for a
+    /// multipart one when it is known.
+    pub fn from_etag(etag: &ETag, part_size: Option<u64>) -> Self {
+        if etag.is_plain_md5() {
+            let mut digest = [0; 16];
+            if hex::decode_to_slice(etag.as_str(), &mut digest).is_ok() {
+                return Expected::Md5 {
+                    digest,
+                    from: "ETag",
+                };
+            }
+        }
+        match (etag.parts(), part_size) {
+            (Some(_), Some(part_size)) if part_size > 0 => Expected::PartMd5s {
+                etag: etag.clone(),
+                part_size,
+            },
+            _ => Expected::Unknown,
+        }
+    }
+
+    /// Whether a multipart ETag or composite checksum still needs its part size.
+    pub fn needs_part_size(etag: Option<&ETag>, checksum: Option<&Checksum>) -> bool {
+        match checksum {
+            Some(checksum) => checksum.parts.is_some(),
+            None => etag.is_some_and(|tag| tag.parts().is_some()),
+        }
+    }
+
+    /// What to compute over the written file, or `None` when there is nothing to check.
+    pub fn request(&self) -> Option<DigestRequest> {
+        let (kind, part_sizes) = match self {
+            Expected::Unknown => return None,
+            Expected::Md5 { .. } => (HashKind::Md5, vec![]),
+            Expected::PartMd5s { part_size, .. } => (HashKind::Md5, vec![*part_size]),
+            Expected::Checksum {
+                checksum,
+                part_size,
+            } => (
+                HashKind::Checksum(checksum.algorithm),
+                part_size.iter().copied().collect(),
+            ),
+        };
+        Some(DigestRequest { kind, part_sizes })
+    }
+
+    /// Compares digests computed as `request` asked with what the server promised; the
+    /// error says what differed.
+    pub fn check(&self, digests: &Digests) -> Result<(), String> {
+        let (expected, got) = match self {
+            Expected::Unknown => return Ok(()),
+            Expected::Md5 { digest, from } => {
+                if digests.whole == digest {
+                    return Ok(());
+                }
+                (
+                    format!("{from} MD5 {}", hex::encode(digest)),
+                    hex::encode(&digests.whole),
+                )
+            }
+            Expected::PartMd5s { etag, .. } => {
+                let got = ETag::multipart(digests.parts.first().map_or(&[][..], |p| p));
+                if got == *etag {
+                    return Ok(());
+                }
+                (format!("ETag {etag}"), got.to_string())
+            }
+            Expected::Checksum {
+                checksum,
+                part_size,
+            } => {
+                let got = match part_size {
+                    None => Checksum::full(checksum.algorithm, &digests.whole),
+                    Some(_) => Checksum::composite(
+                        checksum.algorithm,
+                        digests.parts.first().map_or(&[][..], |p| p),
+                    ),
+                };
+                if got == *checksum {
+                    return Ok(());
+                }
+                (format!("checksum {checksum}"), got.to_string())
+            }
+        };
+        Err(format!(
+            "the bytes received do not match the object's {expected} (got {got}); they were \
+             damaged on the way"
+        ))
+    }
+}
+
+/// The check of bytes as they stream in, in order.
+pub struct StreamCheck {
+    expected: Expected,
+    whole: Option<Hasher>,
+    parts: Option<PartHasher>,
+}
+
+impl StreamCheck {
+    /// Hashes the whole content only when that settles the check; parts only when the
+    /// caller also wants them (`with_parts`), since otherwise the file is read back.
+    pub fn new(expected: &Expected, with_parts: bool) -> Self {
+        let request = expected.request();
+        let (whole, parts) = match request {
+            Some(DigestRequest { kind, part_sizes }) if part_sizes.is_empty() => {
+                (Some(Hasher::new(kind)), None)
+            }
+            Some(DigestRequest { kind, part_sizes }) if with_parts => {
+                (None, Some(PartHasher::new(kind, part_sizes[0])))
+            }
+            _ => (None, None),
+        };
+        Self {
+            expected: expected.clone(),
+            whole,
+            parts,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        if let Some(hasher) = &mut self.whole {
+            hasher.update(data);
+        }
+        if let Some(hasher) = &mut self.parts {
+            hasher.update(data);
+        }
+    }
+
+    /// The verdict, or `None` when nothing was hashed: the written file must be read
+    /// back (parts of a known size), or there is nothing to check.
+    pub fn finish(self) -> Option<Result<(), String>> {
+        let digests = match (self.whole, self.parts) {
+            (Some(mut whole), _) => Digests {
+                whole: whole.finalize_reset(),
+                parts: vec![],
+            },
+            (None, Some(parts)) => Digests {
+                whole: vec![],
+                parts: vec![parts.finish()],
+            },
+            (None, None) => return None,
+        };
+        Some(self.expected.check(&digests))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::checksum::digest;
+    use crate::storage::ChecksumAlgorithm;
+
+    fn digests_of(request: &DigestRequest, data: &[u8]) -> Digests {
+        Digests {
+            whole: digest(request.kind, data),
+            parts: request
+                .part_sizes
+                .iter()
+                .map(|&size| {
+                    data.chunks(size as usize)
+                        .map(|chunk| digest(request.kind, chunk))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_promise_accepts_its_bytes_and_refuses_others() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let mut damaged = data.clone();
+        damaged[500] ^= 1;
+        let md5 = |d: &[u8]| -> [u8; 16] { digest(HashKind::Md5, d).try_into().unwrap() };
+        let part_md5s: Vec<Vec<u8>> = data.chunks(300).map(|c| digest(HashKind::Md5, c)).collect();
+        let crc = ChecksumAlgorithm::Crc32c;
+        let part_crcs: Vec<Vec<u8>> = data
+            .chunks(300)
+            .map(|c| digest(HashKind::Checksum(crc), c))
+            .collect();
+        let promises = [
+            Expected::from_etag(&ETag::from_md5(&md5(&data)), None),
+            Expected::from_etag(&ETag::multipart(&part_md5s), Some(300)),
+            Expected::Checksum {
+                checksum: Checksum::full(crc, &digest(HashKind::Checksum(crc), &data)),
+                part_size: None,
+            },
+            Expected::Checksum {
+                checksum: Checksum::composite(crc, &part_crcs),
+                part_size: Some(300),
+            },
+        ];
+        for expected in promises {
+            let request = expected.request().unwrap();
+            assert_eq!(expected.check(&digests_of(&request, &data)), Ok(()));
+            let err = expected.check(&digests_of(&request, &damaged)).unwrap_err();
+            assert!(err.contains("damaged on the way"), "{err}");
+            for (bytes, verdict) in [(&data, true), (&damaged, false)] {
+                let mut stream = StreamCheck::new(&expected, true);
+                stream.update(&bytes[..10]);
+                stream.update(&bytes[10..]);
+                assert_eq!(stream.finish().map(|v| v.is_ok()), Some(verdict));
+            }
+            let whole_only = StreamCheck::new(&expected, false).finish().is_some();
+            assert_eq!(whole_only, request.part_sizes.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_layouts_check_nothing() {
+        let multipart = ETag::parse("\"0123456789abcdef0123456789abcdef-3\"");
+        assert_eq!(Expected::from_etag(&multipart, None), Expected::Unknown);
+        assert_eq!(
+            Expected::from_etag(&ETag::parse("not-an-md5"), None),
+            Expected::Unknown
+        );
+        assert!(Expected::Unknown.request().is_none());
+        assert_eq!(StreamCheck::new(&Expected::Unknown, true).finish(), None);
+    }
+}
