@@ -4,18 +4,21 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::error::damaged_in_transit;
 use super::multipart::{changed_while_reading, content_type_for, PART_SIZE_METADATA};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
-use crate::storage::checksum::b64;
+use crate::storage::checksum::{b64, HashKind};
+use crate::storage::local::DigestRequest;
 use crate::storage::{local, Checksum, ChecksumAlgorithm, Entry, Expected, ObjectError};
 
 /// Files up to this size are read whole in one blocking call and sent from memory, which
@@ -153,17 +156,34 @@ impl S3Store {
                 .map(|(algorithm, digest)| Checksum::full(algorithm, &digest));
             (ByteStream::from(file.data), Some(b64(&file.md5)), checksum)
         } else {
-            let checksum = match self.write.checksum {
-                Some(algorithm) => Some(file_checksum(path, algorithm, source.size).await?),
-                None => None,
-            };
+            // Hashed first, in one pass, for the Content-MD5 (and the checksum) the
+            // server verifies; a file changing afterwards fails that check.
+            let mut requests = vec![DigestRequest {
+                kind: HashKind::Md5,
+                part_sizes: vec![],
+            }];
+            requests.extend(self.write.checksum.map(|algorithm| DigestRequest {
+                kind: HashKind::Checksum(algorithm),
+                part_sizes: vec![],
+            }));
+            let hashed = local::file_digests(path.to_path_buf(), requests)
+                .await
+                .map_err(|err| read_error(&err))?;
+            if hashed.len != source.size {
+                return Err(changed_while_reading(path));
+            }
+            let content_md5 = b64(&hashed.digests[0].whole);
+            let checksum = self
+                .write
+                .checksum
+                .map(|algorithm| Checksum::full(algorithm, &hashed.digests[1].whole));
             let body = ByteStream::read_from()
                 .path(path)
                 .buffer_size(256 * 1024)
                 .build()
                 .await
                 .map_err(|err| read_error(&err))?;
-            (body, None, checksum)
+            (body, Some(content_md5), checksum)
         };
         let put = self
             .client
@@ -178,10 +198,20 @@ impl S3Store {
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
-            .map_err(|err| {
-                ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err))
-            })?;
+            .map_err(|err| self.put_error(key, &err))?;
         self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
+    }
+
+    /// A failed PutObject; transient when the bytes were damaged or cut short on the way
+    /// (or the file changed since it was hashed), so that it is sent again.
+    fn put_error<E>(&self, key: &str, err: &SdkError<E, HttpResponse>) -> ObjectError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        ObjectError {
+            transient: damaged_in_transit(err),
+            ..ObjectError::new("PutObject", self.describe(key), describe_sdk_error(err))
+        }
     }
 
     /// Uploads an object being read from another bucket, keeping its headers and metadata.
@@ -207,14 +237,7 @@ impl S3Store {
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
-            .map_err(|err| {
-                let error =
-                    ObjectError::new("PutObject", self.describe(key), describe_sdk_error(&err));
-                ObjectError {
-                    transient: damaged_in_transit(&err),
-                    ..error
-                }
-            })?;
+            .map_err(|err| self.put_error(key, &err))?;
         self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
     }
 
@@ -392,20 +415,6 @@ impl S3Store {
 }
 
 /// The full-object checksum of a local file about to be uploaded as `size` bytes.
-async fn file_checksum(
-    path: &Path,
-    algorithm: ChecksumAlgorithm,
-    size: u64,
-) -> Result<Checksum, ObjectError> {
-    let (digest, len) = local::file_checksum(path.to_path_buf(), algorithm)
-        .await
-        .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
-    if len != size {
-        return Err(changed_while_reading(path));
-    }
-    Ok(Checksum::full(algorithm, &digest))
-}
-
 /// Decimal seconds since the epoch, the form rclone writes and reads.
 pub fn format_mtime(time: SystemTime) -> String {
     match time.duration_since(UNIX_EPOCH) {
