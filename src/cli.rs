@@ -30,9 +30,12 @@ pub struct Cli {
 pub enum Command {
     /// Make DST hold every object of SRC (the default subcommand)
     Sync(SyncArgs),
+    /// Compare SRC and DST and list every difference: missing, extra, size, content.
+    /// Exit 0 when identical, 1 when they differ, 2 on error
+    Verify(VerifyArgs),
 }
 
-const SUBCOMMANDS: [&str; 2] = ["sync", "help"];
+const SUBCOMMANDS: [&str; 3] = ["sync", "verify", "help"];
 
 impl Cli {
     /// Parses the arguments, inserting `sync` when no subcommand is named.
@@ -51,9 +54,12 @@ impl Cli {
         }
         let matches = Self::command().try_get_matches_from(args)?;
         let mut cli = Self::from_arg_matches(&matches)?;
-        let Command::Sync(sync) = &mut cli.command;
-        if let Some(sub) = matches.subcommand_matches("sync") {
-            sync.patterns = ordered_patterns(sub);
+        let (common, name) = match &mut cli.command {
+            Command::Sync(args) => (&mut args.common, "sync"),
+            Command::Verify(args) => (&mut args.common, "verify"),
+        };
+        if let Some(sub) = matches.subcommand_matches(name) {
+            common.patterns = ordered_patterns(sub);
         }
         Ok(cli)
     }
@@ -74,8 +80,10 @@ pub enum CompareArg {
     Checksum,
 }
 
+/// Options of every subcommand that compares two sides: where, how fast, which keys,
+/// what to print, and how to connect.
 #[derive(Debug, Args)]
-pub struct SyncArgs {
+pub struct CommonArgs {
     /// Source: s3://bucket[/prefix] or a local directory
     pub source: String,
     /// Destination: s3://bucket[/prefix] or a local directory
@@ -98,6 +106,56 @@ pub struct SyncArgs {
     #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
     pub max_bandwidth: Option<u64>,
 
+    /// Interval between stats lines when stderr is not a terminal (e.g. 10s, 1m)
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub stats_interval: Duration,
+
+    /// Print only errors
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print every object copied; twice for debug logs
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Consider only keys matching GLOB, relative to the prefix (repeatable; the last
+    /// matching --include or --exclude wins; `*` matches `/` too)
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave out keys matching GLOB (repeatable; see --include)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Leave out source entries modified longer ago than DURATION (e.g. 7d, 12h)
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
+
+    /// Leave out source entries modified more recently than DURATION
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub min_age: Option<Duration>,
+
+    /// Leave out entries smaller than SIZE
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    pub min_size: Option<u64>,
+
+    /// Leave out entries larger than SIZE
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    pub max_size: Option<u64>,
+
+    /// --include and --exclude patterns in command-line order (filled after parsing).
+    #[arg(skip)]
+    pub patterns: Vec<(Rule, String)>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
     /// Where multipart uploads in progress are recorded, so that the next run aborts
     /// those a killed run left behind [default: $XDG_STATE_HOME/s3mirror or
     /// ~/.local/state/s3mirror]
@@ -116,18 +174,6 @@ pub struct SyncArgs {
     /// [default with --compare checksum: crc32c]
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
-
-    /// Interval between stats lines when stderr is not a terminal (e.g. 10s, 1m)
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub stats_interval: Duration,
-
-    /// Print only errors
-    #[arg(short, long, conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// Print every object copied; twice for debug logs
-    #[arg(short, long, action = ArgAction::Count)]
-    pub verbose: u8,
 
     /// Upload files of at least this size in parts (e.g. 64MiB, 1GB)
     #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE")]
@@ -174,37 +220,21 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N", requires = "delete")]
     pub max_delete: Option<u64>,
 
-    /// Consider only keys matching GLOB, relative to the prefix (repeatable; the last
-    /// matching --include or --exclude wins; `*` matches `/` too)
-    #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
+    /// After the copies, compare both sides again (as `s3mirror verify` does) and exit
+    /// 1 if they still differ
+    #[arg(long)]
+    pub verify: bool,
+}
 
-    /// Leave out keys matching GLOB (repeatable; see --include)
-    #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
-
-    /// Leave out source entries modified longer ago than DURATION (e.g. 7d, 12h)
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub max_age: Option<Duration>,
-
-    /// Leave out source entries modified more recently than DURATION
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
-    pub min_age: Option<Duration>,
-
-    /// Leave out entries smaller than SIZE
-    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
-    pub min_size: Option<u64>,
-
-    /// Leave out entries larger than SIZE
-    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
-    pub max_size: Option<u64>,
-
-    /// --include and --exclude patterns in command-line order (filled after parsing).
-    #[arg(skip)]
-    pub patterns: Vec<(Rule, String)>,
-
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
     #[command(flatten)]
-    pub connection: ConnectionArgs,
+    pub common: CommonArgs,
+
+    /// Prove content equality: hash local files against ETags, compare stored
+    /// checksums (HeadObject) where ETags were made differently
+    #[arg(long)]
+    pub checksum: bool,
 }
 
 /// Interleaves the --include and --exclude values in the order they were given, which
@@ -278,6 +308,13 @@ mod tests {
         Cli::parse_with_default(std::iter::once("s3mirror").chain(args.iter().copied()))
     }
 
+    fn common(args: &[&str]) -> CommonArgs {
+        match parse(args).unwrap().command {
+            Command::Sync(sync) => sync.common,
+            Command::Verify(verify) => verify.common,
+        }
+    }
+
     #[test]
     fn sync_is_the_default_subcommand() {
         for args in [
@@ -285,22 +322,31 @@ mod tests {
             &["sync", "a", "b"],
             &["--threads", "4", "a", "b"],
         ] {
-            let Command::Sync(sync) = parse(args).unwrap().command;
+            let Command::Sync(sync) = parse(args).unwrap().command else {
+                panic!("{args:?} is not a sync");
+            };
             assert_eq!(
-                (sync.source.as_str(), sync.dest.as_str()),
+                (sync.common.source.as_str(), sync.common.dest.as_str()),
                 ("a", "b"),
                 "{args:?}"
             );
         }
+        let Command::Verify(verify) = parse(&["verify", "--checksum", "--include", "x", "a", "b"])
+            .unwrap()
+            .command
+        else {
+            panic!("not a verify");
+        };
+        assert!(verify.checksum);
+        assert_eq!(verify.common.patterns, [(Rule::Include, "x".to_owned())]);
+        assert!(parse(&["verify", "--delete", "a", "b"]).is_err());
     }
 
     #[test]
     fn parses_durations_and_counts() {
-        let Command::Sync(sync) = parse(&["-vv", "--stats-interval", "1m 30s", "a", "b"])
-            .unwrap()
-            .command;
-        assert_eq!(sync.verbose, 2);
-        assert_eq!(sync.stats_interval, Duration::from_secs(90));
+        let common = common(&["-vv", "--stats-interval", "1m 30s", "a", "b"]);
+        assert_eq!(common.verbose, 2);
+        assert_eq!(common.stats_interval, Duration::from_secs(90));
     }
 
     #[test]
@@ -315,7 +361,7 @@ mod tests {
             "a",
             "b",
         ];
-        let Command::Sync(sync) = parse(&args).unwrap().command;
+        let sync = common(&args);
         let want = [
             (Rule::Exclude, "*"),
             (Rule::Include, "*.txt"),

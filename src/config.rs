@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
-use crate::cli::{CompareArg, ConnectionArgs, SyncArgs};
+use crate::cli::{CommonArgs, CompareArg, ConnectionArgs, SyncArgs, VerifyArgs};
 use crate::filter::{Filters, PatternError};
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
@@ -63,6 +63,8 @@ pub struct SyncSettings {
     /// `--max-rps` and `--max-bandwidth`.
     pub pacing: Pacing,
     pub dry_run: bool,
+    /// `--verify`: compare both sides again after the copies.
+    pub verify_after: bool,
     pub compare: CompareMode,
     /// Common prefixes of a bucket listed at once.
     pub list_width: usize,
@@ -89,6 +91,65 @@ pub struct TransferSettings {
 
 impl SyncSettings {
     pub fn from_args(args: SyncArgs) -> Result<Self, SettingsError> {
+        let mut settings = Self::from_common(&args.common)?;
+        if args.part_size < MIN_PART_SIZE {
+            return Err(SettingsError::PartSize(args.part_size));
+        }
+        if args.part_concurrency == 0 || args.part_concurrency > MAX_THREADS {
+            return Err(SettingsError::PartConcurrency(args.part_concurrency));
+        }
+        settings.write = write_options(&args)?;
+        settings.state_dir = args.state_dir.clone().or_else(default_state_dir);
+        settings.dry_run = args.dry_run;
+        settings.verify_after = args.verify;
+        settings.compare = match args.compare {
+            CompareArg::Auto => CompareMode::Auto,
+            CompareArg::Size => CompareMode::Size,
+            CompareArg::Mtime => CompareMode::Mtime,
+            CompareArg::Etag => CompareMode::Etag,
+            CompareArg::Checksum => CompareMode::Checksum,
+        };
+        settings.transfer = TransferSettings {
+            multipart_threshold: args.multipart_threshold.max(1),
+            multipart_copy_threshold: args.multipart_copy_threshold,
+            part_size: args.part_size,
+            part_concurrency: args.part_concurrency,
+            object_retries: args.common.connection.max_retries,
+        };
+        settings.delete = args.delete.then_some(DeleteSettings {
+            allow_empty_source: args.allow_empty_source,
+            max_delete: args.max_delete,
+        });
+        Ok(settings)
+    }
+
+    /// A comparison that changes nothing: every difference is reported, extras too.
+    /// `--checksum` hashes local files against ETags where sizes match.
+    pub fn for_verify(args: VerifyArgs) -> Result<Self, SettingsError> {
+        let mut settings = Self::from_common(&args.common)?;
+        settings.dry_run = true;
+        settings.output.verify = true;
+        settings.compare = if args.checksum {
+            CompareMode::Etag
+        } else {
+            CompareMode::Auto
+        };
+        Ok(settings)
+    }
+
+    /// The settings a verify after this sync runs with.
+    pub fn verify_settings(&self) -> Self {
+        let mut settings = self.clone();
+        settings.dry_run = true;
+        settings.verify_after = false;
+        settings.delete = None;
+        settings.output.verify = true;
+        settings.compare = CompareMode::Auto;
+        settings
+    }
+
+    /// Settings from the options every subcommand shares; the rest at their defaults.
+    fn from_common(args: &CommonArgs) -> Result<Self, SettingsError> {
         let source = Location::parse(&args.source).map_err(|source| SettingsError::Location {
             side: "source",
             source,
@@ -103,23 +164,12 @@ impl SyncSettings {
         if args.stats_interval.is_zero() {
             return Err(SettingsError::StatsInterval);
         }
-        if args.part_size < MIN_PART_SIZE {
-            return Err(SettingsError::PartSize(args.part_size));
-        }
-        if args.part_concurrency == 0 || args.part_concurrency > MAX_THREADS {
-            return Err(SettingsError::PartConcurrency(args.part_concurrency));
-        }
-        let write = write_options(&args)?;
         let mut filters = Filters::default()
             .with_patterns(args.patterns.iter().map(|(rule, p)| (*rule, p.as_str())))?;
         filters.min_size = args.min_size;
         filters.max_size = args.max_size;
         filters.max_age = args.max_age;
         filters.min_age = args.min_age;
-        let delete = args.delete.then_some(DeleteSettings {
-            allow_empty_source: args.allow_empty_source,
-            max_delete: args.max_delete,
-        });
         let (source_client, dest_client) = client_settings(&args.connection)?;
         check_overlap(&source, &source_client, &dest, &dest_client)?;
         let verbosity = match (args.quiet, args.verbose) {
@@ -135,32 +185,34 @@ impl SyncSettings {
             threads: args.threads,
             pacing: Pacing::new(args.max_rps, args.max_bandwidth.filter(|&b| b > 0)),
             list_width: usize::from(args.list_parallelism),
-            state_dir: args.state_dir.clone().or_else(default_state_dir),
-            dry_run: args.dry_run,
-            compare: match args.compare {
-                CompareArg::Auto => CompareMode::Auto,
-                CompareArg::Size => CompareMode::Size,
-                CompareArg::Mtime => CompareMode::Mtime,
-                CompareArg::Etag => CompareMode::Etag,
-                CompareArg::Checksum => CompareMode::Checksum,
-            },
+            state_dir: None,
+            dry_run: false,
+            verify_after: false,
+            compare: CompareMode::Auto,
             transfer: TransferSettings {
-                multipart_threshold: args.multipart_threshold.max(1),
-                multipart_copy_threshold: args.multipart_copy_threshold,
-                part_size: args.part_size,
-                part_concurrency: args.part_concurrency,
+                multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+                multipart_copy_threshold: MAX_COPY_OBJECT,
+                part_size: DEFAULT_PART_SIZE,
+                part_concurrency: DEFAULT_PART_CONCURRENCY,
                 object_retries: args.connection.max_retries,
             },
-            write,
+            write: WriteOptions::default(),
             filters,
-            delete,
+            delete: None,
             output: OutputSettings {
                 verbosity,
                 stats_interval: args.stats_interval,
+                verify: false,
             },
         })
     }
 }
+
+/// Defaults of the sync options, for a verify that has none of them.
+const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 << 20;
+const MAX_COPY_OBJECT: u64 = 5 << 30;
+const DEFAULT_PART_SIZE: u64 = 16 << 20;
+const DEFAULT_PART_CONCURRENCY: usize = 8;
 
 /// Storage class and canned ACL are checked against the SDK's known values, so a typo
 /// fails before any object is written.
@@ -332,8 +384,10 @@ mod tests {
     fn settings(args: &[&str]) -> Result<SyncSettings, SettingsError> {
         let cli = Cli::parse_with_default(std::iter::once("s3mirror").chain(args.iter().copied()))
             .unwrap();
-        let Command::Sync(sync) = cli.command;
-        SyncSettings::from_args(sync)
+        match cli.command {
+            Command::Sync(sync) => SyncSettings::from_args(sync),
+            Command::Verify(verify) => SyncSettings::for_verify(verify),
+        }
     }
 
     #[test]

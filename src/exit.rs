@@ -15,6 +15,15 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
+impl ExitCode {
+    /// `verify`: the two sides differ.
+    #[allow(non_upper_case_globals)]
+    pub const Differences: ExitCode = ExitCode::ObjectsFailed;
+    /// `verify`: some keys could not be compared, or the comparison could not run.
+    #[allow(non_upper_case_globals)]
+    pub const VerifyError: ExitCode = ExitCode::Usage;
+}
+
 /// The status of a second interrupt, which exits at once.
 pub const INTERRUPTED: i32 = ExitCode::Interrupted as i32;
 

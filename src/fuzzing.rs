@@ -54,8 +54,11 @@ pub fn command_line(data: &[u8]) {
     else {
         return;
     };
-    let Command::Sync(args) = cli.command;
-    if let Ok(settings) = SyncSettings::from_args(args) {
+    let settings = match cli.command {
+        Command::Sync(args) => SyncSettings::from_args(args),
+        Command::Verify(args) => SyncSettings::for_verify(args),
+    };
+    if let Ok(settings) = settings {
         assert!(settings.threads >= 1);
     }
 }

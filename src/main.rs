@@ -3,7 +3,7 @@
 use s3mirror::cli::{Cli, Command};
 use s3mirror::config::SyncSettings;
 use s3mirror::exit::ExitCode;
-use s3mirror::sync::{self, RunError};
+use s3mirror::sync::{self, Outcome, RunError};
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -22,9 +22,17 @@ fn main() -> std::process::ExitCode {
             .into();
         }
     };
-    let Command::Sync(args) = cli.command;
-    init_logging(args.verbose);
-    let settings = match SyncSettings::from_args(args) {
+    let (settings, verify) = match cli.command {
+        Command::Sync(args) => {
+            init_logging(args.common.verbose);
+            (SyncSettings::from_args(args), false)
+        }
+        Command::Verify(args) => {
+            init_logging(args.common.verbose);
+            (SyncSettings::for_verify(args), true)
+        }
+    };
+    let settings = match settings {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("s3mirror: {err}");
@@ -38,19 +46,49 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(sync::run(settings)) {
+    let code = match verify {
+        true => verify_code(runtime.block_on(sync::run(settings.clone()))),
+        false => {
+            let code = sync_code(runtime.block_on(sync::run(settings.clone())));
+            match code == ExitCode::Success && settings.verify_after {
+                true => verify_code(runtime.block_on(sync::run(settings.verify_settings()))),
+                false => code,
+            }
+        }
+    };
+    code.into()
+}
+
+fn sync_code(result: Result<Outcome, RunError>) -> ExitCode {
+    match result {
         Ok(outcome) if outcome.failed == 0 => ExitCode::Success,
         Ok(_) => ExitCode::ObjectsFailed,
+        Err(err) => {
+            eprintln!("s3mirror: {err}");
+            match err {
+                RunError::Interrupted(_) => ExitCode::Interrupted,
+                RunError::Setup(_) | RunError::Listing(_) => ExitCode::Fatal,
+            }
+        }
+    }
+}
+
+/// A verify's status: 0 identical, 1 differences, 2 when something could not be
+/// compared or the run could not proceed.
+fn verify_code(result: Result<Outcome, RunError>) -> ExitCode {
+    match result {
+        Ok(outcome) if outcome.failed > 0 => ExitCode::VerifyError,
+        Ok(outcome) if outcome.copied + outcome.extra > 0 => ExitCode::Differences,
+        Ok(_) => ExitCode::Success,
         Err(err @ RunError::Interrupted(_)) => {
             eprintln!("s3mirror: {err}");
             ExitCode::Interrupted
         }
-        Err(err @ (RunError::Setup(_) | RunError::Listing(_))) => {
+        Err(err) => {
             eprintln!("s3mirror: {err}");
-            ExitCode::Fatal
+            ExitCode::VerifyError
         }
     }
-    .into()
 }
 
 /// Warnings by default, debug with `-vv`; `RUST_LOG` overrides. The SDK's own crates stay

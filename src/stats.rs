@@ -40,6 +40,9 @@ pub struct Stats {
     lowest_concurrency: AtomicU64,
     /// Whole-object copies started again after a transient failure.
     object_retries: AtomicU64,
+    /// Source keys the destination lacks, and destination keys the source lacks.
+    missing: AtomicU64,
+    extra: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters for display.
@@ -67,6 +70,8 @@ pub struct Snapshot {
     pub lowest_concurrency: Option<u64>,
     /// Objects copied again from the start (cut-short body, checksum mismatch...).
     pub object_retries: u64,
+    pub missing: u64,
+    pub extra: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -93,6 +98,8 @@ impl Stats {
             requests,
             lowest_concurrency: AtomicU64::new(u64::MAX),
             object_retries: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
+            extra: AtomicU64::new(0),
         }
     }
 
@@ -102,6 +109,14 @@ impl Stats {
 
     pub fn concurrency_lowered_to(&self, lowest: u64) {
         self.lowest_concurrency.fetch_min(lowest, Ordering::Relaxed);
+    }
+
+    pub fn missing(&self) {
+        bump(&self.missing, 1);
+    }
+
+    pub fn extra(&self) {
+        bump(&self.extra, 1);
     }
 
     pub fn object_retried(&self) {
@@ -191,6 +206,8 @@ impl Stats {
             server_errors: self.requests.server_errors(),
             lowest_concurrency: Some(get(&self.lowest_concurrency)).filter(|&n| n != u64::MAX),
             object_retries: get(&self.object_retries),
+            missing: get(&self.missing),
+            extra: get(&self.extra),
         }
     }
 }

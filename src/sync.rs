@@ -37,6 +37,8 @@ pub struct Outcome {
     pub copied: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// Destination-only keys a verify found.
+    pub extra: u64,
 }
 
 pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
@@ -94,6 +96,7 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         now: SystemTime::now(),
         stats: &stats,
         reporter: console.as_ref(),
+        report_extras: settings.output.verify,
     };
     let deletes = match settings.delete {
         Some(_) => Some(DeleteQueue::new().map_err(|err| {
@@ -137,6 +140,7 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         copied: snap.copied,
         skipped: snap.skipped,
         failed: snap.failed,
+        extra: snap.extra,
     })
 }
 

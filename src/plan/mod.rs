@@ -51,6 +51,8 @@ pub struct Planner<'a> {
     pub now: SystemTime,
     pub stats: &'a Stats,
     pub reporter: &'a dyn Reporter,
+    /// Report destination-only keys (a verify).
+    pub report_extras: bool,
 }
 
 impl Planner<'_> {
@@ -73,6 +75,10 @@ impl Planner<'_> {
                 }
                 Ok(Pair::DestOnly(dest)) => {
                     self.stats.dest_listed();
+                    if self.report_extras && self.filters.selects(&dest, self.now) {
+                        self.stats.extra();
+                        self.reporter.report(Event::Extra { key: &dest.key });
+                    }
                     if let Some(queue) = deletes
                         .as_mut()
                         .filter(|_| self.filters.selects(&dest, self.now))

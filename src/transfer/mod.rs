@@ -96,8 +96,12 @@ impl Transfer {
                 return self.fail(&job, err);
             }
         }
+        if reason == CopyReason::Missing {
+            self.stats.missing();
+        }
         self.stats.copied(size);
         self.reporter.report(Event::Copied {
+            key: &job.source.key,
             target: &self.dest.describe(&job.source.key),
             bytes: size,
             reason,

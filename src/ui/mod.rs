@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 use crate::plan::CopyReason;
 use crate::stats::Stats;
 
-pub use summary::format_summary;
+pub use summary::{format_summary, format_verify_summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verbosity {
@@ -29,6 +29,8 @@ pub enum Verbosity {
 #[derive(Debug)]
 pub enum Event<'a> {
     Copied {
+        /// The key, relative to both sides' roots.
+        key: &'a str,
         target: &'a str,
         bytes: u64,
         reason: CopyReason,
@@ -37,6 +39,10 @@ pub enum Event<'a> {
     Deleted {
         target: &'a str,
         dry_run: bool,
+    },
+    /// A key only the destination has, reported by a verify.
+    Extra {
+        key: &'a str,
     },
     Failed {
         message: &'a str,
@@ -60,11 +66,14 @@ pub trait Reporter: Send + Sync {
 pub struct OutputSettings {
     pub verbosity: Verbosity,
     pub stats_interval: Duration,
+    /// A verify: print differences instead of copies.
+    pub verify: bool,
 }
 
 /// Human output on a terminal or in a log.
 pub struct Console {
     verbosity: Verbosity,
+    verify: bool,
     stats_interval: Duration,
     /// Present on a terminal; lines are printed through it so they do not tear the bar.
     bar: Option<ProgressBar>,
@@ -76,6 +85,7 @@ impl Console {
         let bar = (interactive && settings.verbosity != Verbosity::Quiet).then(progress::new_bar);
         Self {
             verbosity: settings.verbosity,
+            verify: settings.verify,
             stats_interval: settings.stats_interval,
             bar,
         }
@@ -95,7 +105,10 @@ impl Console {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        let text = format_summary(&stats.snapshot(), &stats.failures(), dry_run);
+        let text = match self.verify {
+            true => format_verify_summary(&stats.snapshot(), &stats.failures()),
+            false => format_summary(&stats.snapshot(), &stats.failures(), dry_run),
+        };
         let show = self.verbosity > Verbosity::Quiet || stats.snapshot().failed > 0;
         if show {
             let _ = std::io::stderr().write_all(text.as_bytes());
@@ -120,11 +133,25 @@ impl Console {
 impl Reporter for Console {
     fn report(&self, event: Event<'_>) {
         match event {
+            Event::Copied { key, reason, .. } if self.verify => {
+                if self.verbosity > Verbosity::Quiet {
+                    self.line_out(&match reason {
+                        CopyReason::Missing => format!("missing {key}"),
+                        reason => format!("differs {key} ({reason})"),
+                    });
+                }
+            }
+            Event::Extra { key } => {
+                if self.verbosity > Verbosity::Quiet {
+                    self.line_out(&format!("extra   {key}"));
+                }
+            }
             Event::Copied {
                 target,
                 bytes,
                 reason,
                 dry_run,
+                ..
             } => {
                 if dry_run && self.verbosity > Verbosity::Quiet {
                     self.line_out(&format!(

@@ -7,6 +7,32 @@ use indicatif::HumanBytes;
 use super::progress::per_second;
 use crate::stats::{Failure, Snapshot};
 
+/// The end of a verify: what differs, by kind, and the keys that could not be compared.
+pub fn format_verify_summary(snap: &Snapshot, failures: &[Failure]) -> String {
+    let mut out = String::new();
+    let identical = snap.skipped;
+    let differ = snap.copied.saturating_sub(snap.missing);
+    let _ = writeln!(out, "verify:");
+    let _ = writeln!(
+        out,
+        "  listed     {} source, {} destination",
+        snap.source_listed, snap.dest_listed
+    );
+    let _ = writeln!(out, "  identical  {identical}");
+    let _ = writeln!(out, "  missing    {}", snap.missing);
+    let _ = writeln!(out, "  differ     {differ}");
+    let _ = writeln!(out, "  extra      {}", snap.extra);
+    let _ = writeln!(out, "  errors     {}", snap.failed);
+    let verdict = match (snap.failed, snap.copied + snap.extra) {
+        (0, 0) => "identical",
+        (0, _) => "the sides differ",
+        _ => "not every key could be compared",
+    };
+    let _ = writeln!(out, "  result     {verdict}");
+    write_failures(&mut out, snap, failures);
+    out
+}
+
 pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> String {
     let mut out = String::new();
     let verb = if dry_run { "would copy" } else { "copied" };
@@ -74,17 +100,22 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
             "  throttled  concurrent transfers lowered to {lowest} at the least"
         );
     }
-    if !failures.is_empty() {
-        let _ = writeln!(out, "failed objects:");
-        for failure in failures {
-            let _ = writeln!(out, "  {}: {}", failure.key, failure.message);
-        }
-        let unlisted = snap.failed.saturating_sub(failures.len() as u64);
-        if unlisted > 0 {
-            let _ = writeln!(out, "  ... and {unlisted} more");
-        }
-    }
+    write_failures(&mut out, snap, failures);
     out
+}
+
+fn write_failures(out: &mut String, snap: &Snapshot, failures: &[Failure]) {
+    if failures.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "failed objects:");
+    for failure in failures {
+        let _ = writeln!(out, "  {}: {}", failure.key, failure.message);
+    }
+    let unlisted = snap.failed.saturating_sub(failures.len() as u64);
+    if unlisted > 0 {
+        let _ = writeln!(out, "  ... and {unlisted} more");
+    }
 }
 
 #[cfg(test)]
