@@ -114,6 +114,26 @@ pub struct CommonArgs {
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// Consider only the keys listed in FILE, one per line, relative to the prefix (e.g.
+    /// the --failed-keys of an earlier run); both sides are still listed
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<std::path::PathBuf>,
+
+    /// Write the keys that failed (for verify: that differ or could not be compared)
+    /// to FILE, one per line, for a rerun with --files-from
+    #[arg(long, value_name = "FILE")]
+    pub failed_keys: Option<std::path::PathBuf>,
+
+    /// Append everything printed on stderr (messages, stats lines, the summary) to FILE
+    /// instead, for cron and systemd
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
+
+    /// Write one JSON object per line on stdout for every object acted on, then a
+    /// summary object (schema in docs/json.md); messages for people stay on stderr
+    #[arg(long)]
+    pub json: bool,
+
     /// Print every object copied; twice for debug logs
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{CommonArgs, CompareArg, ConnectionArgs, SyncArgs, VerifyArgs};
 use crate::filter::{Filters, PatternError};
+use crate::keylist::read_keys;
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
 use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
@@ -28,6 +30,8 @@ pub enum SettingsError {
     Threads(usize),
     #[error("--stats-interval must be longer than zero")]
     StatsInterval,
+    #[error("--files-from {}: {cause}", path.display())]
+    FilesFrom { path: PathBuf, cause: String },
     #[error("{option} {value:?}: {why}; expected http(s)://HOST[:PORT][/PATH]")]
     EndpointUrl {
         option: &'static str,
@@ -170,6 +174,13 @@ impl SyncSettings {
         filters.max_size = args.max_size;
         filters.max_age = args.max_age;
         filters.min_age = args.min_age;
+        if let Some(path) = &args.files_from {
+            let keys = read_keys(path).map_err(|err| SettingsError::FilesFrom {
+                path: path.clone(),
+                cause: err.to_string(),
+            })?;
+            filters.only = Some(Arc::new(keys));
+        }
         let (source_client, dest_client) = client_settings(&args.connection)?;
         check_overlap(&source, &source_client, &dest, &dest_client)?;
         let verbosity = match (args.quiet, args.verbose) {
@@ -203,6 +214,8 @@ impl SyncSettings {
                 verbosity,
                 stats_interval: args.stats_interval,
                 verify: false,
+                json: args.json,
+                failed_keys: args.failed_keys.clone(),
             },
         })
     }

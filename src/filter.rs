@@ -4,6 +4,8 @@
 //! Invariant: a key the filters reject is invisible on both sides: it is neither copied
 //! nor deleted.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobMatcher};
@@ -32,6 +34,8 @@ pub struct Filters {
     pub max_age: Option<Duration>,
     /// Entries modified more recently than this are left out.
     pub min_age: Option<Duration>,
+    /// `--files-from`: only these keys.
+    pub only: Option<Arc<HashSet<String>>>,
 }
 
 impl Filters {
@@ -56,10 +60,14 @@ impl Filters {
             && self.max_size.is_none()
             && self.max_age.is_none()
             && self.min_age.is_none()
+            && self.only.is_none()
     }
 
-    /// Whether the patterns let this relative key through.
+    /// Whether the key list and the patterns let this relative key through.
     pub fn key_selected(&self, key: &str) -> bool {
+        if self.only.as_ref().is_some_and(|only| !only.contains(key)) {
+            return false;
+        }
         self.patterns
             .iter()
             .rev()

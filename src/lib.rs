@@ -9,6 +9,7 @@ pub mod config;
 pub mod exit;
 pub mod filter;
 pub mod fuzzing;
+pub mod keylist;
 pub mod location;
 pub mod plan;
 pub mod stats;

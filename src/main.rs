@@ -22,15 +22,20 @@ fn main() -> std::process::ExitCode {
             .into();
         }
     };
+    let common = match &cli.command {
+        Command::Sync(args) => &args.common,
+        Command::Verify(args) => &args.common,
+    };
+    if let Some(path) = &common.log_file {
+        if let Err(err) = log_to(path) {
+            eprintln!("s3mirror: --log-file {}: {err}", path.display());
+            return ExitCode::Usage.into();
+        }
+    }
+    init_logging(common.verbose);
     let (settings, verify) = match cli.command {
-        Command::Sync(args) => {
-            init_logging(args.common.verbose);
-            (SyncSettings::from_args(args), false)
-        }
-        Command::Verify(args) => {
-            init_logging(args.common.verbose);
-            (SyncSettings::for_verify(args), true)
-        }
+        Command::Sync(args) => (SyncSettings::from_args(args), false),
+        Command::Verify(args) => (SyncSettings::for_verify(args), true),
     };
     let settings = match settings {
         Ok(settings) => settings,
@@ -89,6 +94,30 @@ fn verify_code(result: Result<Outcome, RunError>) -> ExitCode {
             ExitCode::VerifyError
         }
     }
+}
+
+/// Sends everything written to stderr from now on to the end of `path`, after a line
+/// that says when which process started, so that runs appended to one log can be told
+/// apart. (Not the arguments: a mistyped one could hold a secret.)
+fn log_to(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(
+        file,
+        "== {} s3mirror {} (pid {})",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )?;
+    // SAFETY: both descriptors are open; dup2 replaces stderr atomically.
+    if unsafe { libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Warnings by default, debug with `-vv`; `RUST_LOG` overrides. The SDK's own crates stay

@@ -1,6 +1,7 @@
 //! One sync run: open both sides, stream the listings through the planner to the
 //! workers, and account for every object.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::SyncSettings;
@@ -42,9 +43,38 @@ pub struct Outcome {
 }
 
 pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
-    let console = Arc::new(Console::new(&settings.output));
+    let console = Arc::new(Console::new(&settings.output).map_err(|err| {
+        let path = settings
+            .output
+            .failed_keys
+            .as_deref()
+            .unwrap_or(Path::new(""));
+        RunError::Setup(format!("--failed-keys {}: {err}", path.display()))
+    })?);
     let requests = Arc::new(RequestCounts::default());
     let stats = Arc::new(Stats::new(Arc::clone(&requests)));
+    let result = run_pipeline(&settings, &console, &stats, &requests).await;
+    let error = result.as_ref().err();
+    // A run refused before it started has nothing to sum up for people.
+    let started = !matches!(error, Some(RunError::Setup(_)));
+    let message = error.map(ToString::to_string);
+    console.finish(&stats, settings.dry_run, started, message.as_deref());
+    result?;
+    let snap = stats.snapshot();
+    Ok(Outcome {
+        copied: snap.copied,
+        skipped: snap.skipped,
+        failed: snap.failed,
+        extra: snap.extra,
+    })
+}
+
+async fn run_pipeline(
+    settings: &SyncSettings,
+    console: &Arc<Console>,
+    stats: &Arc<Stats>,
+    requests: &Arc<RequestCounts>,
+) -> Result<(), RunError> {
     let uploads = Arc::new(
         match (&settings.state_dir, &settings.dest, settings.dry_run) {
             (Some(dir), Location::S3(_), false) => {
@@ -54,8 +84,8 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         },
     );
 
-    prepare_local_sides(&settings)?;
-    let (source, dest, route) = open_stores(&settings, &requests, &uploads).await;
+    prepare_local_sides(settings)?;
+    let (source, dest, route) = open_stores(settings, requests, &uploads).await;
     if let Store::S3(dest) = &dest {
         abort_orphans(dest, console.as_ref()).await;
     }
@@ -81,11 +111,11 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         },
         dry_run: settings.dry_run,
         concurrency: AdaptiveConcurrency::new(settings.threads),
-        stats: Arc::clone(&stats),
+        stats: Arc::clone(stats),
         reporter: console.clone(),
     });
 
-    let progress = console.start_progress(Arc::clone(&stats));
+    let progress = console.start_progress(Arc::clone(stats));
     // Bounded to the number of workers: the planner waits whenever all are busy.
     let (jobs_tx, jobs_rx) = async_channel::bounded(settings.threads);
     let mut workers = transfer.spawn_workers(jobs_rx, settings.threads);
@@ -94,7 +124,7 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
         pairing,
         filters: &settings.filters,
         now: SystemTime::now(),
-        stats: &stats,
+        stats,
         reporter: console.as_ref(),
         report_extras: settings.output.verify,
     };
@@ -126,22 +156,12 @@ pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
             let aborted = uploads.abort_all().await;
             close_journal(&uploads);
             progress.stop();
-            console.finish(&stats, settings.dry_run);
             return Err(RunError::Interrupted(aborted));
         }
     };
     close_journal(&uploads);
     progress.stop();
-    console.finish(&stats, settings.dry_run);
-
-    planned?;
-    let snap = stats.snapshot();
-    Ok(Outcome {
-        copied: snap.copied,
-        skipped: snap.skipped,
-        failed: snap.failed,
-        extra: snap.extra,
-    })
+    Ok(planned?)
 }
 
 /// Aborts what killed runs left behind in the destination bucket, and says so.

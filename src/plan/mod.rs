@@ -92,7 +92,10 @@ impl Planner<'_> {
                 Err((side, ListError::Entry { path, cause })) => {
                     listing_errors += 1;
                     let message = format!("list {path} ({}): {cause}", side.name());
-                    self.reporter.report(Event::Failed { message: &message });
+                    self.reporter.report(Event::Failed {
+                        key: None,
+                        message: &message,
+                    });
                     self.stats.failed(Failure { key: path, message });
                     continue;
                 }

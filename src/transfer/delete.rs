@@ -43,7 +43,10 @@ impl Transfer {
             })
         };
         if let Some(message) = refusal {
-            self.reporter.report(Event::Failed { message: &message });
+            self.reporter.report(Event::Failed {
+                key: None,
+                message: &message,
+            });
             self.stats.failed(Failure {
                 key: "--delete".into(),
                 message,
@@ -52,7 +55,10 @@ impl Transfer {
         }
         if let Err(err) = self.delete_queued(queue).await {
             let message = format!("reading the keys to delete: {err}");
-            self.reporter.report(Event::Failed { message: &message });
+            self.reporter.report(Event::Failed {
+                key: None,
+                message: &message,
+            });
             self.stats.failed(Failure {
                 key: "--delete".into(),
                 message,
@@ -121,13 +127,17 @@ impl Transfer {
     fn deleted(&self, key: &str) {
         self.stats.deleted();
         self.reporter.report(Event::Deleted {
+            key,
             target: &self.dest.describe(key),
             dry_run: self.dry_run,
         });
     }
 
     fn delete_failed(&self, key: String, message: String) {
-        self.reporter.report(Event::Failed { message: &message });
+        self.reporter.report(Event::Failed {
+            key: Some(&key),
+            message: &message,
+        });
         self.stats.failed(Failure { key, message });
     }
 }

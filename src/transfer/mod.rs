@@ -91,6 +91,7 @@ impl Transfer {
             Ok(_) => return self.stats.skipped_planned(size),
             Err(err) => return self.fail(&job, err),
         };
+        let started = std::time::Instant::now();
         if !self.dry_run {
             if let Err(err) = self.copy_with_retries(&job.source).await {
                 return self.fail(&job, err);
@@ -106,6 +107,7 @@ impl Transfer {
             bytes: size,
             reason,
             dry_run: self.dry_run,
+            duration: started.elapsed(),
         });
     }
 
@@ -248,6 +250,7 @@ impl Transfer {
             };
             self.stats.object_retried();
             self.reporter.report(Event::Retrying {
+                key: &listed.key,
                 message: &err.to_string(),
                 attempt: attempt + 1,
                 attempts,
@@ -262,7 +265,10 @@ impl Transfer {
 
     fn fail(&self, job: &Job, err: ObjectError) {
         let message = err.to_string();
-        self.reporter.report(Event::Failed { message: &message });
+        self.reporter.report(Event::Failed {
+            key: Some(&job.source.key),
+            message: &message,
+        });
         self.stats.failed_planned(
             job.source.size,
             Failure {

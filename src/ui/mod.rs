@@ -4,6 +4,7 @@
 //! Streams: per-object lines (`-v`, `--dry-run`) go to stdout; progress, stats
 //! lines, errors and the summary go to stderr.
 
+mod json;
 mod progress;
 mod summary;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 
+use crate::keylist::FailedKeys;
 use crate::plan::CopyReason;
 use crate::stats::Stats;
 
@@ -35,20 +37,25 @@ pub enum Event<'a> {
         bytes: u64,
         reason: CopyReason,
         dry_run: bool,
+        /// How long the copy took (or the comparison, in a dry run).
+        duration: Duration,
     },
     Deleted {
+        key: &'a str,
         target: &'a str,
         dry_run: bool,
     },
     /// A key only the destination has, reported by a verify.
-    Extra {
-        key: &'a str,
-    },
+    Extra { key: &'a str },
     Failed {
+        /// The object's key; none for a failure of the run (an unreadable directory
+        /// entry, a refused `--delete`).
+        key: Option<&'a str>,
         message: &'a str,
     },
     /// A transient failure; the object is copied again from the start.
     Retrying {
+        key: &'a str,
         message: &'a str,
         attempt: u32,
         attempts: u32,
@@ -68,27 +75,41 @@ pub struct OutputSettings {
     pub stats_interval: Duration,
     /// A verify: print differences instead of copies.
     pub verify: bool,
+    /// `--json`: NDJSON events on stdout instead of lines for people.
+    pub json: bool,
+    /// `--failed-keys`.
+    pub failed_keys: Option<std::path::PathBuf>,
 }
 
 /// Human output on a terminal or in a log.
 pub struct Console {
     verbosity: Verbosity,
     verify: bool,
+    json: Option<json::JsonLines>,
+    /// `--failed-keys`: keys that failed, or in a verify, that differ.
+    failed_keys: Option<FailedKeys>,
     stats_interval: Duration,
     /// Present on a terminal; lines are printed through it so they do not tear the bar.
     bar: Option<ProgressBar>,
 }
 
 impl Console {
-    pub fn new(settings: &OutputSettings) -> Self {
+    /// The console, and the `--failed-keys` file it writes, created (or emptied) now.
+    pub fn new(settings: &OutputSettings) -> std::io::Result<Self> {
+        let failed_keys = match &settings.failed_keys {
+            Some(path) => Some(FailedKeys::create(path)?),
+            None => None,
+        };
         let interactive = std::io::stderr().is_terminal();
         let bar = (interactive && settings.verbosity != Verbosity::Quiet).then(progress::new_bar);
-        Self {
+        Ok(Self {
             verbosity: settings.verbosity,
+            failed_keys,
             verify: settings.verify,
+            json: settings.json.then(|| json::JsonLines::new(settings.verify)),
             stats_interval: settings.stats_interval,
             bar,
-        }
+        })
     }
 
     /// Starts the progress display (a bar on a terminal, periodic lines otherwise).
@@ -100,22 +121,35 @@ impl Console {
         }
     }
 
-    /// Prints the final summary (and the list of failures) on stderr.
-    pub fn finish(&self, stats: &Stats, dry_run: bool) {
+    /// Prints the final summary (and the list of failures) on stderr, unless the run
+    /// never `started`, and with `--json` the summary line on stdout; `error` is why the
+    /// run could not finish.
+    pub fn finish(&self, stats: &Stats, dry_run: bool, started: bool, error: Option<&str>) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+        let snap = stats.snapshot();
         let text = match self.verify {
-            true => format_verify_summary(&stats.snapshot(), &stats.failures()),
-            false => format_summary(&stats.snapshot(), &stats.failures(), dry_run),
+            true => format_verify_summary(&snap, &stats.failures()),
+            false => format_summary(&snap, &stats.failures(), dry_run),
         };
-        let show = self.verbosity > Verbosity::Quiet || stats.snapshot().failed > 0;
-        if show {
+        let show = self.verbosity > Verbosity::Quiet || snap.failed > 0;
+        if show && started {
             let _ = std::io::stderr().write_all(text.as_bytes());
+        }
+        if let Some(json) = &self.json {
+            json.summary(&snap, dry_run, error);
+        }
+        if let Some(keys) = &self.failed_keys {
+            keys.flush();
         }
     }
 
+    /// A line for people on stdout; stdout is the JSON stream's alone with `--json`.
     fn line_out(&self, line: &str) {
+        if self.json.is_some() {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{line}")),
             None => println!("{line}"),
@@ -132,6 +166,16 @@ impl Console {
 
 impl Reporter for Console {
     fn report(&self, event: Event<'_>) {
+        if let Some(json) = &self.json {
+            json.event(&event);
+        }
+        if let Some(keys) = &self.failed_keys {
+            match event {
+                Event::Failed { key: Some(key), .. } | Event::Extra { key } => keys.push(key),
+                Event::Copied { key, .. } if self.verify => keys.push(key),
+                _ => {}
+            }
+        }
         match event {
             Event::Copied { key, reason, .. } if self.verify => {
                 if self.verbosity > Verbosity::Quiet {
@@ -165,18 +209,21 @@ impl Reporter for Console {
                     ));
                 }
             }
-            Event::Deleted { target, dry_run } => {
+            Event::Deleted {
+                target, dry_run, ..
+            } => {
                 if dry_run && self.verbosity > Verbosity::Quiet {
                     self.line_out(&format!("would delete {target}"));
                 } else if self.verbosity == Verbosity::Verbose {
                     self.line_out(&format!("deleted {target}"));
                 }
             }
-            Event::Failed { message } => self.line_err(&format!("error: {message}")),
+            Event::Failed { message, .. } => self.line_err(&format!("error: {message}")),
             Event::Retrying {
                 message,
                 attempt,
                 attempts,
+                ..
             } => {
                 if self.verbosity > Verbosity::Quiet {
                     self.line_err(&format!(

@@ -7,6 +7,7 @@ mod garage;
 mod multipart;
 mod reliability;
 mod sync;
+mod unattended;
 mod verify;
 
 use std::collections::BTreeMap;
