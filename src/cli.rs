@@ -33,9 +33,12 @@ pub enum Command {
     /// Compare SRC and DST and list every difference: missing, extra, size, content.
     /// Exit 0 when identical, 1 when they differ, 2 on error
     Verify(VerifyArgs),
+    /// Print the boundary keys that split SRC into N shards, one per line, for
+    /// --shard-boundaries
+    Plan(PlanArgs),
 }
 
-const SUBCOMMANDS: [&str; 3] = ["sync", "verify", "help"];
+const SUBCOMMANDS: [&str; 4] = ["sync", "verify", "plan", "help"];
 
 impl Cli {
     /// Parses the arguments, inserting `sync` when no subcommand is named.
@@ -57,6 +60,7 @@ impl Cli {
         let (common, name) = match &mut cli.command {
             Command::Sync(args) => (&mut args.common, "sync"),
             Command::Verify(args) => (&mut args.common, "verify"),
+            Command::Plan(args) => (&mut args.common, "plan"),
         };
         if let Some(sub) = matches.subcommand_matches(name) {
             common.patterns = ordered_patterns(sub);
@@ -113,6 +117,17 @@ pub struct CommonArgs {
     /// Print only errors
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// Handle only shard K of N (from 0) of the key space: one of N processes that
+    /// together mirror everything, each listing only its share. With N alone, K comes
+    /// from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
+    /// The shards' boundary keys, as `s3mirror plan --shards N` writes them (without it,
+    /// each shard computes them from the source's top levels)
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub shard_boundaries: Option<std::path::PathBuf>,
 
     /// Consider only the keys listed in FILE, one per line, relative to the prefix (e.g.
     /// the --failed-keys of an earlier run); both sides are still listed
@@ -240,10 +255,25 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N", requires = "delete")]
     pub max_delete: Option<u64>,
 
+    /// Copy nothing: write the objects the run would copy to FILE as an S3 Batch
+    /// Operations CSV manifest (bucket,key), for AWS to copy them (objects up to 5GiB)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"])]
+    pub manifest_out: Option<std::path::PathBuf>,
+
     /// After the copies, compare both sides again (as `s3mirror verify` does) and exit
     /// 1 if they still differ
     #[arg(long)]
     pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Number of shards
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub shards: u32,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +362,7 @@ mod tests {
         match parse(args).unwrap().command {
             Command::Sync(sync) => sync.common,
             Command::Verify(verify) => verify.common,
+            Command::Plan(plan) => plan.common,
         }
     }
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
-use crate::cli::{CommonArgs, CompareArg, ConnectionArgs, SyncArgs, VerifyArgs};
+use crate::cli::{CommonArgs, CompareArg, ConnectionArgs, PlanArgs, SyncArgs, VerifyArgs};
 use crate::filter::{Filters, PatternError};
 use crate::keylist::read_keys;
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
+use crate::shard::{parse_boundaries, Shard};
 use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
 use crate::storage::ChecksumAlgorithm;
 use crate::transfer::DeleteSettings;
@@ -30,6 +31,10 @@ pub enum SettingsError {
     Threads(usize),
     #[error("--stats-interval must be longer than zero")]
     StatsInterval,
+    #[error("{0}")]
+    Shard(String),
+    #[error("--manifest-out needs an S3 source: S3 Batch Operations copies from a bucket")]
+    ManifestSource,
     #[error("--files-from {}: {cause}", path.display())]
     FilesFrom { path: PathBuf, cause: String },
     #[error("{option} {value:?}: {why}; expected http(s)://HOST[:PORT][/PATH]")]
@@ -80,6 +85,17 @@ pub struct SyncSettings {
     /// Present with `--delete`.
     pub delete: Option<DeleteSettings>,
     pub output: OutputSettings,
+    /// `--shard`: this process's share of the keys.
+    pub shard: Option<ShardSettings>,
+    /// `--manifest-out` (the run is then a dry run).
+    pub manifest_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardSettings {
+    pub shard: Shard,
+    /// From `--shard-boundaries`; computed from the source when absent.
+    pub boundaries: Option<Vec<String>>,
 }
 
 /// Sizes that decide how objects are split into parts.
@@ -104,8 +120,12 @@ impl SyncSettings {
         }
         settings.write = write_options(&args)?;
         settings.state_dir = args.state_dir.clone().or_else(default_state_dir);
-        settings.dry_run = args.dry_run;
+        settings.dry_run = args.dry_run || args.manifest_out.is_some();
         settings.verify_after = args.verify;
+        if args.manifest_out.is_some() && !settings.source.is_s3() {
+            return Err(SettingsError::ManifestSource);
+        }
+        settings.manifest_out = args.manifest_out.clone();
         settings.compare = match args.compare {
             CompareArg::Auto => CompareMode::Auto,
             CompareArg::Size => CompareMode::Size,
@@ -139,6 +159,11 @@ impl SyncSettings {
             CompareMode::Auto
         };
         Ok(settings)
+    }
+
+    /// Settings for `plan`: the source and how to reach it.
+    pub fn for_plan(args: PlanArgs) -> Result<Self, SettingsError> {
+        Self::from_common(&args.common)
     }
 
     /// The settings a verify after this sync runs with.
@@ -183,6 +208,27 @@ impl SyncSettings {
         }
         let (source_client, dest_client) = client_settings(&args.connection)?;
         check_overlap(&source, &source_client, &dest, &dest_client)?;
+        let shard = match &args.shard {
+            None => None,
+            Some(spec) => Some(ShardSettings {
+                shard: Shard::parse(spec, |name| std::env::var(name).ok())
+                    .map_err(SettingsError::Shard)?,
+                boundaries: match &args.shard_boundaries {
+                    None => None,
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|err| err.to_string())
+                            .and_then(|text| parse_boundaries(&text))
+                            .map_err(|why| {
+                                SettingsError::Shard(format!(
+                                    "--shard-boundaries {}: {why}",
+                                    path.display()
+                                ))
+                            })?,
+                    ),
+                },
+            }),
+        };
         let verbosity = match (args.quiet, args.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, 0) => Verbosity::Normal,
@@ -217,6 +263,8 @@ impl SyncSettings {
                 json: args.json,
                 failed_keys: args.failed_keys.clone(),
             },
+            shard,
+            manifest_out: None,
         })
     }
 }
@@ -400,6 +448,7 @@ mod tests {
         match cli.command {
             Command::Sync(sync) => SyncSettings::from_args(sync),
             Command::Verify(verify) => SyncSettings::for_verify(verify),
+            Command::Plan(plan) => SyncSettings::for_plan(plan),
         }
     }
 

@@ -57,6 +57,7 @@ pub fn command_line(data: &[u8]) {
     let settings = match cli.command {
         Command::Sync(args) => SyncSettings::from_args(args),
         Command::Verify(args) => SyncSettings::for_verify(args),
+        Command::Plan(args) => SyncSettings::for_plan(args),
     };
     if let Ok(settings) = settings {
         assert!(settings.threads >= 1);

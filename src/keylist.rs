@@ -1,5 +1,6 @@
 //! Lists of keys in files, one per line: `--failed-keys` writes the keys that failed as
-//! they fail, and `--files-from` reads such a list to restrict a run to its keys.
+//! they fail, and `--files-from` reads such a list to restrict a run to its keys;
+//! `--manifest-out` writes an S3 Batch Operations manifest.
 //!
 //! A line is a key relative to the location's prefix, as the summary shows it; a
 //! trailing `\r` is dropped and blank lines are skipped when reading. A key that holds a line
@@ -59,6 +60,56 @@ impl FailedKeys {
     }
 }
 
+/// `--manifest-out`: the objects a run would copy, as an S3 Batch Operations CSV
+/// manifest (`bucket,key`, keys URL-encoded).
+pub struct Manifest {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+    /// Objects over the CopyObject limit, which Batch Operations cannot copy.
+    too_large: std::sync::atomic::AtomicU64,
+}
+
+/// The largest object CopyObject (and so S3 Batch Operations' copy) can copy.
+pub const BATCH_COPY_LIMIT: u64 = 5 << 30;
+
+impl Manifest {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: Mutex::new(BufWriter::new(File::create(path)?)),
+            too_large: Default::default(),
+        })
+    }
+
+    pub fn push(&self, bucket: &str, full_key: &str, size: u64) {
+        if size > BATCH_COPY_LIMIT {
+            self.too_large
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let line = format!(
+            "{bucket},{}\n",
+            crate::storage::s3::url_encoded_key(full_key)
+        );
+        let mut out = self.out.lock().expect("manifest lock");
+        if let Err(err) = out.write_all(line.as_bytes()) {
+            tracing::warn!("writing {}: {err}", self.path.display());
+        }
+    }
+
+    /// Flushes the file; warns about objects Batch Operations cannot copy.
+    pub fn finish(&self) -> std::io::Result<()> {
+        let too_large = self.too_large.load(std::sync::atomic::Ordering::Relaxed);
+        if too_large > 0 {
+            tracing::warn!(
+                "{too_large} object(s) in {} are over 5 GiB, which S3 Batch Operations cannot \
+                 copy (it uses CopyObject); copy those with s3mirror",
+                self.path.display()
+            );
+        }
+        self.out.lock().expect("manifest lock").flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +132,25 @@ mod tests {
         assert_eq!(
             keys,
             [" spaced ", "#hash", "a/b c", "windows", "ü/emoji 🎉"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    #[test]
+    fn manifest_lines_are_bucket_and_encoded_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.csv");
+        let manifest = Manifest::create(&path).unwrap();
+        manifest.push("src-bucket", "p/a b,c+ü.txt", 1);
+        manifest.push("src-bucket", "p/plain/key.txt", 6 << 30);
+        manifest.finish().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "src-bucket,p/a%20b%2Cc%2B%C3%BC.txt\nsrc-bucket,p/plain/key.txt\n"
         );
     }
 }

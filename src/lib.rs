@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod keylist;
 pub mod location;
 pub mod plan;
+pub mod shard;
 pub mod stats;
 pub mod storage;
 pub mod sync;

@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let common = match &cli.command {
         Command::Sync(args) => &args.common,
         Command::Verify(args) => &args.common,
+        Command::Plan(args) => &args.common,
     };
     if let Some(path) = &common.log_file {
         if let Err(err) = log_to(path) {
@@ -33,9 +34,13 @@ fn main() -> std::process::ExitCode {
         }
     }
     init_logging(common.verbose);
-    let (settings, verify) = match cli.command {
-        Command::Sync(args) => (SyncSettings::from_args(args), false),
-        Command::Verify(args) => (SyncSettings::for_verify(args), true),
+    let (settings, verify, plan) = match cli.command {
+        Command::Sync(args) => (SyncSettings::from_args(args), false, None),
+        Command::Verify(args) => (SyncSettings::for_verify(args), true, None),
+        Command::Plan(args) => {
+            let shards = args.shards as usize;
+            (SyncSettings::for_plan(args), false, Some(shards))
+        }
     };
     let settings = match settings {
         Ok(settings) => settings,
@@ -51,6 +56,21 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(shards) = plan {
+        return match runtime.block_on(sync::plan(settings, shards)) {
+            Ok(boundaries) => {
+                for boundary in boundaries {
+                    println!("{boundary}");
+                }
+                ExitCode::Success
+            }
+            Err(err) => {
+                eprintln!("s3mirror: {err}");
+                ExitCode::Fatal
+            }
+        }
+        .into();
+    }
     let code = match verify {
         true => verify_code(runtime.block_on(sync::run(settings.clone()))),
         false => {

@@ -12,11 +12,13 @@ use crate::plan::{DeleteQueue, MergeJoin, Pairing, Planner};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
+use crate::keylist::Manifest;
+use crate::shard;
 use crate::storage::s3::BUFFER_BUDGET_MIB;
 use crate::storage::s3::{
     build_client, requests::RequestCounts, ActiveUploads, Journal, PartSettings,
 };
-use crate::storage::{LocalStore, S3Store, Store};
+use crate::storage::{KeyRange, LocalStore, S3Store, Store};
 use crate::transfer::AdaptiveConcurrency;
 use crate::transfer::{Route, Transfer};
 use crate::ui::{Console, Event, Reporter};
@@ -97,7 +99,8 @@ async fn run_pipeline(
     }
 
     let pairing = Pairing::new(settings.source.is_s3(), settings.dest.is_s3());
-    let join = MergeJoin::new(source.list(), dest.list());
+    let range = shard_range(settings, &source, console).await?;
+    let join = MergeJoin::new(source.list(&range), dest.list(&range));
     let transfer = Arc::new(Transfer {
         source,
         dest,
@@ -113,6 +116,12 @@ async fn run_pipeline(
         concurrency: AdaptiveConcurrency::new(settings.threads),
         stats: Arc::clone(stats),
         reporter: console.clone(),
+        manifest: match &settings.manifest_out {
+            Some(path) => Some(Manifest::create(path).map_err(|err| {
+                RunError::Setup(format!("--manifest-out {}: {err}", path.display()))
+            })?),
+            None => None,
+        },
     });
 
     let progress = console.start_progress(Arc::clone(stats));
@@ -161,7 +170,54 @@ async fn run_pipeline(
     };
     close_journal(&uploads);
     progress.stop();
+    if let (Some(manifest), Some(path)) = (&transfer.manifest, &settings.manifest_out) {
+        manifest
+            .finish()
+            .map_err(|err| RunError::Setup(format!("--manifest-out {}: {err}", path.display())))?;
+    }
     Ok(planned?)
+}
+
+/// The keys this process handles: all of them, or its shard's range.
+async fn shard_range(
+    settings: &SyncSettings,
+    source: &Store,
+    console: &Console,
+) -> Result<KeyRange, RunError> {
+    let Some(sharding) = &settings.shard else {
+        return Ok(KeyRange::default());
+    };
+    let boundaries = match &sharding.boundaries {
+        Some(boundaries) => boundaries.clone(),
+        None => boundaries_of(source, sharding.shard.count).await?,
+    };
+    let range = sharding.shard.range(&boundaries);
+    let show = |bound: &Option<String>| bound.as_ref().map_or("-".to_owned(), |b| format!("{b:?}"));
+    console.report(Event::Notice(&format!(
+        "shard {}/{}: keys from {} to {}",
+        sharding.shard.index,
+        sharding.shard.count,
+        show(&range.start),
+        show(&range.end)
+    )));
+    Ok(range)
+}
+
+/// The boundaries that split `source` into `count` shards (see `shard`).
+pub async fn boundaries_of(source: &Store, count: usize) -> Result<Vec<String>, RunError> {
+    shard::boundaries(count, |below| async move {
+        source.level(&below, shard::LEVEL_LIMIT).await
+    })
+    .await
+    .map_err(|err| RunError::Setup(format!("finding the shard boundaries: {err}")))
+}
+
+/// `plan`: the boundaries that split the source into `count` shards.
+pub async fn plan(settings: SyncSettings, count: usize) -> Result<Vec<String>, RunError> {
+    let requests = Arc::new(RequestCounts::default());
+    let uploads = Arc::new(ActiveUploads::default());
+    let (source, _, _) = open_stores(&settings, &requests, &uploads).await;
+    boundaries_of(&source, count).await
 }
 
 /// Aborts what killed runs left behind in the destination bucket, and says so.

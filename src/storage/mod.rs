@@ -79,6 +79,63 @@ impl Listing {
     pub async fn next(&mut self) -> Option<ListItem> {
         self.rx.recv().await
     }
+
+    /// Only the keys in `range`: the listing ends at the first key past it, which also
+    /// stops the task behind it.
+    pub fn within(mut self, range: KeyRange) -> Listing {
+        if range.is_everything() {
+            return self;
+        }
+        let (tx, listing) = Listing::channel();
+        tokio::spawn(async move {
+            while let Some(item) = self.next().await {
+                match &item {
+                    Ok(entry) if range.is_past(&entry.key) => return,
+                    Ok(entry) if !range.contains(&entry.key) => continue,
+                    _ => {}
+                }
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        listing
+    }
+}
+
+/// Relative keys from `start` (included) to `end` (excluded), in UTF-8 byte order; an
+/// open end has no bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Option<String>,
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    pub fn is_everything(&self) -> bool {
+        self.start.is_none() && self.end.is_none()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.start.as_deref().is_none_or(|start| key >= start) && !self.is_past(key)
+    }
+
+    /// Whether `key` and every key after it are beyond the end.
+    pub fn is_past(&self, key: &str) -> bool {
+        self.end.as_deref().is_some_and(|end| key >= end)
+    }
+
+    /// Whether a key starting with `prefix` can be in the range.
+    pub fn may_hold_prefix(&self, prefix: &str) -> bool {
+        if self.is_past(prefix) {
+            return false;
+        }
+        // Every key with the prefix sorts before the start unless the start itself
+        // begins with the prefix or comes before it.
+        self.start
+            .as_deref()
+            .is_none_or(|start| start.starts_with(prefix) || prefix >= start)
+    }
 }
 
 /// Either side of a mirror.
@@ -88,11 +145,29 @@ pub enum Store {
 }
 
 impl Store {
-    /// Starts listing in the background and returns the stream of entries.
-    pub fn list(&self) -> Listing {
+    /// Starts listing the keys in `range` in the background and returns the stream of
+    /// entries; each side starts as close to the range as it can.
+    pub fn list(&self, range: &KeyRange) -> Listing {
+        let listing = match self {
+            Store::S3(s3) => s3.list(range.start.as_deref()),
+            Store::Local(local) => local.list(range.clone()),
+        };
+        listing.within(range.clone())
+    }
+
+    /// The names right below relative prefix `below`, in key order (see `shard`).
+    pub async fn level(&self, below: &str, limit: usize) -> Result<Vec<String>, String> {
         match self {
-            Store::S3(s3) => s3.list(),
-            Store::Local(local) => local.list(),
+            Store::S3(s3) => s3.level(below, limit).await,
+            Store::Local(local) => {
+                let (local, below) = (
+                    LocalStore::new(local.root().to_path_buf()),
+                    below.to_owned(),
+                );
+                tokio::task::spawn_blocking(move || local.level(&below, limit))
+                    .await
+                    .map_err(|err| err.to_string())?
+            }
         }
     }
 
@@ -106,6 +181,33 @@ impl Store {
 }
 
 /// What one object operation failed with: the operation, the object, the cause.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_hold_what_they_say() {
+        let range = KeyRange {
+            start: Some("b/".into()),
+            end: Some("d/".into()),
+        };
+        for key in ["b/", "b/x", "c", "c/deep/key"] {
+            assert!(range.contains(key), "{key}");
+        }
+        for key in ["a", "b", "b.", "d/", "d/x", "e"] {
+            assert!(!range.contains(key), "{key}");
+        }
+        assert!(range.is_past("d/") && range.is_past("z") && !range.is_past("c"));
+        for prefix in ["b/", "b", "", "c/", "b/x/"] {
+            assert!(range.may_hold_prefix(prefix), "{prefix}");
+        }
+        for prefix in ["a/", "a", "d/", "e/"] {
+            assert!(!range.may_hold_prefix(prefix), "{prefix}");
+        }
+        assert!(KeyRange::default().contains("anything"));
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{op} {target}: {cause}")]
 pub struct ObjectError {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use crate::config::TransferSettings;
+use crate::keylist::Manifest;
 use crate::plan::{CopyReason, Decision, Job};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
@@ -46,6 +47,8 @@ pub struct Transfer {
     pub concurrency: Arc<AdaptiveConcurrency>,
     pub stats: Arc<Stats>,
     pub reporter: Arc<dyn Reporter>,
+    /// `--manifest-out`: what would be copied is written here (the run is a dry run).
+    pub manifest: Option<Manifest>,
 }
 
 impl Transfer {
@@ -96,6 +99,10 @@ impl Transfer {
             if let Err(err) = self.copy_with_retries(&job.source).await {
                 return self.fail(&job, err);
             }
+        }
+        if let (Some(manifest), Store::S3(source)) = (&self.manifest, &self.source) {
+            let url = source.url();
+            manifest.push(url.bucket(), &url.full_key(&job.source.key), size);
         }
         if reason == CopyReason::Missing {
             self.stats.missing();

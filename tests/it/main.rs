@@ -6,6 +6,7 @@ mod errors;
 mod garage;
 mod multipart;
 mod reliability;
+mod shard;
 mod sync;
 mod unattended;
 mod verify;

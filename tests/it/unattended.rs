@@ -174,3 +174,42 @@ fn a_log_file_that_cannot_be_opened_is_a_usage_error() {
         run.stderr
     );
 }
+
+#[test]
+fn scheduled_backup_examples_are_valid() {
+    use s3mirror::cli::{Cli, Command};
+    use s3mirror::config::SyncSettings;
+    use yaml_rust2::YamlLoader;
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/scheduled-backups.md"
+    ))
+    .unwrap();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let cron_job = &YamlLoader::load_from_str(yaml).expect("valid YAML")[0];
+    assert_eq!(cron_job["kind"].as_str(), Some("CronJob"));
+    assert_eq!(
+        cron_job["spec"]["concurrencyPolicy"].as_str(),
+        Some("Forbid")
+    );
+    let pod = &cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let args: Vec<String> = pod["containers"][0]["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let cli = Cli::parse_with_default(std::iter::once("s3mirror".to_owned()).chain(args))
+        .expect("the arguments parse");
+    let Command::Sync(sync) = cli.command else {
+        panic!("not a sync");
+    };
+    let settings = SyncSettings::from_args(sync).expect("valid settings");
+    assert!(settings.verify_after && settings.output.json);
+}

@@ -7,7 +7,7 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
-use crate::storage::Listing;
+use crate::storage::{KeyRange, Listing};
 
 pub use hash::{
     as_md5, file_checksum, file_digests, md5_digests, read_small, DigestRequest, Digests,
@@ -36,10 +36,23 @@ impl LocalStore {
         self.root.join(key).display().to_string()
     }
 
-    pub fn list(&self) -> Listing {
+    /// The names right below relative prefix `below` (files, and directories ending in
+    /// `/`), in key order, at most `limit` of them.
+    pub fn level(&self, below: &str, limit: usize) -> Result<Vec<String>, String> {
+        let dir = self.root.join(below);
+        let names = walk::names_in(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        Ok(names
+            .into_iter()
+            .take(limit)
+            .map(|name| format!("{below}{name}"))
+            .collect())
+    }
+
+    /// Walks the tree, skipping directories that hold no key of `range`.
+    pub fn list(&self, range: KeyRange) -> Listing {
         let (tx, listing) = Listing::channel();
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk::walk(&root, &tx));
+        tokio::task::spawn_blocking(move || walk::walk(&root, &range, &tx));
         listing
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use super::TEMP_PREFIX;
-use crate::storage::{Entry, ListError, ListItem};
+use crate::storage::{Entry, KeyRange, ListError, ListItem};
 
 /// One name in a directory, with `/` appended for directories (the S3 sort key).
 struct Child {
@@ -36,7 +36,7 @@ type Unlistable = Vec<ListError>;
 
 /// Walks `root` and sends every regular file as an entry; blocking, so run it on a
 /// blocking thread. Stops early when the receiver goes away.
-pub fn walk(root: &Path, tx: &mpsc::Sender<ListItem>) {
+pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
     let root_meta = match fs::metadata(root) {
         Ok(meta) => meta,
         // A destination that does not exist yet (as in a dry run) is empty.
@@ -69,6 +69,12 @@ pub fn walk(root: &Path, tx: &mpsc::Sender<ListItem>) {
             continue;
         };
         let key = format!("{}{}", frame.prefix, child.component);
+        if range.is_past(&key) {
+            return;
+        }
+        if child.is_dir && !range.may_hold_prefix(&key) {
+            continue;
+        }
         let name = child.component.trim_end_matches('/');
         let path = frame.dir.join(name);
         let meta = match fs::metadata(&path) {
@@ -143,6 +149,13 @@ fn open_frame(
     Ok((frame, unlistable))
 }
 
+/// The names in one directory in S3 key order, directories with `/` appended; names
+/// that cannot be keys are left out.
+pub fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    let (children, _) = read_sorted(dir)?;
+    Ok(children.into_iter().map(|c| c.component).collect())
+}
+
 /// Reads one directory and sorts it by S3 key order. Names that are not UTF-8 cannot be
 /// keys: they are returned as errors for the listing to report, never dropped silently.
 fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
@@ -176,8 +189,12 @@ mod tests {
     use super::*;
 
     fn keys(root: &Path) -> Vec<String> {
+        keys_in(root, &KeyRange::default())
+    }
+
+    fn keys_in(root: &Path, range: &KeyRange) -> Vec<String> {
         let (tx, mut rx) = mpsc::channel(1024);
-        walk(root, &tx);
+        walk(root, range, &tx);
         drop(tx);
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
@@ -221,5 +238,21 @@ mod tests {
     fn a_missing_root_is_an_empty_listing() {
         let dir = tempfile::tempdir().unwrap();
         assert!(keys(&dir.path().join("absent")).is_empty());
+    }
+
+    #[test]
+    fn a_range_prunes_directories_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["a/1", "b/1", "b/2", "c", "d/1"] {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        let range = KeyRange {
+            start: Some("b/".into()),
+            end: Some("c0".into()),
+        };
+        // The walk leaves out a/ and stops at d/; the listing filter trims the rest.
+        assert_eq!(keys_in(dir.path(), &range), ["b/1", "b/2", "c"]);
     }
 }

@@ -32,6 +32,53 @@ pub(super) struct Lister {
     pub url: S3Url,
 }
 
+impl super::S3Store {
+    /// The names right below relative prefix `below` (keys, and common prefixes ending in
+    /// `/`), relative and in key order, at most `limit` of them: one delimiter listing.
+    pub async fn level(&self, below: &str, limit: usize) -> Result<Vec<String>, String> {
+        let url = self.url();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(url.bucket())
+            .prefix(url.full_key(below))
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| {
+                format!("ListObjectsV2 {url}{below}: {}", describe_sdk_error(&err))
+            })?;
+            let keys = page.contents().iter().filter_map(|o| o.key());
+            let prefixes = page.common_prefixes().iter().filter_map(|p| p.prefix());
+            names.extend(
+                keys.chain(prefixes)
+                    .filter_map(|full| full.strip_prefix(url.prefix()))
+                    .map(str::to_owned),
+            );
+            if names.len() >= limit {
+                break;
+            }
+        }
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        names.truncate(limit);
+        Ok(names)
+    }
+}
+
+/// A StartAfter that begins a listing just before relative key `start`: the full key
+/// without its last character, which sorts before it (the few keys in between are
+/// dropped by the range filter). None when that would not be after the prefix, since
+/// some servers list nothing for a StartAfter before the prefix.
+pub(super) fn start_after(url: &S3Url, start: &str) -> Option<String> {
+    let full = url.full_key(start);
+    let mut chars = full.chars();
+    chars.next_back()?;
+    let before = chars.as_str();
+    (before.len() > url.prefix().len()).then(|| before.to_owned())
+}
+
 /// One item of the delimiter listing, in key order.
 enum Segment {
     Entry(ListItem),
@@ -45,10 +92,11 @@ enum Pending {
 }
 
 impl Lister {
-    pub async fn run(self, width: usize, tx: mpsc::Sender<ListItem>) {
+    /// Lists after `start_after` (a full key), if given.
+    pub async fn run(self, width: usize, start_after: Option<String>, tx: mpsc::Sender<ListItem>) {
         let prefix = self.url.prefix().to_owned();
         if width <= 1 {
-            return self.list_into(prefix, None, tx).await;
+            return self.list_into(prefix, start_after, tx).await;
         }
         // The first page is listed plainly: a listing that fits in one page costs one
         // request. Only the rest of a longer one is split over common prefixes.
@@ -57,6 +105,7 @@ impl Lister {
             .list_objects_v2()
             .bucket(self.url.bucket())
             .prefix(&prefix)
+            .set_start_after(start_after)
             .send()
             .await;
         let Some(page) = self.forward(first, &tx).await else {

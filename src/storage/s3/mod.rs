@@ -79,7 +79,7 @@ pub use multipart::{
     part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
     PART_SIZE_METADATA,
 };
-pub use objects::Download;
+pub use objects::{url_encoded_key, Download};
 pub use pacing::Pacing;
 
 /// Settings applied to every object written.
@@ -169,14 +169,15 @@ impl S3Store {
     }
 
     /// Lists in parallel over up to `list_width` common prefixes (see `list`), in key
-    /// order.
-    pub fn list(&self) -> Listing {
+    /// order, from about `start` (a relative key) on.
+    pub fn list(&self, start: Option<&str>) -> Listing {
         let (tx, listing) = Listing::channel();
         let lister = list::Lister {
             client: self.client.clone(),
             url: self.url.clone(),
         };
-        tokio::spawn(lister.run(self.list_width, tx));
+        let start_after = start.and_then(|start| list::start_after(&self.url, start));
+        tokio::spawn(lister.run(self.list_width, start_after, tx));
         listing
     }
 

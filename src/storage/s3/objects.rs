@@ -120,12 +120,18 @@ impl ObjectHeaders {
     }
 }
 
+/// A full key as S3 Batch Operations manifests and `x-amz-copy-source` want it:
+/// URL-encoded, except for unreserved characters and `/`.
+pub fn url_encoded_key(full_key: &str) -> String {
+    utf8_percent_encode(full_key, COPY_SOURCE).to_string()
+}
+
 /// The `x-amz-copy-source` value for a key below a location.
 pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
     format!(
         "{}/{}",
         source.bucket(),
-        utf8_percent_encode(&source.full_key(key), COPY_SOURCE)
+        url_encoded_key(&source.full_key(key))
     )
 }
 
