@@ -36,9 +36,12 @@ pub enum Command {
     /// Print the boundary keys that split SRC into N shards, one per line, for
     /// --shard-boundaries
     Plan(PlanArgs),
+    /// Show a bucket as a directory (FUSE); a file written there is in the bucket when
+    /// close() returns
+    Mount(MountArgs),
 }
 
-const SUBCOMMANDS: [&str; 4] = ["sync", "verify", "plan", "help"];
+const SUBCOMMANDS: [&str; 5] = ["sync", "verify", "plan", "mount", "help"];
 
 impl Cli {
     /// Parses the arguments, inserting `sync` when no subcommand is named.
@@ -61,6 +64,7 @@ impl Cli {
             Command::Sync(args) => (&mut args.common, "sync"),
             Command::Verify(args) => (&mut args.common, "verify"),
             Command::Plan(args) => (&mut args.common, "plan"),
+            Command::Mount(_) => return Ok(cli),
         };
         if let Some(sub) = matches.subcommand_matches(name) {
             common.patterns = ordered_patterns(sub);
@@ -267,6 +271,54 @@ pub struct SyncArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The bucket to show: s3://bucket[/prefix]
+    pub bucket: String,
+    /// An existing, empty directory to show it on
+    pub mountpoint: std::path::PathBuf,
+
+    /// Where object data read through the mount is kept [default: a temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+
+    /// The most object data kept in --cache-dir, least recently used first out
+    #[arg(long, default_value = "1GiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub cache_size: u64,
+
+    /// How long file metadata and directory listings are trusted before S3 is asked
+    /// again: changes made elsewhere show within this time
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub metadata_ttl: Duration,
+
+    /// Refuse every change
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Let `rm` delete objects
+    #[arg(long)]
+    pub allow_delete: bool,
+
+    /// Stay in the foreground (by default the command returns once the bucket is mounted)
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// Part size of files written through the mount, uploaded in parts while written
+    #[arg(long, default_value = "8MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    pub part_size: u64,
+
+    /// Debug logs with -vv
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Append the mount's messages to FILE
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -363,6 +415,7 @@ mod tests {
             Command::Sync(sync) => sync.common,
             Command::Verify(verify) => verify.common,
             Command::Plan(plan) => plan.common,
+            Command::Mount(_) => panic!("mount has no common options"),
         }
     }
 

@@ -310,6 +310,11 @@ fn write_options(args: &SyncArgs) -> Result<WriteOptions, SettingsError> {
     })
 }
 
+/// The connection of a command with one S3 side (`mount`): the shared and source options.
+pub fn connection_settings(args: &ConnectionArgs) -> Result<ClientSettings, SettingsError> {
+    client_settings(args).map(|(source, _)| source)
+}
+
 fn client_settings(
     args: &ConnectionArgs,
 ) -> Result<(ClientSettings, ClientSettings), SettingsError> {
@@ -449,6 +454,7 @@ mod tests {
             Command::Sync(sync) => SyncSettings::from_args(sync),
             Command::Verify(verify) => SyncSettings::for_verify(verify),
             Command::Plan(plan) => SyncSettings::for_plan(plan),
+            Command::Mount(_) => panic!("not a sync"),
         }
     }
 

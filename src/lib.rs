@@ -11,6 +11,7 @@ pub mod filter;
 pub mod fuzzing;
 pub mod keylist;
 pub mod location;
+pub mod mount;
 pub mod plan;
 pub mod shard;
 pub mod stats;

@@ -22,10 +22,21 @@ fn main() -> std::process::ExitCode {
             .into();
         }
     };
+    if let Command::Mount(args) = cli.command {
+        if let Some(path) = &args.log_file {
+            if let Err(err) = log_to(path) {
+                eprintln!("s3mirror: --log-file {}: {err}", path.display());
+                return ExitCode::Usage.into();
+            }
+        }
+        init_logging(args.verbose);
+        return s3mirror::mount::run(args).into();
+    }
     let common = match &cli.command {
         Command::Sync(args) => &args.common,
         Command::Verify(args) => &args.common,
         Command::Plan(args) => &args.common,
+        Command::Mount(_) => unreachable!("handled above"),
     };
     if let Some(path) = &common.log_file {
         if let Err(err) = log_to(path) {
@@ -41,6 +52,7 @@ fn main() -> std::process::ExitCode {
             let shards = args.shards as usize;
             (SyncSettings::for_plan(args), false, Some(shards))
         }
+        Command::Mount(_) => unreachable!("handled above"),
     };
     let settings = match settings {
         Ok(settings) => settings,

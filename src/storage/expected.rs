@@ -54,6 +54,19 @@ impl Expected {
         }
     }
 
+    /// Whether the promise is about parts, so that only bytes cut the same way (a
+    /// stream checked as it is cut into parts) can be checked against it.
+    pub fn needs_parts(&self) -> bool {
+        matches!(
+            self,
+            Expected::PartMd5s { .. }
+                | Expected::Checksum {
+                    part_size: Some(_),
+                    ..
+                }
+        )
+    }
+
     /// What to compute over the written file, or `None` when there is nothing to check.
     pub fn request(&self) -> Option<DigestRequest> {
         let (kind, part_sizes) = match self {

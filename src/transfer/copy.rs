@@ -26,7 +26,11 @@ impl Transfer {
             }
             (Store::S3(source), Store::S3(dest)) => {
                 let download = source.get(key).await?;
-                if entry.size >= sizes.multipart_threshold && dest.can_stream_in_parts(&download) {
+                // A promise about parts (a multipart ETag without a recorded MD5) can only
+                // be checked as the stream is cut into parts, before Complete.
+                let in_parts =
+                    entry.size >= sizes.multipart_threshold || download.expected.needs_parts();
+                if in_parts && dest.can_stream_in_parts(&download) {
                     dest.put_download_multipart(key, download, &self.parts)
                         .await
                 } else {

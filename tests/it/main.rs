@@ -4,6 +4,7 @@ mod checksum;
 mod delete;
 mod errors;
 mod garage;
+mod mount;
 mod multipart;
 mod reliability;
 mod shard;

@@ -76,7 +76,7 @@ pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
 pub use journal::Journal;
 pub use multipart::{
-    part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
+    content_type_for, part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
     PART_SIZE_METADATA,
 };
 pub use objects::{url_encoded_key, Download};

@@ -33,6 +33,8 @@ type ProxyError = std::io::Error;
 pub struct Faults {
     /// Added before each request is forwarded.
     pub latency: Duration,
+    /// Answer every write (PUT, POST, DELETE) with 500 InternalError; reads pass.
+    pub fail_writes: bool,
     /// Answer every request with this status and S3 error code instead of forwarding
     /// (e.g. 400 ExpiredToken), as a server would for a condition hard to set up.
     pub answer: Option<(u16, &'static str)>,
@@ -150,6 +152,15 @@ impl State {
             // sleep keeps the added latency within about 0.1 ms of the setting.
             let latency = faults.latency;
             let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
+        }
+        let write = matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE);
+        if faults.fail_writes && write {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            return Ok(s3_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            ));
         }
         if let Some((status, code)) = faults.answer {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);

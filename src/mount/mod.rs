@@ -1,0 +1,273 @@
+//! `s3mirror mount`: a bucket as a directory through FUSE. `fs` holds the logic,
+//! `fuse` answers the kernel, `cache` keeps object data on disk, `remote` talks to S3.
+//! See docs/mount.md for the semantics.
+
+mod cache;
+pub mod fs;
+mod fuse;
+pub mod remote;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::MountArgs;
+use crate::config::connection_settings;
+use crate::exit::ExitCode;
+use crate::location::Location;
+use crate::storage::s3::{build_client, requests::RequestCounts, Pacing, MIN_PART_SIZE};
+
+pub use cache::ReadCache;
+pub use fs::{Fs, FsSettings};
+pub use remote::{MemoryRemote, Remote, S3Remote};
+
+/// Mounts and serves until SIGINT/SIGTERM or an unmount (`umount`, `fusermount3 -u`).
+/// Without `--foreground`, starts the serving process in the background and returns
+/// once the mount is in place.
+pub fn run(args: MountArgs) -> ExitCode {
+    let (url, mountpoint) = match check(&args) {
+        Ok(checked) => checked,
+        Err(message) => {
+            eprintln!("s3mirror: {message}");
+            return ExitCode::Usage;
+        }
+    };
+    if !args.foreground {
+        return start_in_background(&mountpoint);
+    }
+    match serve(args, url, &mountpoint) {
+        Ok(()) => ExitCode::Success,
+        Err(message) => {
+            eprintln!("s3mirror: {message}");
+            ExitCode::Fatal
+        }
+    }
+}
+
+/// The bucket location and the mount point, or why they cannot be used.
+fn check(args: &MountArgs) -> Result<(crate::location::S3Url, PathBuf), String> {
+    let url = match Location::parse(&args.bucket) {
+        Ok(Location::S3(url)) => url,
+        Ok(Location::Local(_)) => {
+            return Err(format!(
+                "{:?}: mount needs s3://bucket[/prefix]",
+                args.bucket
+            ))
+        }
+        Err(err) => return Err(err.to_string()),
+    };
+    let mountpoint = std::fs::canonicalize(&args.mountpoint)
+        .map_err(|err| format!("mount point {}: {err}", args.mountpoint.display()))?;
+    if !mountpoint.is_dir() {
+        return Err(format!(
+            "mount point {} is not a directory",
+            mountpoint.display()
+        ));
+    }
+    if is_mounted(&mountpoint) {
+        return Err(format!("{} is already a mount point", mountpoint.display()));
+    }
+    if args.part_size < MIN_PART_SIZE {
+        return Err(format!(
+            "--part-size must be at least 5MiB (the S3 minimum), not {} bytes",
+            args.part_size
+        ));
+    }
+    Ok((url, mountpoint))
+}
+
+fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Result<(), String> {
+    let client_settings = connection_settings(&args.connection).map_err(|err| err.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| format!("starting the runtime: {err}"))?;
+    let client = runtime.block_on(build_client(
+        &client_settings,
+        Arc::new(RequestCounts::default()),
+        &Pacing::default(),
+    ));
+    let remote = Arc::new(S3Remote {
+        client,
+        bucket: url.bucket().to_owned(),
+    });
+    // Fail now, with the server's reason, rather than on the first `ls`.
+    runtime
+        .block_on(remote.has_keys(url.prefix()))
+        .map_err(|err| err.message)?;
+
+    let temp;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.join(format!("s3mirror-mount-{}", std::process::id())),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("s3mirror-mount-")
+                .tempdir()
+                .map_err(|err| format!("creating a cache directory: {err}"))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let cache = ReadCache::new(cache_dir.clone(), args.cache_size)
+        .map_err(|err| format!("cache directory {}: {err}", cache_dir.display()))?;
+    let settings = FsSettings {
+        prefix: url.prefix().to_owned(),
+        ttl: args.metadata_ttl,
+        read_only: args.read_only,
+        allow_delete: args.allow_delete,
+        part_size: args.part_size,
+    };
+    let fs = Arc::new(Fs::new(remote, cache, settings));
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fuse = fuse::Fuse::new(fs, runtime.handle().clone(), uid, gid);
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(format!("s3mirror:{}/{}", url.bucket(), url.prefix())),
+        fuser::MountOption::Subtype("s3mirror".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+    ];
+    if args.read_only {
+        config.mount_options.push(fuser::MountOption::RO);
+    }
+    let session = fuser::spawn_mount(fuse, mountpoint, &config).map_err(|err| {
+        format!(
+            "mounting on {}: {err}; mounting needs /dev/fuse, and root or fusermount3 (Debian package fuse3)",
+            mountpoint.display()
+        )
+    })?;
+    eprintln!("s3mirror: mounted {url} on {}", mountpoint.display());
+
+    let signalled = runtime.block_on(async {
+        tokio::select! {
+            () = crate::sync::shutdown_signal() => true,
+            () = unmounted(mountpoint) => false,
+        }
+    });
+    if signalled {
+        if let Err(err) = session.umount_and_join() {
+            // Files still open keep the kernel from unmounting at once: detach instead.
+            tracing::warn!("unmounting {}: {err}; detaching it", mountpoint.display());
+            lazy_unmount(mountpoint);
+        }
+    } else {
+        let _ = session.join();
+    }
+    eprintln!("s3mirror: unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// Starts `s3mirror mount ... --foreground` in its own session and waits until the
+/// bucket is mounted, or tells why it could not be.
+fn start_in_background(mountpoint: &Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let log = std::env::temp_dir().join(format!("s3mirror-mount-{}.log", std::process::id()));
+    let started = std::fs::File::create(&log).and_then(|stderr| {
+        let exe = std::env::current_exe()?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .args(std::env::args_os().skip(1))
+            .arg("--foreground")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        // SAFETY: setsid is async-signal-safe; the child leaves the terminal's session.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        command.spawn()
+    });
+    let mut child = match started {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("s3mirror: starting the mount: {err}");
+            return ExitCode::Fatal;
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if is_mounted(mountpoint) {
+            eprintln!(
+                "s3mirror: mounted on {} (pid {}, messages in {}); unmount with `umount {}`",
+                mountpoint.display(),
+                child.id(),
+                log.display(),
+                mountpoint.display()
+            );
+            return ExitCode::Success;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            eprint!("{said}");
+            eprintln!("s3mirror: the mount did not start ({status})");
+            return ExitCode::Fatal;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "s3mirror: {} was not mounted within a minute; see {}",
+        mountpoint.display(),
+        log.display()
+    );
+    ExitCode::Fatal
+}
+
+/// Whether `path` (canonical) is a mount point now, from /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = escape_mount_path(&path.to_string_lossy());
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| mount_point == wanted)
+}
+
+/// Mount points in mountinfo have space, tab, newline and backslash as octal escapes.
+fn escape_mount_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Resolves once the mount point is no longer mounted (unmounted from outside).
+async fn unmounted(path: &Path) {
+    while is_mounted(path) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn lazy_unmount(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid C string; MNT_DETACH only detaches the mount.
+    unsafe {
+        libc::umount2(c_path.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_found_with_their_escapes() {
+        assert!(is_mounted(Path::new("/proc")));
+        assert!(!is_mounted(Path::new("/proc/self")));
+        assert_eq!(escape_mount_path("/a b\\c"), "/a\\040b\\134c");
+    }
+}
