@@ -17,13 +17,15 @@ use crate::storage::checksum::{digest, HashKind};
 
 /// Unit of fetching and of bookkeeping.
 pub const CHUNK: u64 = 1 << 20;
-/// Chunks one GetObject fetches at most: the read-ahead of a sequential reader.
+/// Chunks a first GetObject fetches: the read-ahead of a reader that just started.
 const WINDOW: u64 = 8;
+/// The widest read-ahead a sequential reader grows to.
+const MAX_WINDOW: u64 = 64;
 
 pub struct ReadCache {
     dir: PathBuf,
     limit: u64,
-    used: AtomicU64,
+    used: Arc<AtomicU64>,
     clock: AtomicU64,
     entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
 }
@@ -31,11 +33,155 @@ pub struct ReadCache {
 struct Entry {
     path: PathBuf,
     size: u64,
-    /// Which chunks are in the file; the lock also serialises fetching.
-    chunks: tokio::sync::Mutex<Vec<bool>>,
+    /// The state of each chunk.
+    chunks: Mutex<Vec<Chunk>>,
+    /// Woken whenever chunks arrive or a fetch gives up.
+    changed: tokio::sync::Notify,
+    /// Chunks a read-ahead fetches at once; doubles while a reader goes on sequentially.
+    window: AtomicU64,
     last_used: AtomicU64,
     /// Readers currently using the entry; an entry in use is never evicted.
     readers: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Absent,
+    Fetching,
+    Present,
+}
+
+/// What a reader must do for a range of chunks.
+enum Next {
+    Ready,
+    /// Fetch these chunks (now claimed by this reader).
+    Fetch(u64, u64),
+    /// Another fetch is bringing them: wait.
+    Wait,
+}
+
+impl Entry {
+    fn next(&self, first: u64, last: u64, window: u64) -> Next {
+        let mut chunks = self.chunks.lock().expect("chunks lock");
+        let total = chunks.len() as u64;
+        match (first..=last).find(|&c| chunks[c as usize] != Chunk::Present) {
+            None => Next::Ready,
+            Some(c) if chunks[c as usize] == Chunk::Fetching => Next::Wait,
+            Some(c) => {
+                let stop = claim(&mut chunks, c, (c + window.max(last - c + 1)).min(total));
+                Next::Fetch(c, stop)
+            }
+        }
+    }
+
+    /// Claims the absent chunks ahead of `from` for a read-ahead, unless they are there
+    /// or coming already.
+    fn claim_ahead(&self, from: u64, window: u64) -> Option<(u64, u64)> {
+        let mut chunks = self.chunks.lock().expect("chunks lock");
+        let total = chunks.len() as u64;
+        let look = (from + window / 2).min(total);
+        let first = (from..look).find(|&c| chunks[c as usize] != Chunk::Present)?;
+        if chunks[first as usize] == Chunk::Fetching {
+            return None;
+        }
+        let stop = claim(&mut chunks, first, (first + window).min(total));
+        Some((first, stop))
+    }
+
+    /// Fetches claimed chunks `chunk..stop` in one ranged GET; on failure they are
+    /// given back for another reader to try.
+    async fn fetch<R: Remote>(
+        &self,
+        remote: &R,
+        key: &str,
+        etag: &str,
+        chunk: u64,
+        stop: u64,
+        used: &AtomicU64,
+    ) -> Result<(), RemoteError> {
+        let result = self
+            .fetch_claimed(remote, key, etag, chunk, stop, used)
+            .await;
+        let mut chunks = self.chunks.lock().expect("chunks lock");
+        for c in chunk..stop {
+            chunks[c as usize] = match (&result, chunks[c as usize]) {
+                (Ok(()), _) => Chunk::Present,
+                (Err(_), Chunk::Fetching) => Chunk::Absent,
+                (Err(_), state) => state,
+            };
+        }
+        drop(chunks);
+        self.changed.notify_waiters();
+        result
+    }
+
+    /// Streams the claimed chunks into the file, marking each present (and waking its
+    /// readers) as soon as all its bytes are there.
+    async fn fetch_claimed<R: Remote>(
+        &self,
+        remote: &R,
+        key: &str,
+        etag: &str,
+        chunk: u64,
+        stop: u64,
+        used: &AtomicU64,
+    ) -> Result<(), RemoteError> {
+        let (start_byte, end_byte) = (chunk * CHUNK, (stop * CHUNK).min(self.size));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(|err| cache_error(&self.path, err))?;
+        let mut at = start_byte;
+        let mut sink = |piece: &[u8]| -> Result<(), RemoteError> {
+            if at + piece.len() as u64 > end_byte {
+                return Err(RemoteError {
+                    kind: super::remote::ErrorKind::Other,
+                    message: format!("GetObject {key}: more bytes than the range holds"),
+                });
+            }
+            file.write_all_at(piece, at)
+                .map_err(|err| cache_error(&self.path, err))?;
+            let before = at;
+            at += piece.len() as u64;
+            used.fetch_add(piece.len() as u64, Ordering::Relaxed);
+            // Chunks completed by this piece (the last one ends with the object).
+            let done_until = if at == self.size { stop } else { at / CHUNK };
+            if done_until > before / CHUNK {
+                let mut chunks = self.chunks.lock().expect("chunks lock");
+                for c in before / CHUNK..done_until {
+                    chunks[c as usize] = Chunk::Present;
+                }
+                drop(chunks);
+                self.changed.notify_waiters();
+            }
+            Ok(())
+        };
+        remote
+            .get_range(key, etag, start_byte, end_byte, &mut sink)
+            .await?;
+        if at != end_byte {
+            return Err(RemoteError {
+                kind: super::remote::ErrorKind::Other,
+                message: format!(
+                    "GetObject {key}: {} bytes where {} were asked for",
+                    at - start_byte,
+                    end_byte - start_byte
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Marks the absent chunks from `from` up to `stop` (or the first that is not absent)
+/// as being fetched; returns where the claimed run ends.
+fn claim(chunks: &mut [Chunk], from: u64, stop: u64) -> u64 {
+    let mut c = from;
+    while c < stop && chunks[c as usize] == Chunk::Absent {
+        chunks[c as usize] = Chunk::Fetching;
+        c += 1;
+    }
+    c
 }
 
 impl ReadCache {
@@ -44,17 +190,18 @@ impl ReadCache {
         Ok(Self {
             dir,
             limit,
-            used: AtomicU64::new(0),
+            used: Arc::new(AtomicU64::new(0)),
             clock: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
         })
     }
 
     /// Bytes `offset..offset+len` of an object of `size` bytes with `etag`, fetching
-    /// (with read-ahead) what the cache does not hold.
+    /// what the cache does not hold, and reading the next window ahead in the
+    /// background once a reader gets near the end of what is there.
     pub async fn read<R: Remote>(
         &self,
-        remote: &R,
+        remote: &Arc<R>,
         key: &str,
         etag: &str,
         size: u64,
@@ -81,57 +228,46 @@ impl ReadCache {
 
     async fn fill_and_read<R: Remote>(
         &self,
-        remote: &R,
+        remote: &Arc<R>,
         key: &str,
         etag: &str,
-        entry: &Entry,
+        entry: &Arc<Entry>,
         offset: u64,
         end: u64,
     ) -> Result<Vec<u8>, RemoteError> {
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
-        let total = entry.size.div_ceil(CHUNK);
-        let mut chunks = entry.chunks.lock().await;
-        let mut chunk = first;
-        while chunk <= last {
-            if chunks[chunk as usize] {
-                chunk += 1;
-                continue;
+        loop {
+            let changed = entry.changed.notified();
+            let window = entry.window.load(Ordering::Relaxed);
+            match entry.next(first, last, window) {
+                Next::Ready => break,
+                Next::Fetch(chunk, stop) => {
+                    entry
+                        .fetch(&**remote, key, etag, chunk, stop, &self.used)
+                        .await?
+                }
+                Next::Wait => changed.await,
             }
-            // Fetch the missing run from here, up to a window ahead of the read.
-            let mut stop = chunk + 1;
-            while stop < total
-                && stop < chunk + WINDOW.max(last - chunk + 1)
-                && !chunks[stop as usize]
-            {
-                stop += 1;
-            }
-            let (start_byte, end_byte) = (chunk * CHUNK, (stop * CHUNK).min(entry.size));
-            let bytes = remote.get_range(key, etag, start_byte, end_byte).await?;
-            if bytes.len() as u64 != end_byte - start_byte {
-                return Err(RemoteError {
-                    kind: super::remote::ErrorKind::Other,
-                    message: format!(
-                        "GetObject {key}: {} bytes where {} were asked for",
-                        bytes.len(),
-                        end_byte - start_byte
-                    ),
-                });
-            }
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&entry.path)
-                .and_then(|file| file.write_all_at(&bytes, start_byte).map(|()| file));
-            if let Err(err) = file {
-                return Err(cache_error(&entry.path, err));
-            }
-            for c in chunk..stop {
-                chunks[c as usize] = true;
-            }
-            self.used
-                .fetch_add(end_byte - start_byte, Ordering::Relaxed);
-            chunk = stop;
         }
-        drop(chunks);
+        // A reader going on sequentially gets the next window read ahead, in the
+        // background, and a wider one each time, up to MAX_WINDOW.
+        let window = entry.window.load(Ordering::Relaxed);
+        if let Some((chunk, stop)) = entry.claim_ahead(last + 1, window) {
+            entry
+                .window
+                .store((window * 2).min(MAX_WINDOW), Ordering::Relaxed);
+            let (entry, remote, used) = (
+                Arc::clone(entry),
+                Arc::clone(remote),
+                Arc::clone(&self.used),
+            );
+            let (key, etag) = (key.to_owned(), etag.to_owned());
+            tokio::spawn(async move {
+                if let Err(err) = entry.fetch(&*remote, &key, &etag, chunk, stop, &used).await {
+                    tracing::debug!("read-ahead: {}", err.message);
+                }
+            });
+        }
         let mut out = vec![0; (end - offset) as usize];
         std::fs::File::open(&entry.path)
             .and_then(|file| file.read_exact_at(&mut out, offset))
@@ -152,7 +288,9 @@ impl ReadCache {
         let entry = Arc::new(Entry {
             path,
             size,
-            chunks: tokio::sync::Mutex::new(vec![false; size.div_ceil(CHUNK) as usize]),
+            chunks: Mutex::new(vec![Chunk::Absent; size.div_ceil(CHUNK) as usize]),
+            changed: tokio::sync::Notify::new(),
+            window: AtomicU64::new(WINDOW),
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
             readers: AtomicU64::new(0),
         });
@@ -168,7 +306,14 @@ impl ReadCache {
         let mut entries = self.entries.lock().expect("cache lock");
         let mut idle: Vec<((String, String), u64)> = entries
             .iter()
-            .filter(|(_, e)| e.readers.load(Ordering::SeqCst) == 0)
+            .filter(|(_, e)| {
+                e.readers.load(Ordering::SeqCst) == 0
+                    && !e
+                        .chunks
+                        .lock()
+                        .expect("chunks lock")
+                        .contains(&Chunk::Fetching)
+            })
             .map(|(id, e)| (id.clone(), e.last_used.load(Ordering::Relaxed)))
             .collect();
         idle.sort_by_key(|(_, used)| *used);
@@ -177,17 +322,17 @@ impl ReadCache {
                 break;
             }
             if let Some(entry) = entries.remove(&id) {
-                let held = entry
+                let chunks = entry
                     .chunks
-                    .try_lock()
-                    .map(|c| c.iter().filter(|&&present| present).count() as u64 * CHUNK)
-                    .unwrap_or(0)
-                    .min(entry.size);
+                    .lock()
+                    .expect("chunks lock")
+                    .iter()
+                    .filter(|&&chunk| chunk == Chunk::Present)
+                    .count() as u64;
+                let held = (chunks * CHUNK).min(entry.size);
                 let _ = std::fs::remove_file(&entry.path);
-                self.used.fetch_sub(
-                    held.min(self.used.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
+                let used = self.used.load(Ordering::Relaxed);
+                self.used.fetch_sub(held.min(used), Ordering::Relaxed);
             }
         }
     }
@@ -212,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_fetch_once_and_the_cache_stays_within_its_limit() {
-        let remote = MemoryRemote::default();
+        let remote = Arc::new(MemoryRemote::default());
         let data: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 251) as u8).collect();
         remote.insert("k", &data);
         let etag = remote.head_etag("k");

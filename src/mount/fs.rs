@@ -477,7 +477,7 @@ impl<R: Remote> Fs<R> {
             } => self
                 .cache
                 .read(
-                    &*self.remote,
+                    &self.remote,
                     key,
                     etag,
                     *object_size,
@@ -680,6 +680,26 @@ impl<R: Remote> Fs<R> {
             }
         }
         self.handles.lock().expect("handles lock").remove(&fh);
+    }
+
+    /// At unmount: aborts the multipart uploads of files that were never closed (their
+    /// writers got no success from close, so nothing is lost that was promised).
+    pub async fn abort_unfinished(&self) {
+        let handles: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .expect("handles lock")
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            if let Handle::Write(writer) = &*handle {
+                let mut writer = writer.lock().await;
+                if let (None, Some(upload)) = (writer.committed, writer.upload.take()) {
+                    self.remote.abort_upload(&writer.key, &upload.id).await;
+                }
+            }
+        }
     }
 
     /// Accepts a truncation to zero of a file just created (O_TRUNC); other size

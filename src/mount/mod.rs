@@ -119,7 +119,7 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
     };
     let fs = Arc::new(Fs::new(remote, cache, settings));
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fuse = fuse::Fuse::new(fs, runtime.handle().clone(), uid, gid);
+    let fuse = fuse::Fuse::new(Arc::clone(&fs), runtime.handle().clone(), uid, gid);
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -154,6 +154,7 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
     } else {
         let _ = session.join();
     }
+    runtime.block_on(fs.abort_unfinished());
     eprintln!("s3mirror: unmounted {}", mountpoint.display());
     Ok(())
 }

@@ -65,14 +65,16 @@ pub trait Remote: Send + Sync + 'static {
     /// Whether any key starts with `prefix` (a directory, marker or not).
     fn has_keys(&self, prefix: &str) -> impl Future<Output = Result<bool>> + Send;
     fn head(&self, key: &str) -> impl Future<Output = Result<Option<ObjectMeta>>> + Send;
-    /// Bytes `start..end` of the object, only if it still has `etag`.
+    /// Bytes `start..end` of the object, only if it still has `etag`, handed to `sink`
+    /// piece by piece as they arrive.
     fn get_range(
         &self,
         key: &str,
         etag: &str,
         start: u64,
         end: u64,
-    ) -> impl Future<Output = Result<Vec<u8>>> + Send;
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> impl Future<Output = Result<()>> + Send;
     /// One PutObject, verified by its Content-MD5.
     fn put(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
     fn create_upload(&self, key: &str) -> impl Future<Output = Result<String>> + Send;
@@ -211,8 +213,15 @@ impl Remote for S3Remote {
         }
     }
 
-    async fn get_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<Vec<u8>> {
-        let out = self
+    async fn get_range(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: u64,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
+        let mut out = self
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -222,12 +231,15 @@ impl Remote for S3Remote {
             .send()
             .await
             .map_err(|err| sdk_error("GetObject", key, &err))?;
-        let body = out
+        while let Some(piece) = out
             .body
-            .collect()
+            .try_next()
             .await
-            .map_err(|err| RemoteError::other(format!("GetObject {key}: {err}")))?;
-        Ok(body.into_bytes().to_vec())
+            .map_err(|err| RemoteError::other(format!("GetObject {key}: {err}")))?
+        {
+            sink(&piece)?;
+        }
+        Ok(())
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
@@ -433,22 +445,36 @@ impl Remote for MemoryRemote {
         Ok(objects.get(key).map(|(_, meta)| meta.clone()))
     }
 
-    async fn get_range(&self, key: &str, etag: &str, start: u64, end: u64) -> Result<Vec<u8>> {
+    async fn get_range(
+        &self,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: u64,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let objects = self.objects.lock().expect("objects lock");
-        match objects.get(key) {
-            None => Err(RemoteError {
-                kind: ErrorKind::NotFound,
-                message: format!("GetObject {key}: NoSuchKey"),
-            }),
-            Some((_, meta)) if meta.etag != etag => Err(RemoteError {
-                kind: ErrorKind::Changed,
-                message: format!("GetObject {key}: PreconditionFailed"),
-            }),
-            Some((body, _)) => {
-                Ok(body[start as usize..end.min(body.len() as u64) as usize].to_vec())
+        let body = {
+            let objects = self.objects.lock().expect("objects lock");
+            match objects.get(key) {
+                None => {
+                    return Err(RemoteError {
+                        kind: ErrorKind::NotFound,
+                        message: format!("GetObject {key}: NoSuchKey"),
+                    })
+                }
+                Some((_, meta)) if meta.etag != etag => {
+                    return Err(RemoteError {
+                        kind: ErrorKind::Changed,
+                        message: format!("GetObject {key}: PreconditionFailed"),
+                    })
+                }
+                Some((body, _)) => {
+                    body[start as usize..end.min(body.len() as u64) as usize].to_vec()
+                }
             }
-        }
+        };
+        sink(&body)
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {

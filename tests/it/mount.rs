@@ -369,6 +369,22 @@ fn unsupported_changes_fail_with_a_clear_errno() {
 }
 
 #[test]
+fn sigterm_unmounts() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("mount-term"));
+    let mut mount = Mounted::new(&format!("s3://{bucket}"), &[]);
+    let mut child = mount.child.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !s3mirror::mount::is_mounted(&mount.path),
+        "unmounted by the process itself"
+    );
+}
+
+#[test]
 fn mount_refuses_what_cannot_work() {
     let run = s3mirror(&["mount", "./not-a-bucket", "/tmp"]);
     run.assert_code(2);
