@@ -490,17 +490,23 @@ impl<R: Remote> Fs<R> {
         }
     }
 
-    /// Creates a new file, written sequentially and uploaded when closed.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64), Errno> {
+    /// The path of a name about to be made: refused on a read-only mount, or when the
+    /// name is taken.
+    async fn new_name(&self, parent: u64, name: &str) -> Result<String, Errno> {
         if self.settings.read_only {
             return Err(libc::EROFS);
         }
         let path = self.child_path(parent, name)?;
         match self.lookup(parent, name).await {
-            Ok(_) => return Err(libc::EEXIST),
-            Err(libc::ENOENT) => {}
-            Err(err) => return Err(err),
+            Ok(_) => Err(libc::EEXIST),
+            Err(libc::ENOENT) => Ok(path),
+            Err(err) => Err(err),
         }
+    }
+
+    /// Creates a new file, written sequentially and uploaded when closed.
+    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64), Errno> {
+        let path = self.new_name(parent, name).await?;
         let attr = {
             let mut nodes = self.nodes.lock().expect("nodes lock");
             let ino = nodes.ino_for(&path, Kind::File);
@@ -715,15 +721,7 @@ impl<R: Remote> Fs<R> {
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
-        if self.settings.read_only {
-            return Err(libc::EROFS);
-        }
-        let path = self.child_path(parent, name)?;
-        match self.lookup(parent, name).await {
-            Ok(_) => return Err(libc::EEXIST),
-            Err(libc::ENOENT) => {}
-            Err(err) => return Err(err),
-        }
+        let path = self.new_name(parent, name).await?;
         self.remote
             .put(&self.dir_key(&path), Vec::new())
             .await

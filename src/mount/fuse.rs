@@ -85,6 +85,13 @@ fn errno(code: i32) -> Errno {
     Errno::from_i32(code)
 }
 
+fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(code) => reply.error(errno(code)),
+    }
+}
+
 fn name_of(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_owned)
 }
@@ -168,24 +175,14 @@ impl<R: Remote> Filesystem for Fuse<R> {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::ENOENT));
         };
-        self.spawn(|ctx| async move {
-            match ctx.fs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(code) => reply.error(errno(code)),
-            }
-        });
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.unlink(parent.0, &name).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::ENOENT));
         };
-        self.spawn(|ctx| async move {
-            match ctx.fs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(code) => reply.error(errno(code)),
-            }
-        });
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.rmdir(parent.0, &name).await) });
     }
 
     fn rename(
@@ -261,12 +258,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(code) => reply.error(errno(code)),
-            }
-        });
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0).await) });
     }
 
     fn fsync(
@@ -277,12 +269,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(code) => reply.error(errno(code)),
-            }
-        });
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0).await) });
     }
 
     fn release(

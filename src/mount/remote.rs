@@ -24,6 +24,24 @@ pub struct ObjectMeta {
     pub etag: String,
 }
 
+impl ObjectMeta {
+    fn from_parts(
+        size: Option<i64>,
+        last_modified: Option<&aws_sdk_s3::primitives::DateTime>,
+        etag: Option<&str>,
+    ) -> Self {
+        Self {
+            size: size.unwrap_or(0).max(0) as u64,
+            mtime: last_modified
+                .and_then(|t| SystemTime::try_from(*t).ok())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            etag: etag
+                .map(|e| ETag::parse(e).as_str().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The names right below a prefix: "directories" (common prefixes) and objects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirListing {
@@ -151,20 +169,9 @@ impl Remote for S3Remote {
                 let Some(name) = object.key().and_then(|k| k.strip_prefix(prefix)) else {
                     continue;
                 };
-                listing.files.push((
-                    name.to_owned(),
-                    ObjectMeta {
-                        size: object.size().unwrap_or(0).max(0) as u64,
-                        mtime: object
-                            .last_modified()
-                            .and_then(|t| SystemTime::try_from(*t).ok())
-                            .unwrap_or(SystemTime::UNIX_EPOCH),
-                        etag: object
-                            .e_tag()
-                            .map(|e| ETag::parse(e).as_str().to_owned())
-                            .unwrap_or_default(),
-                    },
-                ));
+                let meta =
+                    ObjectMeta::from_parts(object.size(), object.last_modified(), object.e_tag());
+                listing.files.push((name.to_owned(), meta));
             }
         }
         Ok(listing)
@@ -192,17 +199,11 @@ impl Remote for S3Remote {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(ObjectMeta {
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-                mtime: out
-                    .last_modified()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-                etag: out
-                    .e_tag()
-                    .map(|e| ETag::parse(e).as_str().to_owned())
-                    .unwrap_or_default(),
-            })),
+            Ok(out) => Ok(Some(ObjectMeta::from_parts(
+                out.content_length(),
+                out.last_modified(),
+                out.e_tag(),
+            ))),
             Err(err) => {
                 let err = sdk_error("HeadObject", key, &err);
                 match err.kind {
