@@ -73,8 +73,16 @@ impl Shard {
     }
 
     /// The keys of this shard: from its boundary (the first has none) to the next one
-    /// (the last has none).
+    /// (the last has none). With fewer boundaries than shards (too few names to split
+    /// on), the shards past the last boundary have no keys.
     pub fn range(&self, boundaries: &[String]) -> KeyRange {
+        if self.index > boundaries.len() {
+            let last = boundaries.last().cloned().unwrap_or_default();
+            return KeyRange {
+                start: Some(last.clone()),
+                end: Some(last),
+            };
+        }
         KeyRange {
             start: self
                 .index
@@ -193,6 +201,16 @@ mod tests {
         for key in ["", "a", "b/", "b/x", "l", "m", "z/deep"] {
             let holders = ranges.iter().filter(|r| r.contains(key)).count();
             assert_eq!(holders, 1, "{key:?}");
+        }
+        // Fewer boundaries than shards: the extra shards hold nothing.
+        for bounds in [vec![], vec!["m".to_owned()]] {
+            let ranges: Vec<KeyRange> = (0..4)
+                .map(|index| Shard { index, count: 4 }.range(&bounds))
+                .collect();
+            for key in ["", "a", "m", "z"] {
+                let holders = ranges.iter().filter(|r| r.contains(key)).count();
+                assert_eq!(holders, 1, "{key:?} with {bounds:?}");
+            }
         }
     }
 

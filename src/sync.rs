@@ -191,6 +191,22 @@ async fn shard_range(
         Some(boundaries) => boundaries.clone(),
         None => boundaries_of(source, sharding.shard.count).await?,
     };
+    let count = sharding.shard.count;
+    if boundaries.len() >= count {
+        return Err(RunError::Setup(format!(
+            "{} shard boundaries for {count} shards, which need at most {}: the shards would \
+             not cover every key; use the boundaries `plan --shards {count}` wrote",
+            boundaries.len(),
+            count - 1
+        )));
+    }
+    if boundaries.len() + 1 < count {
+        console.report(Event::Notice(&format!(
+            "the source has too few names to split {count} ways: shards {} to {} have no keys",
+            boundaries.len() + 1,
+            count - 1
+        )));
+    }
     let range = sharding.shard.range(&boundaries);
     let show = |bound: &Option<String>| bound.as_ref().map_or("-".to_owned(), |b| format!("{b:?}"));
     console.report(Event::Notice(&format!(

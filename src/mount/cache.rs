@@ -213,7 +213,6 @@ impl ReadCache {
             return Ok(Vec::new());
         }
         let entry = self.entry(key, etag, size)?;
-        entry.readers.fetch_add(1, Ordering::SeqCst);
         let result = self
             .fill_and_read(remote, key, etag, &entry, offset, end)
             .await;
@@ -275,13 +274,23 @@ impl ReadCache {
         Ok(out)
     }
 
+    /// The entry of one object version, counted as being read (the caller gives that
+    /// back): counted under the same lock eviction takes, so it is never evicted between
+    /// being found and being read.
     fn entry(&self, key: &str, etag: &str, size: u64) -> Result<Arc<Entry>, RemoteError> {
         let mut entries = self.entries.lock().expect("cache lock");
-        let id = (key.to_owned(), etag.to_owned());
+        // The size belongs to the version's identity: a size from another version of
+        // the object never meets this entry's chunks.
+        let id = (key.to_owned(), format!("{etag}/{size}"));
         if let Some(entry) = entries.get(&id) {
+            entry.readers.fetch_add(1, Ordering::SeqCst);
             return Ok(Arc::clone(entry));
         }
-        let name = hex::encode(digest(HashKind::Md5, format!("{key}\0{etag}").as_bytes()));
+        let n = self.clock.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}-{n}",
+            hex::encode(digest(HashKind::Md5, format!("{key}\0{etag}").as_bytes()))
+        );
         let path = self.dir.join(name);
         let file = std::fs::File::create(&path).map_err(|err| cache_error(&path, err))?;
         file.set_len(size).map_err(|err| cache_error(&path, err))?;
@@ -292,7 +301,7 @@ impl ReadCache {
             changed: tokio::sync::Notify::new(),
             window: AtomicU64::new(WINDOW),
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
-            readers: AtomicU64::new(0),
+            readers: AtomicU64::new(1),
         });
         entries.insert(id, Arc::clone(&entry));
         Ok(entry)

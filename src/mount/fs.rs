@@ -113,6 +113,9 @@ enum Handle {
 struct Writer {
     ino: u64,
     key: String,
+    /// The process that created the file: closes of its descriptors by others (a
+    /// shell's dup2 dance, a forked child exiting) do not end the file.
+    opener: u32,
     /// Bytes written so far; the next write must start here.
     written: u64,
     /// The part being filled (the whole file while it is smaller than a part).
@@ -154,6 +157,15 @@ impl Part {
 
 /// Parts of one file uploaded at once while it is written.
 const PARTS_IN_FLIGHT: usize = 2;
+/// The most parts one S3 object can have.
+const MAX_PARTS: u64 = 10_000;
+
+/// Waits for parts still being sent; their results no longer matter.
+async fn finish_parts(parts: Vec<Part>) {
+    for part in parts {
+        let _ = part.result().await;
+    }
+}
 
 pub struct Fs<R: Remote> {
     remote: Arc<R>,
@@ -434,20 +446,22 @@ impl<R: Remote> Fs<R> {
                 libc::EPERM
             });
         }
-        let (key, etag, local) = {
+        // Size and ETag from one look at the node, so that they describe one version.
+        let (key, etag, size, local) = {
             let nodes = self.nodes.lock().expect("nodes lock");
             let node = nodes.by_ino.get(&ino).ok_or(libc::ENOENT)?;
-            (self.key(&node.path), node.etag.clone(), node.local)
+            (
+                self.key(&node.path),
+                node.etag.clone(),
+                node.size,
+                node.local,
+            )
         };
         if local {
             // Still being written through this mount: readable once it is closed.
             return Err(libc::EBUSY);
         }
-        Ok(self.add_handle(Handle::Read {
-            key,
-            etag,
-            size: attr.size,
-        }))
+        Ok(self.add_handle(Handle::Read { key, etag, size }))
     }
 
     fn add_handle(&self, handle: Handle) -> u64 {
@@ -505,7 +519,7 @@ impl<R: Remote> Fs<R> {
     }
 
     /// Creates a new file, written sequentially and uploaded when closed.
-    pub async fn create(&self, parent: u64, name: &str) -> Result<(Attr, u64), Errno> {
+    pub async fn create(&self, parent: u64, name: &str, opener: u32) -> Result<(Attr, u64), Errno> {
         let path = self.new_name(parent, name).await?;
         let attr = {
             let mut nodes = self.nodes.lock().expect("nodes lock");
@@ -520,6 +534,7 @@ impl<R: Remote> Fs<R> {
         let writer = Writer {
             ino: attr.ino,
             key: self.key(&path),
+            opener,
             written: 0,
             buffer: Vec::new(),
             upload: None,
@@ -551,13 +566,34 @@ impl<R: Remote> Fs<R> {
             );
             return Err(libc::EINVAL);
         }
+        if writer.written + data.len() as u64 > self.settings.part_size * MAX_PARTS {
+            tracing::warn!(
+                "{}: larger than {MAX_PARTS} parts of --part-size; mount with a larger --part-size",
+                writer.key
+            );
+            return Err(self.give_up(&mut writer, libc::EFBIG).await);
+        }
         writer.buffer.extend_from_slice(data);
         writer.written += data.len() as u64;
         self.set_size(writer.ino, writer.written);
         while writer.buffer.len() as u64 >= self.settings.part_size {
-            self.send_part(&mut writer).await?;
+            if let Err(code) = self.send_part(&mut writer).await {
+                return Err(self.give_up(&mut writer, code).await);
+            }
         }
         Ok(data.len() as u32)
+    }
+
+    /// A write failed: the file will not be created, and its close reports the failure.
+    async fn give_up(&self, writer: &mut Writer, code: Errno) -> Errno {
+        writer.committed = Some(Err(libc::EIO));
+        writer.buffer = Vec::new();
+        if let Some(upload) = writer.upload.take() {
+            finish_parts(upload.parts).await;
+            self.remote.abort_upload(&writer.key, &upload.id).await;
+        }
+        self.forget_written(writer.ino, false);
+        code
     }
 
     fn set_size(&self, ino: u64, size: u64) {
@@ -603,8 +639,10 @@ impl<R: Remote> Fs<R> {
 
     /// Makes a written file durable: the object is in the bucket when this returns Ok.
     /// A failure is returned (EIO) and the object is not created. Flushing again
-    /// without new writes returns the same result.
-    pub async fn flush(&self, fh: u64) -> Result<(), Errno> {
+    /// without new writes returns the same result. `closer` is the process closing a
+    /// descriptor (None for fsync and release, which always commit): a close before any
+    /// write, or by another process, leaves the file open for writing.
+    pub async fn flush(&self, fh: u64, closer: Option<u32>) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
         let Handle::Write(writer) = &*handle else {
             return Ok(());
@@ -612,6 +650,9 @@ impl<R: Remote> Fs<R> {
         let mut writer = writer.lock().await;
         if let Some(result) = writer.committed {
             return result;
+        }
+        if closer.is_some_and(|pid| pid != writer.opener || writer.written == 0) {
+            return Ok(());
         }
         let result = self.commit(&mut writer).await;
         if let Err(err) = &result {
@@ -622,20 +663,30 @@ impl<R: Remote> Fs<R> {
             _ => libc::EIO,
         });
         writer.committed = Some(result);
-        let mut nodes = self.nodes.lock().expect("nodes lock");
-        if let Some(node) = nodes.by_ino.get_mut(&writer.ino) {
-            node.local = false;
-            // The server has the final word on the new object's metadata.
-            node.checked = None;
-        }
-        if result.is_err() {
-            let path = nodes.by_ino.get(&writer.ino).map(|n| n.path.clone());
-            if let Some(path) = path {
-                nodes.by_path.remove(&path);
-            }
-            nodes.by_ino.remove(&writer.ino);
-        }
+        self.forget_written(writer.ino, result.is_ok());
         result
+    }
+
+    /// After a file's commit: it is an object like any other (the server has the final
+    /// word on its metadata), or, when it failed, it never existed.
+    fn forget_written(&self, ino: u64, created: bool) {
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        let Some(node) = nodes.by_ino.get_mut(&ino) else {
+            return;
+        };
+        node.local = false;
+        node.checked = None;
+        let path = node.path.clone();
+        // The parent's listing predates the file.
+        let parent = path
+            .rsplit_once('/')
+            .map_or("", |(parent, _)| parent)
+            .to_owned();
+        nodes.listed.remove(&parent);
+        if !created {
+            nodes.by_path.remove(&path);
+            nodes.by_ino.remove(&ino);
+        }
     }
 
     async fn commit(&self, writer: &mut Writer) -> Result<(), RemoteError> {
@@ -682,7 +733,7 @@ impl<R: Remote> Fs<R> {
     pub async fn release(&self, fh: u64) {
         if let Ok(handle) = self.handle(fh) {
             if matches!(&*handle, Handle::Write(_)) {
-                let _ = self.flush(fh).await;
+                let _ = self.flush(fh, None).await;
             }
         }
         self.handles.lock().expect("handles lock").remove(&fh);
@@ -702,6 +753,8 @@ impl<R: Remote> Fs<R> {
             if let Handle::Write(writer) = &*handle {
                 let mut writer = writer.lock().await;
                 if let (None, Some(upload)) = (writer.committed, writer.upload.take()) {
+                    // Parts still on their way would outlive an abort sent before them.
+                    finish_parts(upload.parts).await;
                     self.remote.abort_upload(&writer.key, &upload.id).await;
                 }
             }
@@ -871,35 +924,44 @@ mod tests {
     async fn written_files_are_in_the_bucket_when_flush_returns() {
         let remote = Arc::new(MemoryRemote::default());
         let (fs, _dir) = fs(&remote, Duration::from_secs(1), false);
-        let (attr, fh) = fs.create(ROOT, "small").await.unwrap();
+        let (attr, fh) = fs.create(ROOT, "small", 1).await.unwrap();
         fs.write(fh, 0, b"abc").await.unwrap();
         assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 3);
         assert!(
             remote.get("m/small").is_none(),
             "nothing is sent before close"
         );
-        fs.flush(fh).await.unwrap();
+        fs.flush(fh, Some(1)).await.unwrap();
         assert_eq!(remote.get("m/small").unwrap(), b"abc");
 
         // Bigger than a part (5 bytes here): parts go while the file is written.
-        let (_, fh) = fs.create(ROOT, "big").await.unwrap();
+        let (_, fh) = fs.create(ROOT, "big", 1).await.unwrap();
         let data: Vec<u8> = (0..23u8).collect();
         for (i, chunk) in data.chunks(4).enumerate() {
             fs.write(fh, i as u64 * 4, chunk).await.unwrap();
         }
-        fs.flush(fh).await.unwrap();
+        fs.flush(fh, Some(1)).await.unwrap();
         fs.release(fh).await;
         assert_eq!(remote.get("m/big").unwrap(), data);
         assert_eq!(remote.open_uploads(), 0);
 
         // Out-of-order writes, overwrites and writes after close are refused.
-        let (_, fh) = fs.create(ROOT, "seq").await.unwrap();
+        let (_, fh) = fs.create(ROOT, "seq", 1).await.unwrap();
         assert_eq!(fs.write(fh, 10, b"x").await, Err(libc::EINVAL));
         let existing = fs.lookup(ROOT, "small").await.unwrap();
         assert_eq!(fs.open(existing.ino, true).await, Err(libc::EPERM));
-        assert_eq!(fs.create(ROOT, "small").await.err(), Some(libc::EEXIST));
-        fs.flush(fh).await.unwrap();
-        assert_eq!(fs.write(fh, 0, b"late").await, Err(libc::EINVAL));
+        assert_eq!(fs.create(ROOT, "small", 1).await.err(), Some(libc::EEXIST));
+        // A close before any write (a shell's `> file` closes a duplicate first), or by
+        // another process, does not end the file.
+        fs.flush(fh, Some(1)).await.unwrap();
+        fs.write(fh, 0, b"hi").await.unwrap();
+        fs.flush(fh, Some(2)).await.unwrap();
+        assert!(remote.get("m/seq").is_none());
+        fs.write(fh, 2, b"!").await.unwrap();
+        // fsync ends it whoever asks; writing after that is refused.
+        fs.flush(fh, None).await.unwrap();
+        assert_eq!(remote.get("m/seq").unwrap(), b"hi!");
+        assert_eq!(fs.write(fh, 3, b"late").await, Err(libc::EINVAL));
     }
 
     #[tokio::test]
@@ -909,10 +971,10 @@ mod tests {
         remote.fail_writes.store(true, Ordering::Relaxed);
         for size in [3usize, 12] {
             let name = format!("f{size}");
-            let (_, fh) = fs.create(ROOT, &name).await.unwrap();
+            let (_, fh) = fs.create(ROOT, &name, 1).await.unwrap();
             let written = fs.write(fh, 0, &vec![1; size]).await;
             let closed = match written {
-                Ok(_) => fs.flush(fh).await,
+                Ok(_) => fs.flush(fh, Some(1)).await,
                 Err(err) => Err(err),
             };
             assert_eq!(closed, Err(libc::EIO), "{size} bytes");
@@ -943,8 +1005,8 @@ mod tests {
         assert!(remote.get("m/new").is_none());
         let dir = fs.mkdir(ROOT, "dir").await.unwrap();
         assert_eq!(remote.get("m/dir/").unwrap(), b"");
-        let (_, fh) = fs.create(dir.ino, "inside").await.unwrap();
-        fs.flush(fh).await.unwrap();
+        let (_, fh) = fs.create(dir.ino, "inside", 1).await.unwrap();
+        fs.flush(fh, None).await.unwrap();
         assert_eq!(fs.rmdir(ROOT, "dir").await, Err(libc::ENOTEMPTY));
         fs.unlink(dir.ino, "inside").await.unwrap();
         fs.rmdir(ROOT, "dir").await.unwrap();

@@ -252,13 +252,14 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0).await) });
+        let closer = Some(req.pid());
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0, closer).await) });
     }
 
     fn fsync(
@@ -269,7 +270,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0).await) });
+        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0, None).await) });
     }
 
     fn release(
@@ -337,7 +338,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -348,8 +349,9 @@ impl<R: Remote> Filesystem for Fuse<R> {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::EINVAL));
         };
+        let opener = req.pid();
         self.spawn(|ctx| async move {
-            match ctx.fs.create(parent.0, &name).await {
+            match ctx.fs.create(parent.0, &name, opener).await {
                 Ok((attr, fh)) => reply.created(
                     &ctx.fs.ttl(),
                     &ctx.attr(&attr),

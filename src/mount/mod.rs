@@ -155,6 +155,11 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         let _ = session.join();
     }
     runtime.block_on(fs.abort_unfinished());
+    drop(fs);
+    if args.cache_dir.is_some() {
+        // The cache is this mount's own; a temporary one goes away by itself.
+        let _ = std::fs::remove_dir_all(&cache_dir);
+    }
     eprintln!("s3mirror: unmounted {}", mountpoint.display());
     Ok(())
 }

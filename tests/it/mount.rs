@@ -339,6 +339,15 @@ fn unsupported_changes_fail_with_a_clear_errno() {
     let url = format!("s3://{bucket}");
     let mount = Mounted::new(&url, &[]);
     std::fs::write(mount.join("a.txt"), b"first").unwrap();
+    // A shell redirection closes a duplicate of the descriptor before writing.
+    let target = mount.join("redirected.txt");
+    let shell = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo hello > '{}' && printf more >> /dev/null", target.display()))
+        .status()
+        .unwrap();
+    assert!(shell.success());
+    assert_eq!(std::fs::read(&target).unwrap(), b"hello\n");
     let errno = |result: std::io::Result<()>| result.unwrap_err().raw_os_error();
     // Overwriting, renaming and deleting (without --allow-delete) are refused.
     assert_eq!(
@@ -363,6 +372,7 @@ fn unsupported_changes_fail_with_a_clear_errno() {
 
     let deleting = Mounted::new(&url, &["--allow-delete"]);
     std::fs::remove_file(deleting.join("a.txt")).unwrap();
+    std::fs::remove_file(deleting.join("redirected.txt")).unwrap();
     assert!(rt
         .block_on(bucket_contents(&client, &bucket, ""))
         .is_empty());

@@ -3,8 +3,8 @@
 //! behind, and only those: S3 cannot tell who started an upload, so other tools'
 //! uploads are recognised by their absence from these records and never touched.
 //!
-//! Each process appends to its own file, `<pid>-<start time>.journal`, in the state
-//! directory: `+ endpoint bucket upload-id key` when an upload is created and
+//! Each process appends to its own file, `<pid>-<start time>@<host>_<boot>.journal`, in
+//! the state directory: `+ endpoint bucket upload-id key` when an upload is created and
 //! `- upload-id` when it ends (fields percent-encoded). A run removes its file when it
 //! leaves nothing open. A file whose owner is no longer running is claimed by renaming
 //! it to the claimer's name, so two runs never clean the same file; what the claimer
@@ -217,16 +217,47 @@ fn decode(field: &str) -> String {
     percent_decode_str(field).decode_utf8_lossy().into_owned()
 }
 
-/// `<pid>-<start time>`: the start time tells a running process from a later one that
-/// was given the same pid.
+/// `<pid>-<start time>@<host>_<boot>`: the start time tells a running process from a
+/// later one given the same pid; the host keeps runs on other machines sharing the
+/// directory from judging each other, and the boot tells a run from before a restart,
+/// which cannot be running any more.
 fn owner_id() -> String {
     let pid = std::process::id();
-    format!("{pid}-{}", start_time(pid).unwrap_or(0))
+    let (host, boot) = machine();
+    format!("{pid}-{}@{host}_{boot}", start_time(pid).unwrap_or(0))
 }
 
-/// Whether the process that wrote a journal still runs.
+/// This host and this boot, as short hex names.
+fn machine() -> (String, String) {
+    let short = |path: &str| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let digest = crate::storage::checksum::digest(
+            crate::storage::checksum::HashKind::Md5,
+            text.trim().as_bytes(),
+        );
+        hex::encode(&digest[..4])
+    };
+    (
+        short("/proc/sys/kernel/hostname"),
+        short("/proc/sys/kernel/random/boot_id"),
+    )
+}
+
+/// Whether the process that wrote a journal may still run. One from another host is
+/// not this run's to judge, so it counts as running (a bucket lifecycle rule is the
+/// backstop for those); one from an earlier boot of this host is not running.
 fn is_running(owner: &str) -> bool {
-    let Some((pid, start)) = owner.split_once('-') else {
+    let (process, at) = owner.split_once('@').unwrap_or((owner, ""));
+    if let Some((host, boot)) = at.split_once('_') {
+        let (this_host, this_boot) = machine();
+        if host != this_host {
+            return true;
+        }
+        if boot != this_boot {
+            return false;
+        }
+    }
+    let Some((pid, start)) = process.split_once('-') else {
         return false;
     };
     let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
@@ -273,9 +304,14 @@ mod tests {
         assert!(is_running(&owner_id()));
         let pid = std::process::id();
         let start = start_time(pid).unwrap();
-        assert!(!is_running(&format!("{pid}-{}", start + 1)));
+        let (host, boot) = machine();
+        assert!(!is_running(&format!("{pid}-{}@{host}_{boot}", start + 1)));
         assert!(!is_running("0-0"));
         assert!(!is_running("junk"));
+        // Another host's journal is never taken for a dead process's; one from before
+        // this host's last boot is.
+        assert!(is_running(&format!("{pid}-{start}@00000000_{boot}")));
+        assert!(!is_running(&format!("{pid}-{start}@{host}_00000000")));
     }
 
     #[test]
