@@ -39,6 +39,8 @@ struct Entry {
     changed: tokio::sync::Notify,
     /// Chunks a read-ahead fetches at once; doubles while a reader goes on sequentially.
     window: AtomicU64,
+    /// The chunk the last read ended in, to tell sequential readers from random ones.
+    last_read: AtomicU64,
     last_used: AtomicU64,
     /// Readers currently using the entry; an entry in use is never evicted.
     readers: AtomicU64,
@@ -235,9 +237,19 @@ impl ReadCache {
         end: u64,
     ) -> Result<Vec<u8>, RemoteError> {
         let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
+        // A read where the last one ended (or in the next chunk) goes on sequentially:
+        // it fetches a window and reads ahead. Any other read fetches just its chunks.
+        let previous = entry.last_read.swap(last, Ordering::Relaxed);
+        let sequential = first == previous || first == previous + 1;
+        if !sequential {
+            entry.window.store(WINDOW, Ordering::Relaxed);
+        }
         loop {
             let changed = entry.changed.notified();
-            let window = entry.window.load(Ordering::Relaxed);
+            let window = match sequential {
+                true => entry.window.load(Ordering::Relaxed),
+                false => 1,
+            };
             match entry.next(first, last, window) {
                 Next::Ready => break,
                 Next::Fetch(chunk, stop) => {
@@ -251,7 +263,10 @@ impl ReadCache {
         // A reader going on sequentially gets the next window read ahead, in the
         // background, and a wider one each time, up to MAX_WINDOW.
         let window = entry.window.load(Ordering::Relaxed);
-        if let Some((chunk, stop)) = entry.claim_ahead(last + 1, window) {
+        let ahead = sequential
+            .then(|| entry.claim_ahead(last + 1, window))
+            .flatten();
+        if let Some((chunk, stop)) = ahead {
             entry
                 .window
                 .store((window * 2).min(MAX_WINDOW), Ordering::Relaxed);
@@ -300,6 +315,7 @@ impl ReadCache {
             chunks: Mutex::new(vec![Chunk::Absent; size.div_ceil(CHUNK) as usize]),
             changed: tokio::sync::Notify::new(),
             window: AtomicU64::new(WINDOW),
+            last_read: AtomicU64::new(0),
             last_used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
             readers: AtomicU64::new(1),
         });
@@ -363,6 +379,27 @@ fn cache_error(path: &std::path::Path, err: std::io::Error) -> RemoteError {
 mod tests {
     use super::*;
     use crate::mount::remote::MemoryRemote;
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_their_chunks() {
+        let remote = Arc::new(MemoryRemote::default());
+        let data: Vec<u8> = (0..40 * CHUNK).map(|i| (i % 253) as u8).collect();
+        remote.insert("r", &data);
+        let etag = remote.head_etag("r");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ReadCache::new(dir.path().to_path_buf(), 64 * CHUNK).unwrap();
+        let size = data.len() as u64;
+        for chunk in [30u64, 12, 25] {
+            let at = chunk * CHUNK + 7;
+            let got = cache.read(&remote, "r", &etag, size, at, 10).await.unwrap();
+            assert_eq!(got, &data[at as usize..at as usize + 10]);
+        }
+        assert_eq!(
+            cache.used(),
+            3 * CHUNK,
+            "one chunk per random read, no read-ahead"
+        );
+    }
 
     #[tokio::test]
     async fn reads_fetch_once_and_the_cache_stays_within_its_limit() {

@@ -343,7 +343,10 @@ fn unsupported_changes_fail_with_a_clear_errno() {
     let target = mount.join("redirected.txt");
     let shell = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("echo hello > '{}' && printf more >> /dev/null", target.display()))
+        .arg(format!(
+            "echo hello > '{}' && printf more >> /dev/null",
+            target.display()
+        ))
         .status()
         .unwrap();
     assert!(shell.success());
