@@ -145,13 +145,14 @@ impl Entry {
                 .map_err(|err| cache_error(&self.path, err))?;
             let before = at;
             at += piece.len() as u64;
-            used.fetch_add(piece.len() as u64, Ordering::Relaxed);
-            // Chunks completed by this piece (the last one ends with the object).
+            // Chunks completed by this piece (the last one ends with the object); only
+            // they count as held, so a fetch cut short leaves no bytes counted.
             let done_until = if at == self.size { stop } else { at / CHUNK };
             if done_until > before / CHUNK {
                 let mut chunks = self.chunks.lock().expect("chunks lock");
                 for c in before / CHUNK..done_until {
                     chunks[c as usize] = Chunk::Present;
+                    used.fetch_add(CHUNK.min(self.size - c * CHUNK), Ordering::Relaxed);
                 }
                 drop(chunks);
                 self.changed.notify_waiters();
