@@ -26,20 +26,42 @@ pub fn read_keys(path: &Path) -> std::io::Result<HashSet<String>> {
     Ok(keys)
 }
 
-/// The `--failed-keys` file, written as failures happen, so that every failed key is in
-/// it however many there are.
-pub struct FailedKeys {
+/// A file written line by line from any worker; a failed write is warned about, since
+/// the run goes on without it.
+struct Lines {
     path: PathBuf,
     out: Mutex<BufWriter<File>>,
 }
 
-impl FailedKeys {
-    /// Creates (or empties) the file, so that a run with no failure leaves it empty.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+impl Lines {
+    /// Creates (or empties) the file.
+    fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
             out: Mutex::new(BufWriter::new(File::create(path)?)),
         })
+    }
+
+    fn write(&self, line: &str) {
+        let mut out = self.out.lock().expect("lines lock");
+        if let Err(err) = writeln!(out, "{line}") {
+            tracing::warn!("writing {}: {err}", self.path.display());
+        }
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.out.lock().expect("lines lock").flush()
+    }
+}
+
+/// The `--failed-keys` file, written as failures happen, so that every failed key is in
+/// it however many there are.
+pub struct FailedKeys(Lines);
+
+impl FailedKeys {
+    /// Creates (or empties) the file, so that a run with no failure leaves it empty.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Lines::create(path).map(Self)
     }
 
     pub fn push(&self, key: &str) {
@@ -47,15 +69,12 @@ impl FailedKeys {
             tracing::warn!("{key:?} holds a line break and cannot be listed in --failed-keys");
             return;
         }
-        let mut out = self.out.lock().expect("failed keys lock");
-        if let Err(err) = writeln!(out, "{key}") {
-            tracing::warn!("writing {}: {err}", self.path.display());
-        }
+        self.0.write(key);
     }
 
     pub fn flush(&self) {
-        if let Err(err) = self.out.lock().expect("failed keys lock").flush() {
-            tracing::warn!("writing {}: {err}", self.path.display());
+        if let Err(err) = self.0.flush() {
+            tracing::warn!("writing {}: {err}", self.0.path.display());
         }
     }
 }
@@ -63,8 +82,7 @@ impl FailedKeys {
 /// `--manifest-out`: the objects a run would copy, as an S3 Batch Operations CSV
 /// manifest (`bucket,key`, keys URL-encoded).
 pub struct Manifest {
-    path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    lines: Lines,
     /// Objects over the CopyObject limit, which Batch Operations cannot copy.
     too_large: std::sync::atomic::AtomicU64,
 }
@@ -75,8 +93,7 @@ pub const BATCH_COPY_LIMIT: u64 = 5 << 30;
 impl Manifest {
     pub fn create(path: &Path) -> std::io::Result<Self> {
         Ok(Self {
-            path: path.to_path_buf(),
-            out: Mutex::new(BufWriter::new(File::create(path)?)),
+            lines: Lines::create(path)?,
             too_large: Default::default(),
         })
     }
@@ -86,14 +103,8 @@ impl Manifest {
             self.too_large
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let line = format!(
-            "{bucket},{}\n",
-            crate::storage::s3::url_encoded_key(full_key)
-        );
-        let mut out = self.out.lock().expect("manifest lock");
-        if let Err(err) = out.write_all(line.as_bytes()) {
-            tracing::warn!("writing {}: {err}", self.path.display());
-        }
+        let key = crate::storage::s3::url_encoded_key(full_key);
+        self.lines.write(&format!("{bucket},{key}"));
     }
 
     /// Flushes the file; warns about objects Batch Operations cannot copy.
@@ -103,10 +114,10 @@ impl Manifest {
             tracing::warn!(
                 "{too_large} object(s) in {} are over 5 GiB, which S3 Batch Operations cannot \
                  copy (it uses CopyObject); copy those with s3mirror",
-                self.path.display()
+                self.lines.path.display()
             );
         }
-        self.out.lock().expect("manifest lock").flush()
+        self.lines.flush()
     }
 }
 

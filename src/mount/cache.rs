@@ -379,7 +379,7 @@ fn cache_error(path: &std::path::Path, err: std::io::Error) -> RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::remote::MemoryRemote;
+    use crate::mount::remote::memory::MemoryRemote;
 
     #[tokio::test]
     async fn random_reads_fetch_only_their_chunks() {

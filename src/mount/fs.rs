@@ -852,7 +852,7 @@ fn errno(err: RemoteError) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::remote::MemoryRemote;
+    use crate::mount::remote::memory::MemoryRemote;
 
     fn fs(
         remote: &Arc<MemoryRemote>,

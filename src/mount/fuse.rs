@@ -39,9 +39,9 @@ impl<R: Remote> Clone for Ctx<R> {
 
 impl<R: Remote> Ctx<R> {
     fn attr(&self, attr: &Attr) -> FileAttr {
-        let (kind, perm, nlink) = match attr.kind {
-            Kind::Dir => (FileType::Directory, 0o755, 2),
-            Kind::File => (FileType::RegularFile, 0o644, 1),
+        let (perm, nlink) = match attr.kind {
+            Kind::Dir => (0o755, 2),
+            Kind::File => (0o644, 1),
         };
         FileAttr {
             ino: INodeNo(attr.ino),
@@ -51,7 +51,7 @@ impl<R: Remote> Ctx<R> {
             mtime: attr.mtime,
             ctime: attr.mtime,
             crtime: attr.mtime,
-            kind,
+            kind: kind_of(attr.kind),
             perm,
             nlink,
             uid: self.uid,

@@ -19,7 +19,7 @@ use crate::storage::s3::{build_client, requests::RequestCounts, Pacing, MIN_PART
 
 pub use cache::ReadCache;
 pub use fs::{Fs, FsSettings};
-pub use remote::{MemoryRemote, Remote, S3Remote};
+pub use remote::{Remote, S3Remote};
 
 /// Mounts and serves until SIGINT/SIGTERM or an unmount (`umount`, `fusermount3 -u`).
 /// Without `--foreground`, starts the serving process in the background and returns

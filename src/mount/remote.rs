@@ -2,10 +2,7 @@
 //! implementation, and an in-memory one so that the filesystem logic is tested without
 //! mounting or a server.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -348,192 +345,208 @@ impl Remote for S3Remote {
     }
 }
 
-/// A bucket in memory, for tests of the filesystem logic; writes can be made to fail.
-#[derive(Default)]
-pub struct MemoryRemote {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, ObjectMeta)>>,
-    uploads: Mutex<BTreeMap<String, BTreeMap<i32, Vec<u8>>>>,
-    next_id: AtomicU64,
-    pub fail_writes: AtomicBool,
-    pub requests: AtomicU64,
-}
+/// A bucket in memory, for tests of the filesystem logic.
+#[cfg(test)]
+pub mod memory {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::time::SystemTime;
 
-impl MemoryRemote {
-    pub fn insert(&self, key: &str, body: &[u8]) {
-        let meta = ObjectMeta {
-            size: body.len() as u64,
-            mtime: SystemTime::now(),
-            etag: hex::encode(digest(HashKind::Md5, body)),
-        };
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .insert(key.to_owned(), (body.to_vec(), meta));
+    use super::*;
+
+    /// A bucket in memory, for tests of the filesystem logic; writes can be made to fail.
+    #[derive(Default)]
+    pub struct MemoryRemote {
+        objects: Mutex<BTreeMap<String, (Vec<u8>, ObjectMeta)>>,
+        uploads: Mutex<BTreeMap<String, BTreeMap<i32, Vec<u8>>>>,
+        next_id: AtomicU64,
+        pub fail_writes: AtomicBool,
+        pub requests: AtomicU64,
     }
 
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .get(key)
-            .map(|(body, _)| body.clone())
-    }
+    impl MemoryRemote {
+        pub fn insert(&self, key: &str, body: &[u8]) {
+            let meta = ObjectMeta {
+                size: body.len() as u64,
+                mtime: SystemTime::now(),
+                etag: hex::encode(digest(HashKind::Md5, body)),
+            };
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .insert(key.to_owned(), (body.to_vec(), meta));
+        }
 
-    pub fn head_etag(&self, key: &str) -> String {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .get(key)
-            .map(|(_, meta)| meta.etag.clone())
-            .unwrap_or_default()
-    }
+        pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .get(key)
+                .map(|(body, _)| body.clone())
+        }
 
-    pub fn keys(&self) -> Vec<String> {
-        self.objects
-            .lock()
-            .expect("objects lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
+        pub fn head_etag(&self, key: &str) -> String {
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .get(key)
+                .map(|(_, meta)| meta.etag.clone())
+                .unwrap_or_default()
+        }
 
-    pub fn open_uploads(&self) -> usize {
-        self.uploads.lock().expect("uploads lock").len()
-    }
+        pub fn keys(&self) -> Vec<String> {
+            self.objects
+                .lock()
+                .expect("objects lock")
+                .keys()
+                .cloned()
+                .collect()
+        }
 
-    fn write_allowed(&self) -> Result<()> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        match self.fail_writes.load(Ordering::Relaxed) {
-            true => Err(RemoteError::other("InternalError (injected)")),
-            false => Ok(()),
+        pub fn open_uploads(&self) -> usize {
+            self.uploads.lock().expect("uploads lock").len()
+        }
+
+        fn write_allowed(&self) -> Result<()> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            match self.fail_writes.load(Ordering::Relaxed) {
+                true => Err(RemoteError::other("InternalError (injected)")),
+                false => Ok(()),
+            }
         }
     }
-}
 
-impl Remote for MemoryRemote {
-    async fn list(&self, prefix: &str) -> Result<DirListing> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let objects = self.objects.lock().expect("objects lock");
-        let mut listing = DirListing::default();
-        for (key, (_, meta)) in objects.range(prefix.to_owned()..) {
-            let Some(rest) = key.strip_prefix(prefix) else {
-                break;
-            };
-            match rest.split_once('/') {
-                Some((dir, _)) => {
-                    if listing.dirs.last().map(String::as_str) != Some(dir) {
-                        listing.dirs.push(dir.to_owned());
+    impl Remote for MemoryRemote {
+        async fn list(&self, prefix: &str) -> Result<DirListing> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let objects = self.objects.lock().expect("objects lock");
+            let mut listing = DirListing::default();
+            for (key, (_, meta)) in objects.range(prefix.to_owned()..) {
+                let Some(rest) = key.strip_prefix(prefix) else {
+                    break;
+                };
+                match rest.split_once('/') {
+                    Some((dir, _)) => {
+                        if listing.dirs.last().map(String::as_str) != Some(dir) {
+                            listing.dirs.push(dir.to_owned());
+                        }
+                    }
+                    None => listing.files.push((rest.to_owned(), meta.clone())),
+                }
+            }
+            Ok(listing)
+        }
+
+        async fn has_keys(&self, prefix: &str) -> Result<bool> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let objects = self.objects.lock().expect("objects lock");
+            Ok(objects
+                .range(prefix.to_owned()..)
+                .next()
+                .is_some_and(|(key, _)| key.starts_with(prefix)))
+        }
+
+        async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let objects = self.objects.lock().expect("objects lock");
+            Ok(objects.get(key).map(|(_, meta)| meta.clone()))
+        }
+
+        async fn get_range(
+            &self,
+            key: &str,
+            etag: &str,
+            start: u64,
+            end: u64,
+            sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        ) -> Result<()> {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let body = {
+                let objects = self.objects.lock().expect("objects lock");
+                match objects.get(key) {
+                    None => {
+                        return Err(RemoteError {
+                            kind: ErrorKind::NotFound,
+                            message: format!("GetObject {key}: NoSuchKey"),
+                        })
+                    }
+                    Some((_, meta)) if meta.etag != etag => {
+                        return Err(RemoteError {
+                            kind: ErrorKind::Changed,
+                            message: format!("GetObject {key}: PreconditionFailed"),
+                        })
+                    }
+                    Some((body, _)) => {
+                        body[start as usize..end.min(body.len() as u64) as usize].to_vec()
                     }
                 }
-                None => listing.files.push((rest.to_owned(), meta.clone())),
-            }
+            };
+            sink(&body)
         }
-        Ok(listing)
-    }
 
-    async fn has_keys(&self, prefix: &str) -> Result<bool> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let objects = self.objects.lock().expect("objects lock");
-        Ok(objects
-            .range(prefix.to_owned()..)
-            .next()
-            .is_some_and(|(key, _)| key.starts_with(prefix)))
-    }
-
-    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let objects = self.objects.lock().expect("objects lock");
-        Ok(objects.get(key).map(|(_, meta)| meta.clone()))
-    }
-
-    async fn get_range(
-        &self,
-        key: &str,
-        etag: &str,
-        start: u64,
-        end: u64,
-        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
-    ) -> Result<()> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let body = {
-            let objects = self.objects.lock().expect("objects lock");
-            match objects.get(key) {
-                None => {
-                    return Err(RemoteError {
-                        kind: ErrorKind::NotFound,
-                        message: format!("GetObject {key}: NoSuchKey"),
-                    })
-                }
-                Some((_, meta)) if meta.etag != etag => {
-                    return Err(RemoteError {
-                        kind: ErrorKind::Changed,
-                        message: format!("GetObject {key}: PreconditionFailed"),
-                    })
-                }
-                Some((body, _)) => {
-                    body[start as usize..end.min(body.len() as u64) as usize].to_vec()
-                }
-            }
-        };
-        sink(&body)
-    }
-
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
-        self.write_allowed()?;
-        self.insert(key, &body);
-        Ok(())
-    }
-
-    async fn create_upload(&self, key: &str) -> Result<String> {
-        self.write_allowed()?;
-        let id = format!("{key}#{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.uploads
-            .lock()
-            .expect("uploads lock")
-            .insert(id.clone(), BTreeMap::new());
-        Ok(id)
-    }
-
-    async fn upload_part(
-        &self,
-        _key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Vec<u8>,
-    ) -> Result<String> {
-        self.write_allowed()?;
-        let etag = hex::encode(digest(HashKind::Md5, &body));
-        let mut uploads = self.uploads.lock().expect("uploads lock");
-        let parts = uploads
-            .get_mut(upload_id)
-            .ok_or_else(|| RemoteError::other("NoSuchUpload"))?;
-        parts.insert(number, body);
-        Ok(etag)
-    }
-
-    async fn complete_upload(&self, key: &str, upload_id: &str, parts: Vec<String>) -> Result<()> {
-        self.write_allowed()?;
-        let uploaded = self
-            .uploads
-            .lock()
-            .expect("uploads lock")
-            .remove(upload_id)
-            .ok_or_else(|| RemoteError::other("NoSuchUpload"))?;
-        if uploaded.len() != parts.len() {
-            return Err(RemoteError::other("InvalidPart"));
+        async fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
+            self.write_allowed()?;
+            self.insert(key, &body);
+            Ok(())
         }
-        let body: Vec<u8> = uploaded.into_values().flatten().collect();
-        self.insert(key, &body);
-        Ok(())
-    }
 
-    async fn abort_upload(&self, _key: &str, upload_id: &str) {
-        self.uploads.lock().expect("uploads lock").remove(upload_id);
-    }
+        async fn create_upload(&self, key: &str) -> Result<String> {
+            self.write_allowed()?;
+            let id = format!("{key}#{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+            self.uploads
+                .lock()
+                .expect("uploads lock")
+                .insert(id.clone(), BTreeMap::new());
+            Ok(id)
+        }
 
-    async fn delete(&self, key: &str) -> Result<()> {
-        self.write_allowed()?;
-        self.objects.lock().expect("objects lock").remove(key);
-        Ok(())
+        async fn upload_part(
+            &self,
+            _key: &str,
+            upload_id: &str,
+            number: i32,
+            body: Vec<u8>,
+        ) -> Result<String> {
+            self.write_allowed()?;
+            let etag = hex::encode(digest(HashKind::Md5, &body));
+            let mut uploads = self.uploads.lock().expect("uploads lock");
+            let parts = uploads
+                .get_mut(upload_id)
+                .ok_or_else(|| RemoteError::other("NoSuchUpload"))?;
+            parts.insert(number, body);
+            Ok(etag)
+        }
+
+        async fn complete_upload(
+            &self,
+            key: &str,
+            upload_id: &str,
+            parts: Vec<String>,
+        ) -> Result<()> {
+            self.write_allowed()?;
+            let uploaded = self
+                .uploads
+                .lock()
+                .expect("uploads lock")
+                .remove(upload_id)
+                .ok_or_else(|| RemoteError::other("NoSuchUpload"))?;
+            if uploaded.len() != parts.len() {
+                return Err(RemoteError::other("InvalidPart"));
+            }
+            let body: Vec<u8> = uploaded.into_values().flatten().collect();
+            self.insert(key, &body);
+            Ok(())
+        }
+
+        async fn abort_upload(&self, _key: &str, upload_id: &str) {
+            self.uploads.lock().expect("uploads lock").remove(upload_id);
+        }
+
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.write_allowed()?;
+            self.objects.lock().expect("objects lock").remove(key);
+            Ok(())
+        }
     }
 }

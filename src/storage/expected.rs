@@ -46,14 +46,6 @@ impl Expected {
         }
     }
 
-    /// Whether a multipart ETag or composite checksum still needs its part size.
-    pub fn needs_part_size(etag: Option<&ETag>, checksum: Option<&Checksum>) -> bool {
-        match checksum {
-            Some(checksum) => checksum.parts.is_some(),
-            None => etag.is_some_and(|tag| tag.parts().is_some()),
-        }
-    }
-
     /// Whether the promise is about parts, so that only bytes cut the same way (a
     /// stream checked as it is cut into parts) can be checked against it.
     pub fn needs_parts(&self) -> bool {
