@@ -294,9 +294,39 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
 
-    /// Let `rm` delete objects
+    /// Accepted for compatibility: `rm`, `rmdir` and renames delete objects unless
+    /// --read-only is given
     #[arg(long)]
     pub allow_delete: bool,
+
+    /// Let other users (and containers) use the mount; the kernel checks file modes
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Mount options as `mount -o` takes them: allow_other, ro, uid=N, gid=N
+    #[arg(short = 'o', value_name = "OPTIONS", action = ArgAction::Append)]
+    pub options: Vec<String>,
+
+    /// Permission bits of objects whose metadata holds no mode (octal)
+    #[arg(long, default_value = "0644", value_parser = parse_mode_arg, value_name = "MODE")]
+    pub file_mode: u16,
+
+    /// Permission bits of directories whose marker holds no mode (octal)
+    #[arg(long, default_value = "0755", value_parser = parse_mode_arg, value_name = "MODE")]
+    pub dir_mode: u16,
+
+    /// Owner of objects whose metadata names none [default: the mounting user]
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+
+    /// Group of objects whose metadata names none [default: the mounting user's group]
+    #[arg(long, value_name = "GID")]
+    pub gid: Option<u32>,
+
+    /// Where multipart uploads in progress are recorded, so that the next mount or sync
+    /// aborts those of a killed mount (default as for sync)
+    #[arg(long, value_name = "DIR", env = "S3MIRROR_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
 
     /// Stay in the foreground (by default the command returns once the bucket is mounted)
     #[arg(long)]
@@ -400,6 +430,14 @@ pub struct ConnectionArgs {
     /// cut short or damaged, or a file that changed while read, is copied again
     #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub max_retries: u32,
+}
+
+/// Permission bits in octal (`0644`, `755`).
+fn parse_mode_arg(value: &str) -> Result<u16, String> {
+    u16::from_str_radix(value.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .ok_or_else(|| format!("{value:?} is not a mode: give octal permission bits such as 0644"))
 }
 
 #[cfg(test)]

@@ -397,7 +397,7 @@ fn without_userinfo(url: &str) -> String {
 }
 
 /// `$XDG_STATE_HOME/s3mirror`, else `~/.local/state/s3mirror`.
-fn default_state_dir() -> Option<PathBuf> {
+pub fn default_state_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty());
     match xdg {
         Some(dir) => Some(PathBuf::from(dir).join("s3mirror")),

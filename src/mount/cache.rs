@@ -26,6 +26,9 @@ pub struct ReadCache {
     dir: PathBuf,
     limit: u64,
     used: Arc<AtomicU64>,
+    /// Bytes of files staged for writing: they share the budget, and are never evicted,
+    /// so the read cache gives way to them.
+    staged: Arc<AtomicU64>,
     clock: AtomicU64,
     entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
 }
@@ -189,11 +192,14 @@ fn claim(chunks: &mut [Chunk], from: u64, stop: u64) -> u64 {
 
 impl ReadCache {
     pub fn new(dir: PathBuf, limit: u64) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        // Cached bytes are the bucket's: readable by the mount's owner only.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)?;
         Ok(Self {
             dir,
             limit,
             used: Arc::new(AtomicU64::new(0)),
+            staged: Arc::new(AtomicU64::new(0)),
             clock: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
         })
@@ -308,7 +314,12 @@ impl ReadCache {
             hex::encode(digest(HashKind::Md5, format!("{key}\0{etag}").as_bytes()))
         );
         let path = self.dir.join(name);
-        let file = std::fs::File::create(&path).map_err(|err| cache_error(&path, err))?;
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().write(true).create_new(true),
+            0o600,
+        )
+        .open(&path)
+        .map_err(|err| cache_error(&path, err))?;
         file.set_len(size).map_err(|err| cache_error(&path, err))?;
         let entry = Arc::new(Entry {
             path,
@@ -324,9 +335,20 @@ impl ReadCache {
         Ok(entry)
     }
 
-    /// Drops least recently used entries not being read until the cache fits its limit.
+    /// The counter of staged bytes, which the write path keeps.
+    pub fn staged_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.staged)
+    }
+
+    /// What the read cache may hold: the budget less what is staged.
+    fn room(&self) -> u64 {
+        self.limit
+            .saturating_sub(self.staged.load(Ordering::Relaxed))
+    }
+
+    /// Drops least recently used entries not being read until the cache fits its room.
     fn evict(&self) {
-        if self.used.load(Ordering::Relaxed) <= self.limit {
+        if self.used.load(Ordering::Relaxed) <= self.room() {
             return;
         }
         let mut entries = self.entries.lock().expect("cache lock");
@@ -344,7 +366,7 @@ impl ReadCache {
             .collect();
         idle.sort_by_key(|(_, used)| *used);
         for (id, _) in idle {
-            if self.used.load(Ordering::Relaxed) <= self.limit {
+            if self.used.load(Ordering::Relaxed) <= self.room() {
                 break;
             }
             if let Some(entry) = entries.remove(&id) {

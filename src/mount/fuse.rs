@@ -3,81 +3,81 @@
 
 use std::ffi::OsStr;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use super::fs::{Attr, Fs, Kind};
+use std::time::{Duration, SystemTime};
+
+use super::fs::{Attr, Caller, Fs, Kind};
+use super::namespace::AttrChange;
 use super::remote::Remote;
 
 pub struct Fuse<R: Remote> {
-    ctx: Ctx<R>,
+    fs: Arc<Fs<R>>,
     runtime: Handle,
 }
 
-/// What a task needs: the filesystem, and who owns its files.
-struct Ctx<R: Remote> {
-    fs: Arc<Fs<R>>,
-    uid: u32,
-    gid: u32,
-}
-
-impl<R: Remote> Clone for Ctx<R> {
-    fn clone(&self) -> Self {
-        Self {
-            fs: Arc::clone(&self.fs),
-            uid: self.uid,
-            gid: self.gid,
-        }
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind: kind_of(attr.kind),
+        perm: attr.perm,
+        nlink: if attr.kind == Kind::Dir { 2 } else { 1 },
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
     }
 }
 
-impl<R: Remote> Ctx<R> {
-    fn attr(&self, attr: &Attr) -> FileAttr {
-        let (perm, nlink) = match attr.kind {
-            Kind::Dir => (0o755, 2),
-            Kind::File => (0o644, 1),
-        };
-        FileAttr {
-            ino: INodeNo(attr.ino),
-            size: attr.size,
-            blocks: attr.size.div_ceil(512),
-            atime: attr.mtime,
-            mtime: attr.mtime,
-            ctime: attr.mtime,
-            crtime: attr.mtime,
-            kind: kind_of(attr.kind),
-            perm,
-            nlink,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: 1 << 20,
-            flags: 0,
-        }
+fn caller(req: &Request) -> Caller {
+    Caller {
+        pid: req.pid(),
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn time_of(time: TimeOrNow) -> SystemTime {
+    match time {
+        TimeOrNow::SpecificTime(time) => time,
+        TimeOrNow::Now => SystemTime::now(),
     }
 }
 
 impl<R: Remote> Fuse<R> {
-    pub fn new(fs: Arc<Fs<R>>, runtime: Handle, uid: u32, gid: u32) -> Self {
-        Self {
-            ctx: Ctx { fs, uid, gid },
-            runtime,
-        }
+    pub fn new(fs: Arc<Fs<R>>, runtime: Handle) -> Self {
+        Self { fs, runtime }
     }
 
     /// Runs a request's work on the runtime.
     fn spawn<F, Fut>(&self, work: F)
     where
-        F: FnOnce(Ctx<R>) -> Fut,
+        F: FnOnce(Arc<Fs<R>>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.runtime.spawn(work(self.ctx.clone()));
+        self.runtime.spawn(work(Arc::clone(&self.fs)));
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, ttl: Duration, result: Result<Attr, i32>) {
+    match result {
+        Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
+        Err(code) => reply.error(errno(code)),
     }
 }
 
@@ -100,6 +100,7 @@ fn kind_of(kind: Kind) -> FileType {
     match kind {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -108,18 +109,21 @@ impl<R: Remote> Filesystem for Fuse<R> {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::ENOENT));
         };
-        self.spawn(|ctx| async move {
-            match ctx.fs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ctx.fs.ttl(), &ctx.attr(&attr), Generation(0)),
-                Err(code) => reply.error(errno(code)),
-            }
+        self.spawn(|fs| async move {
+            let ttl = fs.ttl();
+            reply_entry(reply, ttl, fs.lookup(parent.0, &name).await);
         });
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // Only the table's lock: no request, so it stays on this thread.
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&ctx.fs.ttl(), &ctx.attr(&attr)),
+        self.spawn(|fs| async move {
+            match fs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&fs.ttl(), &file_attr(&attr)),
                 Err(code) => reply.error(errno(code)),
             }
         });
@@ -127,25 +131,43 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
         _chgtime: Option<std::time::SystemTime>,
         _bkuptime: Option<std::time::SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.setattr(ino.0, size).await {
-                Ok(attr) => reply.attr(&ctx.fs.ttl(), &ctx.attr(&attr)),
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(time_of),
+            fh: fh.map(|fh| fh.0),
+        };
+        let caller = caller(req);
+        self.spawn(|fs| async move {
+            match fs.setattr(ino.0, change, caller).await {
+                Ok(attr) => reply.attr(&fs.ttl(), &file_attr(&attr)),
+                Err(code) => reply.error(errno(code)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(|fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
                 Err(code) => reply.error(errno(code)),
             }
         });
@@ -153,21 +175,43 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::EINVAL));
         };
-        self.spawn(|ctx| async move {
-            match ctx.fs.mkdir(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ctx.fs.ttl(), &ctx.attr(&attr), Generation(0)),
-                Err(code) => reply.error(errno(code)),
-            }
+        let caller = caller(req);
+        self.spawn(|fs| async move {
+            let ttl = fs.ttl();
+            reply_entry(reply, ttl, fs.mkdir(parent.0, &name, mode, caller).await);
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (Some(name), Some(target)) = (name_of(link_name), target.to_str().map(str::to_owned))
+        else {
+            return reply.error(errno(libc::EINVAL));
+        };
+        let caller = caller(req);
+        self.spawn(|fs| async move {
+            let ttl = fs.ttl();
+            reply_entry(
+                reply,
+                ttl,
+                fs.symlink(parent.0, &name, &target, caller).await,
+            );
         });
     }
 
@@ -175,35 +219,46 @@ impl<R: Remote> Filesystem for Fuse<R> {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::ENOENT));
         };
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.unlink(parent.0, &name).await) });
+        self.spawn(|fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::ENOENT));
         };
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.rmdir(parent.0, &name).await) });
+        self.spawn(|fs| async move { reply_empty(reply, fs.rmdir(parent.0, &name).await) });
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
+        parent: INodeNo,
         name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        // S3 has no rename: a copy and a delete would not be atomic.
-        tracing::warn!("rename {name:?}: not supported (S3 cannot rename atomically)");
-        reply.error(errno(libc::ENOTSUP));
+        let (Some(name), Some(newname)) = (name_of(name), name_of(newname)) else {
+            return reply.error(errno(libc::EINVAL));
+        };
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            // Two objects cannot trade names at once in S3.
+            return reply.error(errno(libc::EINVAL));
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        self.spawn(|fs| async move {
+            let result = fs
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await;
+            reply_empty(reply, result);
+        });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
-        self.spawn(|ctx| async move {
-            match ctx.fs.open(ino.0, write).await {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let caller = caller(req);
+        self.spawn(|fs| async move {
+            match fs.open(ino.0, flags.0, caller).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(code) => reply.error(errno(code)),
             }
@@ -221,8 +276,8 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.read(fh.0, offset, size).await {
+        self.spawn(|fs| async move {
+            match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(code) => reply.error(errno(code)),
             }
@@ -231,7 +286,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -242,8 +297,9 @@ impl<R: Remote> Filesystem for Fuse<R> {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(|ctx| async move {
-            match ctx.fs.write(fh.0, offset, &data).await {
+        let pid = req.pid();
+        self.spawn(|fs| async move {
+            match fs.write(fh.0, offset, &data, pid).await {
                 Ok(written) => reply.written(written),
                 Err(code) => reply.error(errno(code)),
             }
@@ -258,8 +314,8 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let closer = Some(req.pid());
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0, closer).await) });
+        let closer = req.pid();
+        self.spawn(|fs| async move { reply_empty(reply, fs.flush(fh.0, closer).await) });
     }
 
     fn fsync(
@@ -270,7 +326,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move { reply_empty(reply, ctx.fs.flush(fh.0, None).await) });
+        self.spawn(|fs| async move { reply_empty(reply, fs.fsync(fh.0).await) });
     }
 
     fn release(
@@ -283,15 +339,15 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(|ctx| async move {
-            ctx.fs.release(fh.0).await;
+        self.spawn(|fs| async move {
+            fs.release(fh.0).await;
             reply.ok();
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn(|ctx| async move {
-            match ctx.fs.opendir(ino.0).await {
+        self.spawn(|fs| async move {
+            match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(code) => reply.error(errno(code)),
             }
@@ -307,7 +363,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         mut reply: ReplyDirectory,
     ) {
         // Served from the listing taken at opendir: no request, so it stays on this thread.
-        let entries = match self.ctx.fs.dir_entries(fh.0) {
+        let entries = match self.fs.dir_entries(fh.0) {
             Ok(entries) => entries,
             Err(code) => return reply.error(errno(code)),
         };
@@ -332,7 +388,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.ctx.fs.releasedir(fh.0);
+        self.fs.releasedir(fh.0);
         reply.ok();
     }
 
@@ -341,20 +397,20 @@ impl<R: Remote> Filesystem for Fuse<R> {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let Some(name) = name_of(name) else {
             return reply.error(errno(libc::EINVAL));
         };
-        let opener = req.pid();
-        self.spawn(|ctx| async move {
-            match ctx.fs.create(parent.0, &name, opener).await {
+        let caller = caller(req);
+        self.spawn(|fs| async move {
+            match fs.create(parent.0, &name, mode, flags, caller).await {
                 Ok((attr, fh)) => reply.created(
-                    &ctx.fs.ttl(),
-                    &ctx.attr(&attr),
+                    &fs.ttl(),
+                    &file_attr(&attr),
                     Generation(0),
                     FileHandle(fh),
                     FopenFlags::empty(),
@@ -362,6 +418,23 @@ impl<R: Remote> Filesystem for Fuse<R> {
                 Err(code) => reply.error(errno(code)),
             }
         });
+    }
+
+    // Extended attributes are not kept: ENOSYS tells the kernel so once, and it stops
+    // asking (programs then see EOPNOTSUPP, as on a file system without them).
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(errno(libc::ENOSYS));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(errno(libc::ENOSYS));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

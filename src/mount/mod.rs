@@ -1,21 +1,34 @@
-//! `s3mirror mount`: a bucket as a directory through FUSE. `fs` holds the logic,
-//! `fuse` answers the kernel, `cache` keeps object data on disk, `remote` talks to S3.
+//! `s3mirror mount`: a bucket as a directory through FUSE. The rooms: `fs` (the state
+//! they share and the attributes shown), `inodes` (the inode table), `namespace` (names,
+//! rename, attributes), `read` and `write` (open files), `staging` (files being
+//! changed), `cache` (object data on disk), `meta` (modes and times as metadata),
+//! `remote` (S3, over `storage::s3`), and `fuse`, the thin adapter to the kernel.
 //! See docs/mount.md for the semantics.
 
 mod cache;
 pub mod fs;
 mod fuse;
+mod inodes;
+mod meta;
+mod namespace;
+mod read;
 pub mod remote;
+mod staging;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::MountArgs;
-use crate::config::connection_settings;
+use crate::config::{connection_settings, default_state_dir};
 use crate::exit::ExitCode;
 use crate::location::Location;
-use crate::storage::s3::{build_client, requests::RequestCounts, Pacing, MIN_PART_SIZE};
+use crate::storage::s3::{
+    build_client, requests::RequestCounts, ActiveUploads, Journal, Pacing, WriteOptions,
+    MIN_PART_SIZE,
+};
+use crate::storage::S3Store;
 
 pub use cache::ReadCache;
 pub use fs::{Fs, FsSettings};
@@ -67,6 +80,7 @@ fn check(args: &MountArgs) -> Result<(crate::location::S3Url, PathBuf), String> 
     if is_mounted(&mountpoint) {
         return Err(format!("{} is already a mount point", mountpoint.display()));
     }
+    mount_options(args)?;
     if args.part_size < MIN_PART_SIZE {
         return Err(format!(
             "--part-size must be at least 5MiB (the S3 minimum), not {} bytes",
@@ -76,7 +90,47 @@ fn check(args: &MountArgs) -> Result<(crate::location::S3Url, PathBuf), String> 
     Ok((url, mountpoint))
 }
 
+/// What `-o` and the flags ask of the mount, merged.
+struct MountOptions {
+    allow_other: bool,
+    read_only: bool,
+    uid: u32,
+    gid: u32,
+}
+
+fn mount_options(args: &MountArgs) -> Result<MountOptions, String> {
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut options = MountOptions {
+        allow_other: args.allow_other,
+        read_only: args.read_only,
+        uid: args.uid.unwrap_or(uid),
+        gid: args.gid.unwrap_or(gid),
+    };
+    let number = |option: &str, value: &str| {
+        value
+            .parse::<u32>()
+            .map_err(|_| format!("-o {option}={value}: not a number"))
+    };
+    for option in args.options.iter().flat_map(|o| o.split(',')) {
+        match option.split_once('=') {
+            None if option == "allow_other" => options.allow_other = true,
+            None if option == "ro" => options.read_only = true,
+            None if matches!(option, "rw" | "default_permissions" | "noatime" | "") => {}
+            Some(("uid", value)) => options.uid = number("uid", value)?,
+            Some(("gid", value)) => options.gid = number("gid", value)?,
+            _ => {
+                return Err(format!(
+                    "-o {option}: not a mount option s3mirror knows (allow_other, ro, rw, uid=N, gid=N)"
+                ))
+            }
+        }
+    }
+    Ok(options)
+}
+
 fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Result<(), String> {
+    let options = mount_options(&args)?;
     let client_settings = connection_settings(&args.connection).map_err(|err| err.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -88,14 +142,31 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         Arc::new(RequestCounts::default()),
         &Pacing::default(),
     ));
-    let remote = Arc::new(S3Remote {
+    let state_dir = args.state_dir.clone().or_else(default_state_dir);
+    let uploads = match &state_dir {
+        Some(dir) => ActiveUploads::with_journal(Journal::new(dir.join("uploads"))),
+        None => ActiveUploads::default(),
+    };
+    let Ok(Location::S3(bucket_root)) = Location::parse(&format!("s3://{}", url.bucket())) else {
+        return Err(format!("{url}: not a bucket"));
+    };
+    let store = S3Store::new(
         client,
-        bucket: url.bucket().to_owned(),
-    });
+        bucket_root,
+        WriteOptions::default(),
+        Arc::new(uploads),
+    )
+    .with_endpoint(client_settings.endpoint_url.as_deref());
+    let remote = Arc::new(S3Remote { store });
     // Fail now, with the server's reason, rather than on the first `ls`.
     runtime
-        .block_on(remote.has_keys(url.prefix()))
+        .block_on(remote.first_key(url.prefix()))
         .map_err(|err| err.message)?;
+    match runtime.block_on(remote.store.abort_orphans()) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("s3mirror: aborted {n} multipart uploads left by killed runs"),
+        Err(err) => tracing::warn!("{err}"),
+    }
 
     let temp;
     let cache_dir = match &args.cache_dir {
@@ -108,27 +179,38 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
             temp.path().to_path_buf()
         }
     };
-    let cache = ReadCache::new(cache_dir.clone(), args.cache_size)
+    let cache = ReadCache::new(cache_dir.join("read"), args.cache_size)
         .map_err(|err| format!("cache directory {}: {err}", cache_dir.display()))?;
+    let staging_dir = cache_dir.join("staging");
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&staging_dir)
+        .map_err(|err| format!("staging directory {}: {err}", staging_dir.display()))?;
     let settings = FsSettings {
         prefix: url.prefix().to_owned(),
         ttl: args.metadata_ttl,
-        read_only: args.read_only,
-        allow_delete: args.allow_delete,
+        read_only: options.read_only,
         part_size: args.part_size,
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        uid: options.uid,
+        gid: options.gid,
+        staging_dir,
     };
     let fs = Arc::new(Fs::new(remote, cache, settings));
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fuse = fuse::Fuse::new(Arc::clone(&fs), runtime.handle().clone(), uid, gid);
+    let fuse = fuse::Fuse::new(Arc::clone(&fs), runtime.handle().clone());
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName(format!("s3mirror:{}/{}", url.bucket(), url.prefix())),
         fuser::MountOption::Subtype("s3mirror".into()),
+        // The kernel checks modes against the caller, as for any file system.
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
     ];
-    if args.read_only {
+    if options.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    if options.read_only {
         config.mount_options.push(fuser::MountOption::RO);
     }
     let session = fuser::spawn_mount(fuse, mountpoint, &config).map_err(|err| {
@@ -154,11 +236,22 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
     } else {
         let _ = session.join();
     }
-    runtime.block_on(fs.abort_unfinished());
+    let keep_dir = state_dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join("unsaved")
+        .join(format!("{}-{}", url.bucket(), std::process::id()));
+    let kept = runtime.block_on(fs.shut_down(&keep_dir));
     drop(fs);
     if args.cache_dir.is_some() {
         // The cache is this mount's own; a temporary one goes away by itself.
         let _ = std::fs::remove_dir_all(&cache_dir);
+    }
+    if !kept.is_empty() {
+        eprintln!(
+            "s3mirror: {} files written through the mount are not in the bucket; their last contents are in {}",
+            kept.len(),
+            keep_dir.display()
+        );
     }
     eprintln!("s3mirror: unmounted {}", mountpoint.display());
     Ok(())

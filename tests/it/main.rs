@@ -5,6 +5,7 @@ mod delete;
 mod errors;
 mod garage;
 mod mount;
+mod mount_programs;
 mod multipart;
 mod reliability;
 mod shard;

@@ -53,6 +53,7 @@ macro_rules! checksum_from {
     }};
 }
 
+pub mod basic;
 mod client;
 mod download;
 mod error;

@@ -83,9 +83,9 @@ pub fn part_ranges(size: u64, part_size: u64) -> impl Iterator<Item = (i32, u64,
     })
 }
 
-struct ActiveUpload {
-    client: Client,
-    recorded: Recorded,
+pub(super) struct ActiveUpload {
+    pub(super) client: Client,
+    pub(super) recorded: Recorded,
 }
 
 /// Every multipart upload started and not yet completed or aborted.
@@ -102,7 +102,7 @@ pub struct ActiveUploads {
 }
 
 /// A CreateMultipartUpload in flight; `abort_all` waits for it to be registered.
-struct Creating<'a>(&'a AtomicUsize);
+pub(super) struct Creating<'a>(&'a AtomicUsize);
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
@@ -128,13 +128,13 @@ impl ActiveUploads {
         self.journal.as_ref()
     }
 
-    fn begin_create(&self) -> Option<Creating<'_>> {
+    pub(super) fn begin_create(&self) -> Option<Creating<'_>> {
         self.creating.fetch_add(1, Ordering::SeqCst);
         let creating = Creating(&self.creating);
         (!self.closed.load(Ordering::SeqCst)).then_some(creating)
     }
 
-    fn register(&self, upload: ActiveUpload) -> u64 {
+    pub(super) fn register(&self, upload: ActiveUpload) -> u64 {
         if let Some(journal) = &self.journal {
             if let Err(err) = journal.started(&upload.recorded) {
                 journal_failed(journal, &err);
@@ -151,6 +151,16 @@ impl ActiveUploads {
     /// Takes an upload out of the registry.
     fn take(&self, id: u64) -> Option<ActiveUpload> {
         self.uploads.lock().expect("uploads lock").remove(&id)
+    }
+
+    /// Takes the upload with this id out of the registry and records that it ended, for
+    /// callers that hold the upload id rather than the registry's number.
+    pub(super) fn ended_by_id(&self, upload_id: &str) {
+        self.uploads
+            .lock()
+            .expect("uploads lock")
+            .retain(|_, u| u.recorded.upload_id != upload_id);
+        self.ended(upload_id);
     }
 
     /// Records that an upload ended: completed, or aborted.

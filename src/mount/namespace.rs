@@ -1,0 +1,846 @@
+//! Names: lookup and attributes (trusted for the TTL), directory listings, mkdir and
+//! rmdir, unlink, symbolic links, rename (CopyObject, then DeleteObject), and changes of
+//! mode, owner, times and size.
+//!
+//! A rename is not atomic in S3: the copy is complete before the original is deleted, so
+//! a crash between the two leaves both names holding the whole object, never half of one.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::fs::{errno, Attr, Caller, DirEntry, Errno, Fs, Kind, ROOT};
+use super::inodes::{join, split, Listed, Listing};
+use super::meta::S_IFMT;
+use super::remote::{ObjectMeta, Remote, StoredAttrs};
+use super::staging::upload_errno;
+
+/// Keys copied or deleted at once when a directory is renamed.
+const RENAME_CONCURRENCY: usize = 16;
+
+/// What setattr was asked to change.
+#[derive(Debug, Clone, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    /// The open file it was asked through (ftruncate, futimens), if any.
+    pub fh: Option<u64>,
+}
+
+impl<R: Remote> Fs<R> {
+    /// Records what the server says about a path, and returns its attributes.
+    fn record(&self, path: &str, kind: Kind, meta: Option<&ObjectMeta>) -> Attr {
+        let mut inodes = self.inodes();
+        let ino = inodes.node_for(path, kind);
+        let node = inodes.get_mut(ino).expect("just made");
+        if node.staged.is_none() {
+            node.kind = kind;
+            match meta {
+                Some(meta) => node.set_meta(meta),
+                None if kind == Kind::Dir => {}
+                None => node.size = 0,
+            }
+            node.checked = Some(Instant::now());
+        }
+        self.attr_of(node, ino)
+    }
+
+    /// Asks the server what `path` is now: a directory (any key below it) or an object.
+    async fn stat_path(&self, path: &str) -> Result<Attr, Errno> {
+        let (dir_key, key) = (self.dir_key(path), self.key(path));
+        let (dir, file) = futures::join!(self.remote.first_key(&dir_key), self.remote.head(&key));
+        if let Some(first) = dir.map_err(errno)? {
+            // A marker keeps the directory's mode and owner.
+            let marker = match first == dir_key {
+                true => self.remote.head(&dir_key).await.map_err(errno)?,
+                false => None,
+            };
+            let attr = self.record(path, Kind::Dir, None);
+            if let Some(attrs) = marker.and_then(|m| m.attrs) {
+                let mut inodes = self.inodes();
+                if let Some(node) = inodes.get_mut(attr.ino) {
+                    node.attrs = attrs;
+                    node.attrs_known = true;
+                    return Ok(self.attr_of(node, attr.ino));
+                }
+            }
+            return Ok(attr);
+        }
+        match file.map_err(errno)? {
+            Some(meta) => {
+                let kind = match meta.attrs.as_ref().is_some_and(StoredAttrs::is_symlink) {
+                    true => Kind::Symlink,
+                    false => Kind::File,
+                };
+                Ok(self.record(path, kind, Some(&meta)))
+            }
+            None => Err(libc::ENOENT),
+        }
+    }
+
+    /// What `path` is, from what is fresh enough, asking the server otherwise.
+    async fn resolve(&self, parent_path: &str, path: &str) -> Result<Attr, Errno> {
+        let ttl = self.settings.ttl;
+        let listed = {
+            let inodes = self.inodes();
+            if let Some(ino) = inodes.ino_of(path) {
+                let node = inodes.get(ino).expect("named nodes exist");
+                let complete = node.kind != Kind::File || node.attrs_known;
+                if node.is_fresh(ttl) && complete {
+                    return Ok(self.attr_of(node, ino));
+                }
+            }
+            let (_, name) = split(path);
+            match inodes.listing(parent_path, ttl) {
+                Some(listing) => match listing.entries.get(name) {
+                    None => return Err(libc::ENOENT),
+                    Some(listed) => Some((listed.clone(), listing.at)),
+                },
+                None => None,
+            }
+        };
+        match listed {
+            Some((listed, _)) if listed.kind == Kind::Dir => Ok(self.record(path, Kind::Dir, None)),
+            Some((
+                Listed {
+                    meta: Some(meta), ..
+                },
+                at,
+            )) => {
+                // The listing gave size and ETag; the metadata is known if this version
+                // was asked about before.
+                let known = {
+                    let mut inodes = self.inodes();
+                    let ino = inodes.node_for(path, Kind::File);
+                    let node = inodes.get_mut(ino).expect("just made");
+                    node.set_meta(&meta);
+                    node.attrs_known.then(|| {
+                        node.checked = Some(at);
+                        self.attr_of(node, ino)
+                    })
+                };
+                match known {
+                    Some(attr) => Ok(attr),
+                    None => self.stat_path(path).await,
+                }
+            }
+            _ => self.stat_path(path).await,
+        }
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
+        let attr = self.peek(parent, name).await?;
+        self.inodes().looked_up(attr.ino);
+        Ok(attr)
+    }
+
+    /// A lookup that gives the kernel no reference (for checks inside operations).
+    async fn peek(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
+        let path = self.child_path(parent, name)?;
+        let (parent_path, _) = self.path_of(parent)?;
+        self.resolve(&parent_path, &path).await
+    }
+
+    /// What the server says now, whatever is cached (for O_EXCL).
+    pub(super) async fn exists_now(&self, path: &str) -> Result<bool, Errno> {
+        match self.stat_path(path).await {
+            Ok(_) => Ok(true),
+            Err(libc::ENOENT) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.inodes().forget(ino, count);
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        let (path, fresh) = {
+            let inodes = self.inodes();
+            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            if ino == ROOT || node.unlinked || node.is_fresh(self.settings.ttl) {
+                return Ok(self.attr_of(node, ino));
+            }
+            (node.path.clone(), false)
+        };
+        debug_assert!(!fresh);
+        self.stat_path(&path).await
+    }
+
+    /// Every entry of a directory, `.` and `..` first, as the server lists it now (plus
+    /// files created here and not yet uploaded). The listing answers lookups for the TTL.
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, Errno> {
+        let (path, kind) = self.path_of(ino)?;
+        if kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let listing = self
+            .remote
+            .list(&self.dir_key(&path))
+            .await
+            .map_err(errno)?;
+        let usable = |name: &str| !name.is_empty() && name != "." && name != "..";
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: Kind::Dir,
+            },
+            DirEntry {
+                ino,
+                name: "..".into(),
+                kind: Kind::Dir,
+            },
+        ];
+        let mut inodes = self.inodes();
+        let mut listed = std::collections::HashMap::new();
+        for name in listing.dirs.into_iter().filter(|n| usable(n)) {
+            let ino = inodes.ino_for_listed(&join(&path, &name));
+            let entry = Listed {
+                kind: Kind::Dir,
+                meta: None,
+                ino,
+            };
+            listed.insert(name, entry);
+        }
+        for (name, meta) in listing.files.into_iter().filter(|(n, _)| usable(n)) {
+            if listed.contains_key(&name) {
+                continue; // A directory shadows a file of the same name.
+            }
+            let child = join(&path, &name);
+            let ino = inodes.ino_for_listed(&child);
+            let mut kind = Kind::File;
+            if let Some(node) = inodes.get_mut(ino).filter(|n| n.staged.is_none()) {
+                node.set_meta(&meta);
+                kind = node.kind;
+            }
+            listed.insert(
+                name,
+                Listed {
+                    kind,
+                    meta: Some(meta),
+                    ino,
+                },
+            );
+        }
+        for (name, ino, kind) in inodes.pending_in(&path) {
+            listed.entry(name).or_insert(Listed {
+                kind,
+                meta: None,
+                ino,
+            });
+        }
+        entries.extend(listed.iter().map(|(name, l)| DirEntry {
+            ino: l.ino,
+            name: name.clone(),
+            kind: l.kind,
+        }));
+        let listing = Listing {
+            at: Instant::now(),
+            entries: listed,
+        };
+        inodes.store_listing(&path, listing, self.settings.ttl);
+        Ok(entries)
+    }
+
+    /// Lists a directory once for a reader, who then takes the entries in pieces.
+    pub async fn opendir(&self, ino: u64) -> Result<u64, Errno> {
+        let entries = self.readdir(ino).await?;
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .expect("dirs lock")
+            .insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
+    pub fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
+        self.dirs
+            .lock()
+            .expect("dirs lock")
+            .get(&fh)
+            .cloned()
+            .ok_or(libc::EBADF)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().expect("dirs lock").remove(&fh);
+    }
+
+    /// The path of a name about to be made: refused on a read-only mount, or when the
+    /// name is taken.
+    pub(super) async fn new_name(&self, parent: u64, name: &str) -> Result<String, Errno> {
+        self.refuse_if_read_only()?;
+        let path = self.child_path(parent, name)?;
+        match self.peek(parent, name).await {
+            Ok(_) => Err(libc::EEXIST),
+            Err(libc::ENOENT) => Ok(path),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Records an object just written by this mount (the server said yes to these
+    /// bytes and attributes), and returns its attributes.
+    fn record_written(
+        &self,
+        path: &str,
+        kind: Kind,
+        size: u64,
+        etag: String,
+        attrs: StoredAttrs,
+    ) -> Attr {
+        let meta = ObjectMeta {
+            size,
+            last_modified: SystemTime::now(),
+            etag,
+            attrs: Some(attrs),
+        };
+        let attr = self.record(path, kind, Some(&meta));
+        let mut inodes = self.inodes();
+        inodes.looked_up(attr.ino);
+        let (parent, _) = split(path);
+        inodes.forget_listing(parent);
+        attr
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Attr, Errno> {
+        let path = self.new_name(parent, name).await?;
+        let attrs = self.new_attrs(Kind::Dir, mode, caller);
+        let etag = self
+            .remote
+            .put(&self.dir_key(&path), Vec::new(), &attrs)
+            .await
+            .map_err(errno)?;
+        Ok(self.record_written(&path, Kind::Dir, 0, etag, attrs))
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &str,
+        caller: Caller,
+    ) -> Result<Attr, Errno> {
+        let path = self.new_name(parent, name).await?;
+        let attrs = self.new_attrs(Kind::Symlink, 0o777, caller);
+        let body = target.as_bytes().to_vec();
+        let size = body.len() as u64;
+        let etag = self
+            .remote
+            .put(&self.key(&path), body, &attrs)
+            .await
+            .map_err(errno)?;
+        Ok(self.record_written(&path, Kind::Symlink, size, etag, attrs))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let attr = self.getattr(ino).await?;
+        if attr.kind != Kind::Symlink {
+            return Err(libc::EINVAL);
+        }
+        let (key, etag) = {
+            let inodes = self.inodes();
+            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            (self.key(&node.path), node.etag.clone())
+        };
+        let mut target = Vec::new();
+        if attr.size > 0 {
+            self.remote
+                .get_range(&key, &etag, 0, attr.size, &mut |piece| {
+                    target.extend_from_slice(piece);
+                    Ok(())
+                })
+                .await
+                .map_err(errno)?;
+        }
+        Ok(target)
+    }
+
+    /// Removes an empty directory (its marker object, if any).
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<(), Errno> {
+        self.refuse_if_read_only()?;
+        let path = self.child_path(parent, name)?;
+        let attr = self.peek(parent, name).await?;
+        if attr.kind != Kind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        let marker = self.dir_key(&path);
+        if !self.is_empty_dir(&path).await? {
+            return Err(libc::ENOTEMPTY);
+        }
+        self.remote.delete(&marker).await.map_err(errno)?;
+        self.inodes().unlink(&path);
+        Ok(())
+    }
+
+    async fn is_empty_dir(&self, path: &str) -> Result<bool, Errno> {
+        if !self.inodes().pending_in(path).is_empty() {
+            return Ok(false);
+        }
+        let listing = self.remote.list(&self.dir_key(path)).await.map_err(errno)?;
+        Ok(listing.dirs.is_empty() && listing.files.iter().all(|(name, _)| name.is_empty()))
+    }
+
+    /// Deletes a file's object. A file still open stays readable and writable through
+    /// its descriptors, and is not uploaded again.
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<(), Errno> {
+        self.refuse_if_read_only()?;
+        let path = self.child_path(parent, name)?;
+        let attr = self.peek(parent, name).await?;
+        if attr.kind == Kind::Dir {
+            return Err(libc::EISDIR);
+        }
+        let pending = self
+            .inodes()
+            .node_at(&path)
+            .is_some_and(|n| n.staged.is_some());
+        match self.remote.delete(&self.key(&path)).await {
+            Ok(()) => {}
+            Err(err) if pending && err.kind == super::remote::ErrorKind::NotFound => {}
+            Err(err) => return Err(errno(err)),
+        }
+        self.inodes().unlink(&path);
+        Ok(())
+    }
+
+    /// Renames a file or a directory, replacing what holds the new name (POSIX
+    /// `rename`): server-side copies, then deletes of the old keys.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<(), Errno> {
+        self.refuse_if_read_only()?;
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        let source = self.peek(parent, name).await?;
+        if from == to {
+            return Ok(());
+        }
+        if source.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
+            return Err(libc::EINVAL);
+        }
+        let target = match self.peek(new_parent, new_name).await {
+            Ok(attr) => Some(attr),
+            Err(libc::ENOENT) => None,
+            Err(err) => return Err(err),
+        };
+        if let Some(target) = &target {
+            match (target.kind, source.kind) {
+                _ if no_replace => return Err(libc::EEXIST),
+                (Kind::Dir, Kind::Dir) => {}
+                (_, Kind::Dir) => return Err(libc::ENOTDIR),
+                (Kind::Dir, _) => return Err(libc::EISDIR),
+                _ => {}
+            }
+        }
+        let target_dir = target.as_ref().is_some_and(|t| t.kind == Kind::Dir);
+        if target_dir && !self.is_empty_dir(&to).await? {
+            return Err(libc::ENOTEMPTY);
+        }
+        // What is staged under the old name goes up first, so the copy has it.
+        self.upload_staged_below(&from).await?;
+        match source.kind {
+            Kind::Dir => self.rename_dir(&from, &to, target.is_some()).await?,
+            _ => self.rename_object(&from, &to, source.size).await?,
+        }
+        self.inodes().rename(&from, &to);
+        Ok(())
+    }
+
+    async fn upload_staged_below(&self, path: &str) -> Result<(), Errno> {
+        let staged = self.inodes().staged_below(path);
+        for ino in staged {
+            self.upload_node(ino).await.map_err(|err| {
+                tracing::warn!("rename: uploading {path} first failed: {}", err.message);
+                upload_errno(&err)
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn rename_object(&self, from: &str, to: &str, size: u64) -> Result<(), Errno> {
+        let (from_key, to_key) = (self.key(from), self.key(to));
+        self.remote
+            .copy(&from_key, &to_key, size, None)
+            .await
+            .map_err(errno)?;
+        self.remote.delete(&from_key).await.map_err(|err| {
+            tracing::warn!(
+                "rename {from} to {to}: the copy is made, but {}",
+                err.message
+            );
+            libc::EIO
+        })
+    }
+
+    /// Copies every key below the directory to the new prefix, then deletes the old
+    /// ones, each step for many keys at once. Until the deletes end, both hold the files.
+    async fn rename_dir(&self, from: &str, to: &str, replacing: bool) -> Result<(), Errno> {
+        let (from_prefix, to_prefix) = (self.dir_key(from), self.dir_key(to));
+        let keys = self.remote.list_below(&from_prefix).await.map_err(errno)?;
+        if replacing {
+            // The target is an empty directory: only its marker is in the way.
+            let _ = self.remote.delete(&to_prefix).await;
+        }
+        // Collected first: a lazy map over borrows would keep the future from being Send.
+        let copies: Vec<_> = keys
+            .iter()
+            .map(|(key, size)| {
+                let (remote, size) = (Arc::clone(&self.remote), *size);
+                let new_key = format!("{to_prefix}{}", &key[from_prefix.len()..]);
+                let key = key.clone();
+                async move { remote.copy(&key, &new_key, size, None).await }
+            })
+            .collect();
+        futures::stream::iter(copies)
+            .buffer_unordered(RENAME_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(errno)?;
+        let deletes: Vec<_> = keys
+            .into_iter()
+            .map(|(key, _)| {
+                let remote = Arc::clone(&self.remote);
+                async move { remote.delete(&key).await }
+            })
+            .collect();
+        futures::stream::iter(deletes)
+            .buffer_unordered(RENAME_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(|err| {
+                tracing::warn!("rename {from} to {to}: copies made, but {}", err.message);
+                libc::EIO
+            })?;
+        Ok(())
+    }
+
+    /// Changes mode, owner, times or size. A file with staged changes takes them into
+    /// its next upload; otherwise the object's metadata is replaced now (CopyObject onto
+    /// itself), and a size change stages the file and uploads it at once, unless it was
+    /// made through an open descriptor (then it goes up at close).
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        change: AttrChange,
+        caller: Caller,
+    ) -> Result<Attr, Errno> {
+        let attr = self.getattr(ino).await?;
+        let wants_attrs = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.mtime.is_some();
+        if !wants_attrs
+            && change
+                .size
+                .is_none_or(|s| s == attr.size && change.fh.is_none())
+        {
+            return Ok(attr);
+        }
+        self.refuse_if_read_only()?;
+        if let Some(size) = change.size {
+            if attr.kind != Kind::File {
+                return Err(libc::EISDIR);
+            }
+            self.truncate(ino, size, caller).await?;
+        }
+        if wants_attrs {
+            self.change_attrs(ino, &change).await?;
+        }
+        if change.size.is_some() && change.fh.is_none() {
+            // truncate(2) by name: no close will come to upload it.
+            let still_open = self.inodes().get(ino).is_some_and(|n| n.opens > 0);
+            if !still_open {
+                self.upload_node(ino)
+                    .await
+                    .map_err(|err| upload_errno(&err))?;
+                self.unstage_if_idle(ino).await;
+            }
+        }
+        self.attr(ino)
+    }
+
+    async fn change_attrs(&self, ino: u64, change: &AttrChange) -> Result<(), Errno> {
+        let (path, kind, mut attrs, size, staged) = {
+            let inodes = self.inodes();
+            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            let staged = node.staged.clone();
+            (
+                node.path.clone(),
+                node.kind,
+                node.attrs.clone(),
+                node.size,
+                staged,
+            )
+        };
+        let kind_bits = match kind {
+            Kind::Dir => super::meta::S_IFDIR,
+            Kind::File => super::meta::S_IFREG,
+            Kind::Symlink => super::meta::S_IFLNK,
+        };
+        let current_perm = u32::from(self.attr(ino)?.perm);
+        if let Some(mode) = change.mode {
+            attrs.mode = Some(kind_bits | (mode & !S_IFMT & 0o7777));
+        } else if attrs.mode.is_none() {
+            attrs.mode = Some(kind_bits | current_perm);
+        }
+        attrs.uid = change.uid.or(attrs.uid);
+        attrs.gid = change.gid.or(attrs.gid);
+        attrs.mtime = change.mtime.or(attrs.mtime);
+        if let Some(staged) = staged {
+            let mut file = staged.file.lock().await;
+            if file.is_dirty() {
+                let mut pending = file.attrs.clone();
+                pending.mode = attrs.mode;
+                pending.uid = attrs.uid;
+                pending.gid = attrs.gid;
+                pending.mtime = change.mtime.or(pending.mtime);
+                file.set_attrs(pending.clone());
+                drop(file);
+                self.set_node_attrs(ino, pending);
+                return Ok(());
+            }
+        }
+        let result = match kind {
+            Kind::Dir => self
+                .remote
+                .put(&self.dir_key(&path), Vec::new(), &attrs)
+                .await
+                .map(drop),
+            _ => {
+                let key = self.key(&path);
+                self.remote.copy(&key, &key, size, Some(&attrs)).await
+            }
+        };
+        result.map_err(errno)?;
+        self.set_node_attrs(ino, attrs);
+        Ok(())
+    }
+
+    fn set_node_attrs(&self, ino: u64, attrs: StoredAttrs) {
+        if let Some(node) = self.inodes().get_mut(ino) {
+            node.attrs = attrs;
+            node.attrs_known = true;
+            node.checked = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::mount::fs::testing::{fs, names, read_file, write_file, ME};
+    use crate::mount::remote::memory::MemoryRemote;
+
+    #[tokio::test]
+    async fn prefixes_are_directories_and_names_are_kept_as_they_are() {
+        let remote = Arc::new(MemoryRemote::default());
+        for key in [
+            "m/a",
+            "m/a/b",
+            "m/d/ü é 🎉.txt",
+            "m/empty/",
+            "m/x%20y",
+            "other/z",
+        ] {
+            remote.insert(key, b"data");
+        }
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        assert_eq!(
+            names(&fs, ROOT).await,
+            [
+                ("a".to_owned(), Kind::Dir),
+                ("d".to_owned(), Kind::Dir),
+                ("empty".to_owned(), Kind::Dir),
+                ("x%20y".to_owned(), Kind::File)
+            ]
+        );
+        let d = fs.lookup(ROOT, "d").await.unwrap();
+        assert_eq!(read_file(&fs, d.ino, "ü é 🎉.txt").await, b"data");
+        let empty = fs.lookup(ROOT, "empty").await.unwrap();
+        assert!(
+            names(&fs, empty.ino).await.is_empty(),
+            "the marker is not a file"
+        );
+        assert_eq!(fs.lookup(ROOT, "nope").await, Err(libc::ENOENT));
+    }
+
+    #[tokio::test]
+    async fn modes_owners_and_times_come_from_metadata_or_the_defaults() {
+        let remote = Arc::new(MemoryRemote::default());
+        remote.insert("m/plain", b"x");
+        let s3fs_style = StoredAttrs {
+            mode: Some(0o100750),
+            uid: Some(33),
+            gid: Some(44),
+            mtime: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)),
+        };
+        remote.insert_with("m/kept", b"x", s3fs_style);
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        let plain = fs.lookup(ROOT, "plain").await.unwrap();
+        assert_eq!((plain.perm, plain.uid, plain.gid), (0o644, 7, 8));
+        let kept = fs.lookup(ROOT, "kept").await.unwrap();
+        assert_eq!((kept.perm, kept.uid, kept.gid), (0o750, 33, 44));
+        assert_eq!(
+            kept.mtime,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+        );
+
+        // chmod and utimens of an object in the bucket replace its metadata.
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
+        let change = AttrChange {
+            mode: Some(0o755),
+            mtime: Some(when),
+            ..AttrChange::default()
+        };
+        let attr = fs.setattr(plain.ino, change, ME).await.unwrap();
+        assert_eq!((attr.perm, attr.mtime), (0o755, when));
+        let stored = remote.attrs("m/plain").unwrap();
+        assert_eq!(stored.mode, Some(0o100755));
+        assert_eq!(stored.mtime, Some(when));
+        assert_eq!(remote.get("m/plain").unwrap(), b"x", "the bytes stay");
+    }
+
+    #[tokio::test]
+    async fn renames_replace_the_target_and_move_directories() {
+        let remote = Arc::new(MemoryRemote::default());
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        write_file(&fs, ROOT, "old", b"old bytes").await;
+        write_file(&fs, ROOT, ".tmp", b"new bytes").await;
+        fs.rename(ROOT, ".tmp", ROOT, "old", false).await.unwrap();
+        assert_eq!(remote.get("m/old").unwrap(), b"new bytes");
+        assert!(remote.get("m/.tmp").is_none());
+        assert_eq!(read_file(&fs, ROOT, "old").await, b"new bytes");
+        assert_eq!(fs.lookup(ROOT, ".tmp").await, Err(libc::ENOENT));
+
+        let d = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap();
+        let sub = fs.mkdir(d.ino, "sub", 0o755, ME).await.unwrap();
+        write_file(&fs, sub.ino, "f", b"deep").await;
+        fs.rename(ROOT, "d", ROOT, "e", false).await.unwrap();
+        assert_eq!(remote.keys(), ["m/e/", "m/e/sub/", "m/e/sub/f", "m/old"]);
+        let e = fs.lookup(ROOT, "e").await.unwrap();
+        assert_eq!(e.ino, d.ino, "a renamed directory keeps its inode");
+        let sub = fs.lookup(e.ino, "sub").await.unwrap();
+        assert_eq!(read_file(&fs, sub.ino, "f").await, b"deep");
+        assert_eq!(
+            fs.rename(ROOT, "old", ROOT, "e", false).await,
+            Err(libc::EISDIR)
+        );
+        assert_eq!(
+            fs.rename(ROOT, "e", ROOT, "old", false).await,
+            Err(libc::ENOTDIR)
+        );
+        assert_eq!(
+            fs.rename(ROOT, "e", ROOT, "old", true).await,
+            Err(libc::EEXIST)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_copy_fails_the_rename_and_keeps_both_files() {
+        let remote = Arc::new(MemoryRemote::default());
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        write_file(&fs, ROOT, "target", b"old").await;
+        write_file(&fs, ROOT, "new", b"new").await;
+        remote.fail_copies.store(true, Ordering::Relaxed);
+        assert_eq!(
+            fs.rename(ROOT, "new", ROOT, "target", false).await,
+            Err(libc::EIO)
+        );
+        assert_eq!(remote.get("m/target").unwrap(), b"old");
+        assert_eq!(remote.get("m/new").unwrap(), b"new");
+    }
+
+    #[tokio::test]
+    async fn symlinks_are_objects_holding_their_target() {
+        let remote = Arc::new(MemoryRemote::default());
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        let link = fs.symlink(ROOT, "link", "../target", ME).await.unwrap();
+        assert_eq!(link.kind, Kind::Symlink);
+        assert_eq!(remote.get("m/link").unwrap(), b"../target");
+        assert!(remote.attrs("m/link").unwrap().is_symlink());
+        assert_eq!(fs.readlink(link.ino).await.unwrap(), b"../target");
+        // Another mount sees it as a link too.
+        let (other, _dir) = super::super::fs::testing::fs(&remote, Duration::from_secs(1));
+        let seen = other.lookup(ROOT, "link").await.unwrap();
+        assert_eq!(seen.kind, Kind::Symlink);
+        assert_eq!(other.readlink(seen.ino).await.unwrap(), b"../target");
+    }
+
+    #[tokio::test]
+    async fn changes_by_others_show_after_the_ttl() {
+        let remote = Arc::new(MemoryRemote::default());
+        let (fs, _dir) = fs(&remote, Duration::from_millis(200));
+        assert!(names(&fs, ROOT).await.is_empty());
+        remote.insert("m/new", b"from elsewhere");
+        // Within the TTL the fresh listing answers; after it, the server does.
+        assert_eq!(fs.lookup(ROOT, "new").await, Err(libc::ENOENT));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(fs.lookup(ROOT, "new").await.unwrap().size, 14);
+        remote.insert("m/new", b"changed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(read_file(&fs, ROOT, "new").await, b"changed");
+
+        fs.unlink(ROOT, "new").await.unwrap();
+        assert!(remote.get("m/new").is_none());
+        let dir = fs.mkdir(ROOT, "dir", 0o755, ME).await.unwrap();
+        assert_eq!(remote.get("m/dir/").unwrap(), b"");
+        write_file(&fs, dir.ino, "inside", b"").await;
+        assert_eq!(fs.rmdir(ROOT, "dir").await, Err(libc::ENOTEMPTY));
+        fs.unlink(dir.ino, "inside").await.unwrap();
+        fs.rmdir(ROOT, "dir").await.unwrap();
+        assert!(remote.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listed_object_whose_metadata_is_known_needs_no_request() {
+        let remote = Arc::new(MemoryRemote::default());
+        remote.insert("m/f", b"x");
+        let (fs, _dir) = fs(&remote, Duration::from_secs(60));
+        fs.lookup(ROOT, "f").await.unwrap();
+        names(&fs, ROOT).await;
+        let before = remote.request_count();
+        fs.lookup(ROOT, "f").await.unwrap();
+        assert_eq!(fs.lookup(ROOT, "g").await, Err(libc::ENOENT));
+        assert_eq!(remote.request_count(), before);
+    }
+
+    #[tokio::test]
+    async fn forgotten_inodes_are_released() {
+        let remote = Arc::new(MemoryRemote::default());
+        for i in 0..50 {
+            remote.insert(&format!("m/d/f{i}"), b"x");
+        }
+        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
+        let d = fs.lookup(ROOT, "d").await.unwrap();
+        let mut inos = Vec::new();
+        for i in 0..50 {
+            inos.push(fs.lookup(d.ino, &format!("f{i}")).await.unwrap().ino);
+        }
+        assert_eq!(fs.node_count(), 52);
+        for ino in inos {
+            fs.forget(ino, 1);
+        }
+        fs.forget(d.ino, 1);
+        assert_eq!(fs.node_count(), 1);
+    }
+}
