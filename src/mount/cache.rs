@@ -335,6 +335,36 @@ impl ReadCache {
         Ok(entry)
     }
 
+    /// Holds a whole object that arrived by other means (a small object fetched with
+    /// its metadata), so that reading it costs no request.
+    pub fn insert_whole(&self, key: &str, etag: &str, body: &[u8]) -> Result<(), RemoteError> {
+        let size = body.len() as u64;
+        let entry = self.entry(key, etag, size)?;
+        let fresh = entry
+            .chunks
+            .lock()
+            .expect("chunks lock")
+            .iter()
+            .all(|&c| c == Chunk::Absent);
+        let result = if fresh {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&entry.path)
+                .and_then(|file| file.write_all_at(body, 0))
+                .map_err(|err| cache_error(&entry.path, err))
+                .map(|()| {
+                    let mut chunks = entry.chunks.lock().expect("chunks lock");
+                    chunks.iter_mut().for_each(|c| *c = Chunk::Present);
+                    self.used.fetch_add(size, Ordering::Relaxed);
+                })
+        } else {
+            Ok(())
+        };
+        entry.readers.fetch_sub(1, Ordering::SeqCst);
+        self.evict();
+        result
+    }
+
     /// The counter of staged bytes, which the write path keeps.
     pub fn staged_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.staged)

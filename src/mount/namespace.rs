@@ -16,6 +16,10 @@ use super::meta::S_IFMT;
 use super::remote::{ObjectMeta, Remote, StoredAttrs};
 use super::staging::upload_errno;
 
+/// Listed objects up to this size are fetched whole when first looked up: one GetObject
+/// costs what a HeadObject does, and the read that usually follows costs nothing.
+const SMALL_OBJECT: u64 = 64 << 10;
+
 /// Keys copied or deleted at once when a directory is renamed.
 const RENAME_CONCURRENCY: usize = 16;
 
@@ -49,26 +53,29 @@ impl<R: Remote> Fs<R> {
         self.attr_of(node, ino)
     }
 
+    /// Records a directory, with what its marker object (if any) says of its mode and
+    /// owner.
+    fn record_dir(&self, path: &str, marker: Option<ObjectMeta>) -> Attr {
+        let attr = self.record(path, Kind::Dir, None);
+        let mut inodes = self.inodes();
+        let Some(node) = inodes.get_mut(attr.ino) else {
+            return attr;
+        };
+        node.attrs = marker.and_then(|m| m.attrs).unwrap_or_default();
+        node.attrs_known = true;
+        self.attr_of(node, attr.ino)
+    }
+
     /// Asks the server what `path` is now: a directory (any key below it) or an object.
     async fn stat_path(&self, path: &str) -> Result<Attr, Errno> {
         let (dir_key, key) = (self.dir_key(path), self.key(path));
         let (dir, file) = futures::join!(self.remote.first_key(&dir_key), self.remote.head(&key));
         if let Some(first) = dir.map_err(errno)? {
-            // A marker keeps the directory's mode and owner.
             let marker = match first == dir_key {
                 true => self.remote.head(&dir_key).await.map_err(errno)?,
                 false => None,
             };
-            let attr = self.record(path, Kind::Dir, None);
-            if let Some(attrs) = marker.and_then(|m| m.attrs) {
-                let mut inodes = self.inodes();
-                if let Some(node) = inodes.get_mut(attr.ino) {
-                    node.attrs = attrs;
-                    node.attrs_known = true;
-                    return Ok(self.attr_of(node, attr.ino));
-                }
-            }
-            return Ok(attr);
+            return Ok(self.record_dir(path, marker));
         }
         match file.map_err(errno)? {
             Some(meta) => {
@@ -89,8 +96,7 @@ impl<R: Remote> Fs<R> {
             let inodes = self.inodes();
             if let Some(ino) = inodes.ino_of(path) {
                 let node = inodes.get(ino).expect("named nodes exist");
-                let complete = node.kind != Kind::File || node.attrs_known;
-                if node.is_fresh(ttl) && complete {
+                if node.is_fresh(ttl) && node.attrs_known {
                     return Ok(self.attr_of(node, ino));
                 }
             }
@@ -104,7 +110,17 @@ impl<R: Remote> Fs<R> {
             }
         };
         match listed {
-            Some((listed, _)) if listed.kind == Kind::Dir => Ok(self.record(path, Kind::Dir, None)),
+            Some((listed, _)) if listed.kind == Kind::Dir => {
+                let known = self.inodes().node_at(path).is_some_and(|n| n.attrs_known);
+                match known {
+                    true => Ok(self.record(path, Kind::Dir, None)),
+                    // A marker keeps the directory's mode and owner (s3fs writes them).
+                    false => {
+                        let marker = self.remote.head(&self.dir_key(path)).await.map_err(errno)?;
+                        Ok(self.record_dir(path, marker))
+                    }
+                }
+            }
             Some((
                 Listed {
                     meta: Some(meta), ..
@@ -125,11 +141,39 @@ impl<R: Remote> Fs<R> {
                 };
                 match known {
                     Some(attr) => Ok(attr),
-                    None => self.stat_path(path).await,
+                    None => self.fetch_listed(path, &meta).await,
                 }
             }
             _ => self.stat_path(path).await,
         }
+    }
+
+    /// Asks about a listed object whose metadata is not known yet. A small one is
+    /// fetched whole: the answer carries the metadata, and its bytes go to the cache, so
+    /// a cold read of a small file costs this one request.
+    async fn fetch_listed(&self, path: &str, listed: &ObjectMeta) -> Result<Attr, Errno> {
+        let key = self.key(path);
+        let (meta, body) = if listed.size <= SMALL_OBJECT {
+            match self.remote.get_whole(&key).await.map_err(errno)? {
+                Some((meta, body)) => (meta, Some(body)),
+                None => return Err(libc::ENOENT),
+            }
+        } else {
+            match self.remote.head(&key).await.map_err(errno)? {
+                Some(meta) => (meta, None),
+                None => return Err(libc::ENOENT),
+            }
+        };
+        if let Some(body) = body {
+            if let Err(err) = self.cache.insert_whole(&key, &meta.etag, &body) {
+                tracing::debug!("{}", err.message);
+            }
+        }
+        let kind = match meta.attrs.as_ref().is_some_and(StoredAttrs::is_symlink) {
+            true => Kind::Symlink,
+            false => Kind::File,
+        };
+        Ok(self.record(path, kind, Some(&meta)))
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
@@ -822,6 +866,29 @@ mod tests {
         fs.lookup(ROOT, "f").await.unwrap();
         assert_eq!(fs.lookup(ROOT, "g").await, Err(libc::ENOENT));
         assert_eq!(remote.request_count(), before);
+    }
+
+    #[tokio::test]
+    async fn a_cold_read_of_a_small_listed_file_costs_one_request() {
+        let remote = Arc::new(MemoryRemote::default());
+        remote.insert("m/small", b"tiny");
+        remote.insert("m/big", &[7; 100 << 10]);
+        let (fs, _dir) = fs(&remote, Duration::from_secs(60));
+        names(&fs, ROOT).await;
+        let before = remote.request_count();
+        assert_eq!(read_file(&fs, ROOT, "small").await, b"tiny");
+        assert_eq!(
+            remote.request_count() - before,
+            1,
+            "one GetObject, no HeadObject"
+        );
+        let before = remote.request_count();
+        assert_eq!(read_file(&fs, ROOT, "big").await.len(), 100 << 10);
+        assert_eq!(
+            remote.request_count() - before,
+            2,
+            "a HeadObject and a GetObject"
+        );
     }
 
     #[tokio::test]

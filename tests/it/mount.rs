@@ -60,6 +60,18 @@ impl Mounted {
         }
     }
 
+    /// Kills the mount with SIGKILL, as a crash would, and detaches what it leaves.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

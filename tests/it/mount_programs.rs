@@ -381,3 +381,188 @@ async fn a_failed_upload_during_rename_or_overwrite_keeps_the_old_object() {
     assert_eq!(stored["target.txt"], b"old target");
     assert_eq!(stored["new.txt"], b"new");
 }
+
+/// A bucket mounted with s3fs-fuse, unmounted on drop.
+struct S3fs {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl S3fs {
+    fn mount(bucket: &str) -> Self {
+        let server = garage();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(
+            &passwd,
+            format!(
+                "{}:{}",
+                crate::garage::ACCESS_KEY,
+                crate::garage::SECRET_KEY
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&passwd, PermissionsExt::from_mode(0o600)).unwrap();
+        let options = format!(
+            "passwd_file={},url={},use_path_request_style,endpoint={},stat_cache_expire=1",
+            passwd.display(),
+            server.endpoint,
+            crate::garage::REGION
+        );
+        run(
+            "s3fs",
+            &[bucket, path.to_str().unwrap(), "-o", &options],
+            dir.path(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !s3mirror::mount::is_mounted(&path) {
+            assert!(std::time::Instant::now() < deadline, "s3fs did not mount");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { path, _dir: dir }
+    }
+}
+
+impl Drop for S3fs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s3mirror::mount::is_mounted(&self.path) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn mode_and_mtime(path: &Path) -> (u32, i64) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.mode() & 0o7777, meta.mtime())
+}
+
+#[test]
+fn modes_times_and_links_written_by_s3fs_show_the_same_here_and_back() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("mount-s3fs"));
+    let url = format!("s3://{bucket}");
+    let shell = |dir: &Path, script: &str| run("sh", &["-c", script], dir);
+    {
+        let s3fs = S3fs::mount(&bucket);
+        shell(
+            &s3fs.path,
+            "mkdir private && chmod 700 private && echo s3fs > private/file && \
+             chmod 640 private/file && touch -d @1500000000 private/file && \
+             ln -s private/file link",
+        );
+    }
+    let ours = Mounted::new(&url, &[]);
+    assert_eq!(
+        mode_and_mtime(&ours.join("private/file")),
+        (0o640, 1_500_000_000)
+    );
+    assert_eq!(mode_and_mtime(&ours.join("private")).0, 0o700);
+    assert_eq!(
+        std::fs::read_link(ours.join("link")).unwrap(),
+        Path::new("private/file")
+    );
+    assert_eq!(std::fs::read(ours.join("link")).unwrap(), b"s3fs\n");
+    // And the other way round.
+    shell(
+        &ours.path,
+        "echo ours > mine && chmod 711 mine && touch -d @1400000000 mine && ln -s mine mylink",
+    );
+    drop(ours);
+    let s3fs = S3fs::mount(&bucket);
+    assert_eq!(
+        mode_and_mtime(&s3fs.path.join("mine")),
+        (0o711, 1_400_000_000)
+    );
+    assert_eq!(
+        std::fs::read_link(s3fs.path.join("mylink")).unwrap(),
+        Path::new("mine")
+    );
+    assert_eq!(std::fs::read(s3fs.path.join("mine")).unwrap(), b"ours\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploads_of_a_killed_mount_are_aborted_by_the_next_mount() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mount-kill").await;
+    let url = format!("s3://{bucket}");
+    let open_uploads = |client: aws_sdk_s3::Client, bucket: String| async move {
+        let out = client
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads().len()
+    };
+    let url_killed = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut mount = Mounted::new(&url_killed, &["--part-size", "5MiB"]);
+        let mut file = std::fs::File::create(mount.join("half-written.bin")).unwrap();
+        file.write_all(&vec![7; 12 << 20]).unwrap();
+        // Parts are on their way; the file is still open when the mount dies.
+        std::thread::sleep(Duration::from_millis(500));
+        mount.kill();
+        drop(file);
+    })
+    .await
+    .unwrap();
+    assert_eq!(open_uploads(client.clone(), bucket.clone()).await, 1);
+    let url_next = url.clone();
+    tokio::task::spawn_blocking(move || drop(Mounted::new(&url_next, &[])))
+        .await
+        .unwrap();
+    assert_eq!(open_uploads(client.clone(), bucket.clone()).await, 0);
+    assert!(bucket_contents(&client, &bucket, "").await.is_empty());
+}
+
+#[test]
+fn other_users_see_what_the_modes_allow_with_allow_other() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("mount-other"));
+    let mount = Mounted::new(&format!("s3://{bucket}"), &["--allow-other"]);
+    std::fs::write(mount.join("public"), b"for everyone").unwrap();
+    std::fs::write(mount.join("secret"), b"root only").unwrap();
+    std::fs::set_permissions(mount.join("secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    let as_nobody = |path: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let public = as_nobody(&mount.join("public"));
+    assert!(public.status.success(), "{public:?}");
+    assert_eq!(public.stdout, b"for everyone");
+    let secret = as_nobody(&mount.join("secret"));
+    assert!(!secret.status.success());
+    assert!(String::from_utf8_lossy(&secret.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn locks_held_on_one_node_exclude_other_processes_there() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("mount-locks"));
+    let mount = Mounted::new(&format!("s3://{bucket}"), &[]);
+    let seen = python(
+        r#"
+import fcntl, subprocess, sys
+held = open("lockfile", "w")
+fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+other = subprocess.run([sys.executable, "-c",
+    "import fcntl\nf = open('lockfile', 'a')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n print('got it')\nexcept OSError as e:\n print('refused', e.errno)"],
+    capture_output=True, text=True)
+fcntl.flock(held, fcntl.LOCK_UN)
+print(other.stdout.strip())
+"#,
+        &mount.path,
+    );
+    assert_eq!(seen, format!("refused {}\n", libc::EAGAIN));
+}

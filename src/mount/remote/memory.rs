@@ -147,6 +147,14 @@ impl Remote for MemoryRemote {
         Ok(objects.get(key).map(|(_, meta)| meta.clone()))
     }
 
+    async fn get_whole(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let objects = self.objects.lock().expect("objects lock");
+        Ok(objects
+            .get(key)
+            .map(|(body, meta)| (meta.clone(), body.clone())))
+    }
+
     async fn get_range(
         &self,
         key: &str,

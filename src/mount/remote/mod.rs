@@ -42,6 +42,11 @@ pub trait Remote: Send + Sync + 'static {
     /// The first key starting with `prefix`, if any (a directory, marker or not).
     fn first_key(&self, prefix: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     fn head(&self, key: &str) -> impl Future<Output = Result<Option<ObjectMeta>>> + Send;
+    /// A whole object and what HeadObject would tell of it, in one request.
+    fn get_whole(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(ObjectMeta, Vec<u8>)>>> + Send;
     /// Bytes `start..end` of the object, only if it still has `etag`, handed to `sink`
     /// piece by piece as they arrive.
     fn get_range(

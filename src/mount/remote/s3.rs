@@ -62,6 +62,11 @@ impl Remote for S3Remote {
         Ok(self.store.head_object(key).await?.map(meta_of))
     }
 
+    async fn get_whole(&self, key: &str) -> Result<Option<(ObjectMeta, Vec<u8>)>> {
+        let found = self.store.get_whole(key).await?;
+        Ok(found.map(|(head, body)| (meta_of(head), body)))
+    }
+
     async fn get_range(
         &self,
         key: &str,

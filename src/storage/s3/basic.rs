@@ -197,6 +197,50 @@ impl S3Store {
         }
     }
 
+    /// A whole object with its metadata, in one request (for small objects, where a
+    /// HeadObject would cost as much).
+    pub async fn get_whole(
+        &self,
+        key: &str,
+    ) -> Result<Option<(ObjectHead, Vec<u8>)>, RequestError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) => {
+                return match request_error("GetObject", key, &err) {
+                    err if err.kind == ErrorKind::NotFound => Ok(None),
+                    err => Err(err),
+                }
+            }
+        };
+        let head = ObjectHead {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            last_modified: time_of(out.last_modified()),
+            etag: etag_of(out.e_tag()),
+            metadata: out.metadata.clone().unwrap_or_default(),
+        };
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|err| RequestError::other(format!("GetObject {key}: {err}")))?
+            .to_vec();
+        if body.len() as u64 != head.size {
+            return Err(RequestError::other(format!(
+                "GetObject {key}: {} of {} bytes arrived",
+                body.len(),
+                head.size
+            )));
+        }
+        Ok(Some((head, body)))
+    }
+
     /// Bytes `start..end` of the object, only while it still has `etag`, handed to
     /// `sink` piece by piece as they arrive.
     pub async fn get_range_into(
