@@ -193,19 +193,18 @@ impl StagedFile {
     }
 
     /// Writes `data` at `offset` (must be loaded). A write at the end of a file written
-    /// sequentially from empty keeps the fast path going: full parts leave at once.
+    /// sequentially from empty keeps the fast path going: full parts leave at once. Only
+    /// the local write can fail it (a full disk: `ENOSPC`); a part that fails to leave
+    /// early is sent again with the whole file at close.
     pub async fn write<R: Remote>(
         &mut self,
         target: &Target<'_, R>,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), RemoteError> {
+    ) -> std::io::Result<()> {
         debug_assert!(self.loaded, "written before its bytes were fetched");
         // Page-cache writes: short enough to make on the runtime thread.
-        self.file
-            .as_file()
-            .write_all_at(data, offset)
-            .map_err(|err| io_error("writing", self.file.path(), err))?;
+        self.file.as_file().write_all_at(data, offset)?;
         let appended = offset == self.size;
         let end = (offset + data.len() as u64).max(self.size);
         self.resized(end);
@@ -232,20 +231,13 @@ impl StagedFile {
 
     /// Truncates or extends the staged file (loaded, unless truncated to zero: then the
     /// object's bytes are not needed at all).
-    pub fn set_len<R: Remote>(
-        &mut self,
-        target: &Target<'_, R>,
-        size: u64,
-    ) -> Result<(), RemoteError> {
+    pub fn set_len<R: Remote>(&mut self, target: &Target<'_, R>, size: u64) -> std::io::Result<()> {
         if !self.loaded {
             debug_assert_eq!(size, 0, "resized before its bytes were fetched");
             self.loaded = true;
             self.size = 0;
         }
-        self.file
-            .as_file()
-            .set_len(size)
-            .map_err(|err| io_error("truncating", self.file.path(), err))?;
+        self.file.as_file().set_len(size)?;
         if size != self.size {
             self.abandon_stream(target);
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use super::fs::{errno, Attr, Caller, Errno, Fs, Kind};
+use super::fs::{Attr, Caller, Errno, Fs, Kind};
 use super::inodes::split;
 use super::remote::{Remote, RemoteError};
 use super::staging::{upload_errno, Staged, StagedFile, Target};
@@ -123,7 +123,7 @@ impl<R: Remote> Fs<R> {
         let offset = if handle.append { file.size() } else { offset };
         file.write(&self.target(&key), offset, data)
             .await
-            .map_err(errno)?;
+            .map_err(|err| self.staging_failed(err))?;
         file.last_writer = pid;
         self.show_staged(handle.ino, &file);
         Ok(data.len() as u32)
@@ -154,7 +154,8 @@ impl<R: Remote> Fs<R> {
         let staged = self.staged_of(ino).ok_or(libc::EBADF)?;
         let key = self.key(&self.path_or_unlinked(ino)?);
         let mut file = staged.file.lock().await;
-        file.set_len(&self.target(&key), size).map_err(errno)?;
+        file.set_len(&self.target(&key), size)
+            .map_err(|err| self.staging_failed(err))?;
         self.show_staged(ino, &file);
         Ok(())
     }
