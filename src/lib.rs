@@ -13,6 +13,7 @@ pub mod keylist;
 pub mod location;
 pub mod mount;
 pub mod plan;
+pub mod private;
 pub mod shard;
 pub mod stats;
 pub mod storage;

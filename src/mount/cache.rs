@@ -193,8 +193,7 @@ fn claim(chunks: &mut [Chunk], from: u64, stop: u64) -> u64 {
 impl ReadCache {
     pub fn new(dir: PathBuf, limit: u64) -> std::io::Result<Self> {
         // Cached bytes are the bucket's: readable by the mount's owner only.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&dir)?;
+        crate::private::create_dir(&dir)?;
         Ok(Self {
             dir,
             limit,
@@ -314,12 +313,7 @@ impl ReadCache {
             hex::encode(digest(HashKind::Md5, format!("{key}\0{etag}").as_bytes()))
         );
         let path = self.dir.join(name);
-        let file = std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().write(true).create_new(true),
-            0o600,
-        )
-        .open(&path)
-        .map_err(|err| cache_error(&path, err))?;
+        let file = crate::private::create_file(&path).map_err(|err| cache_error(&path, err))?;
         file.set_len(size).map_err(|err| cache_error(&path, err))?;
         let entry = Arc::new(Entry {
             path,

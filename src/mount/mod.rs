@@ -46,7 +46,7 @@ pub fn run(args: MountArgs) -> ExitCode {
         }
     };
     if !args.foreground {
-        return start_in_background(&mountpoint);
+        return start_in_background(&args, &mountpoint);
     }
     match serve(args, url, &mountpoint) {
         Ok(()) => ExitCode::Success,
@@ -81,6 +81,9 @@ fn check(args: &MountArgs) -> Result<(crate::location::S3Url, PathBuf), String> 
         return Err(format!("{} is already a mount point", mountpoint.display()));
     }
     mount_options(args)?;
+    if let Some(dir) = &args.cache_dir {
+        warn_if_shared(dir);
+    }
     if args.part_size < MIN_PART_SIZE {
         return Err(format!(
             "--part-size must be at least 5MiB (the S3 minimum), not {} bytes",
@@ -168,22 +171,20 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         Err(err) => tracing::warn!("{err}"),
     }
 
-    let temp;
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.join(format!("s3mirror-mount-{}", std::process::id())),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("s3mirror-mount-")
-                .tempdir()
-                .map_err(|err| format!("creating a cache directory: {err}"))?;
-            temp.path().to_path_buf()
-        }
-    };
+    // The mount's own directory, 0700 with a name no one can guess: in --cache-dir, or
+    // in the temporary directory. Removed at unmount.
+    let cache_root = match &args.cache_dir {
+        Some(dir) => tempfile::Builder::new()
+            .prefix("s3mirror-mount-")
+            .tempdir_in(dir),
+        None => tempfile::Builder::new().prefix("s3mirror-mount-").tempdir(),
+    }
+    .map_err(|err| format!("creating the mount's cache directory: {err}"))?;
+    let cache_dir = cache_root.path().to_path_buf();
     let cache = ReadCache::new(cache_dir.join("read"), args.cache_size)
         .map_err(|err| format!("cache directory {}: {err}", cache_dir.display()))?;
     let staging_dir = cache_dir.join("staging");
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&staging_dir)
+    crate::private::create_dir(&staging_dir)
         .map_err(|err| format!("staging directory {}: {err}", staging_dir.display()))?;
     let settings = FsSettings {
         prefix: url.prefix().to_owned(),
@@ -242,35 +243,87 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         .join(format!("{}-{}", url.bucket(), std::process::id()));
     let kept = runtime.block_on(fs.shut_down(&keep_dir));
     drop(fs);
-    if args.cache_dir.is_some() {
-        // The cache is this mount's own; a temporary one goes away by itself.
-        let _ = std::fs::remove_dir_all(&cache_dir);
-    }
+    drop(cache_root);
     if !kept.is_empty() {
         eprintln!(
             "s3mirror: {} files written through the mount are not in the bucket; their last contents are in {}",
             kept.len(),
             keep_dir.display()
         );
+    } else if let Some(log) = std::env::var_os(BACKGROUND_LOG) {
+        // A clean unmount: the log this mount was started with has nothing to keep.
+        let _ = std::fs::remove_file(log);
     }
     eprintln!("s3mirror: unmounted {}", mountpoint.display());
     Ok(())
 }
 
+/// Set for a mount started in the background with a log of its own: the log's path,
+/// removed at a clean unmount.
+const BACKGROUND_LOG: &str = "S3MIRROR_BACKGROUND_LOG";
+
+/// Warns when a --cache-dir others may enter: the mount's own directory inside it is
+/// private, but the choice is worth a second look.
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.mode() & 0o077 != 0 {
+            eprintln!(
+                "s3mirror: warning: --cache-dir {} is open to other users (mode {:o}); the \
+                 mount keeps its data in a private directory inside it",
+                dir.display(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+}
+
+/// Where the background mount's messages go: --log-file, else a new file of mode 0600
+/// in a private directory, made exclusively (a link planted at its name cannot redirect
+/// it).
+fn background_log(args: &MountArgs) -> std::io::Result<(PathBuf, Option<std::fs::File>)> {
+    if let Some(path) = &args.log_file {
+        // The server appends there itself (see main's --log-file handling).
+        return Ok((path.clone(), None));
+    }
+    let state_dir = args.state_dir.clone().or_else(default_state_dir);
+    let dir = crate::private::runtime_dir(state_dir.as_deref())?;
+    let (file, path) = tempfile::Builder::new()
+        .prefix("mount-")
+        .suffix(".log")
+        .tempfile_in(dir)?
+        .keep()
+        .map_err(|err| err.error)?;
+    Ok((path, Some(file)))
+}
+
 /// Starts `s3mirror mount ... --foreground` in its own session and waits until the
 /// bucket is mounted, or tells why it could not be.
-fn start_in_background(mountpoint: &Path) -> ExitCode {
+fn start_in_background(args: &MountArgs, mountpoint: &Path) -> ExitCode {
     use std::os::unix::process::CommandExt;
-    let log = std::env::temp_dir().join(format!("s3mirror-mount-{}.log", std::process::id()));
-    let started = std::fs::File::create(&log).and_then(|stderr| {
-        let exe = std::env::current_exe()?;
+    let (log, log_file) = match background_log(args) {
+        Ok(log) => log,
+        Err(err) => {
+            eprintln!("s3mirror: creating the mount's log: {err}");
+            return ExitCode::Fatal;
+        }
+    };
+    let generated = log_file.is_some();
+    let started = std::env::current_exe().and_then(|exe| {
         let mut command = std::process::Command::new(exe);
         command
             .args(std::env::args_os().skip(1))
             .arg("--foreground")
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr);
+            .stdout(std::process::Stdio::null());
+        match log_file {
+            Some(file) => {
+                command.stderr(file).env(BACKGROUND_LOG, &log);
+            }
+            None => {
+                command.stderr(std::process::Stdio::null());
+            }
+        }
         // SAFETY: setsid is async-signal-safe; the child leaves the terminal's session.
         unsafe {
             command.pre_exec(|| {
@@ -300,9 +353,17 @@ fn start_in_background(mountpoint: &Path) -> ExitCode {
             return ExitCode::Success;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let said = std::fs::read_to_string(&log).unwrap_or_default();
-            eprint!("{said}");
-            eprintln!("s3mirror: the mount did not start ({status})");
+            if generated {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                eprint!("{said}");
+                let _ = std::fs::remove_file(&log);
+                eprintln!("s3mirror: the mount did not start ({status})");
+            } else {
+                eprintln!(
+                    "s3mirror: the mount did not start ({status}); see {}",
+                    log.display()
+                );
+            }
             return ExitCode::Fatal;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -299,7 +299,7 @@ impl<R: Remote> Fs<R> {
             let copy = keep_dir.join(&path);
             let saved = copy
                 .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
+                .map_or(Ok(()), crate::private::create_dir)
                 .and_then(|()| std::fs::copy(file.path(), &copy));
             match saved {
                 Ok(_) => {

@@ -8,6 +8,7 @@ mod mount;
 mod mount_programs;
 mod multipart;
 mod reliability;
+mod security;
 mod shard;
 mod sync;
 mod unattended;

@@ -47,7 +47,7 @@ impl LocalStore {
     {
         let target = self.describe(key);
         self.commit_via_temp(key, incoming, |temp| async move {
-            let file = tokio::fs::File::create_new(&temp)
+            let file = create_temp(&temp)
                 .await
                 .map_err(io_error("create", &target))?;
             let mut check = StreamCheck::new(incoming.expected, true);
@@ -83,7 +83,7 @@ impl LocalStore {
         let target = self.describe(key);
         let (size, part_size, permits) = (incoming.size, parts.part_size.max(1), &parts.permits);
         self.commit_via_temp(key, incoming, |temp| async move {
-            let file = tokio::fs::File::create_new(&temp)
+            let file = create_temp(&temp)
                 .await
                 .map_err(io_error("create", &target))?;
             file.set_len(size)
@@ -176,7 +176,11 @@ impl LocalStore {
             tokio::task::spawn_blocking(move || {
                 let file = std::fs::OpenOptions::new().write(true).open(synced)?;
                 file.sync_all()?;
-                file.set_modified(mtime)
+                file.set_modified(mtime)?;
+                // Unchecked bytes were private; the file takes its mode with its name.
+                file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                    crate::private::default_file_mode(),
+                ))
             })
             .await
             .map_err(std::io::Error::other)
@@ -265,9 +269,31 @@ where
     writer.flush().await.map_err(io_error("write", target))
 }
 
+/// A temporary file only its owner can read until its bytes are checked; created new
+/// (never through a link planted at its name).
+async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .await
+}
+
+/// `.s3mirror-tmp-PID-N-RANDOM`: the process that owns it, and a part no one can guess,
+/// so that no link can be planted at the name beforehand.
 fn temp_path(dir: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
+    // Seeded from the system's random source for every RandomState.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    dir.join(format!(
+        "{TEMP_PREFIX}{}-{n}-{random:016x}",
+        std::process::id()
+    ))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! for a later run.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,11 +71,9 @@ impl Journal {
         let line = started_line(upload);
         let mut state = self.state.lock().expect("journal lock");
         if state.file.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            // Journals name buckets and keys: for this user only.
+            crate::private::create_dir(&self.dir)?;
+            let file = crate::private::append_file(&self.path)?;
             state.file = Some(file);
         }
         state.open += 1;
