@@ -177,6 +177,36 @@ fn a_mount_keeps_its_cache_staging_state_and_log_private_and_leaves_nothing() {
         std::fs::read_dir(&tmp).unwrap().next().is_none(),
         "nothing in TMPDIR"
     );
+
+    // Without --cache-dir the cache is a private directory in TMPDIR, gone at unmount.
+    let args = ["mount", &url, mountpoint.to_str().unwrap()];
+    let started = Run::from(
+        s3mirror_command(&args)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap(),
+    );
+    started.assert_code(0);
+    assert_eq!(
+        std::fs::read(mountpoint.join("cached.bin")).unwrap(),
+        cached
+    );
+    let own: Vec<PathBuf> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_private(&own[0]);
+    assert!(Command::new("umount")
+        .arg(&mountpoint)
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).unwrap().next().is_some() {
+        assert!(Instant::now() < deadline, "the cache is left in TMPDIR");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -443,4 +443,16 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
+
+    #[tokio::test]
+    async fn a_temporary_file_is_never_created_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let planted = dir.path().join(".s3mirror-tmp-planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert!(create_temp(&planted).await.is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_ne!(temp_path(dir.path()), temp_path(dir.path()));
+    }
 }
