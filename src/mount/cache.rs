@@ -21,6 +21,45 @@ pub const CHUNK: u64 = 1 << 20;
 const WINDOW: u64 = 8;
 /// The widest read-ahead a sequential reader grows to.
 const MAX_WINDOW: u64 = 64;
+/// Objects held on disk at most, whatever their sizes.
+const MAX_ENTRIES: usize = 16_384;
+/// Memory for small objects fetched whole at lookup.
+const SMALL_BUDGET: usize = 8 << 20;
+
+/// Small objects fetched whole, by key and ETag, the oldest dropped first.
+#[derive(Default)]
+struct SmallBodies {
+    bytes: usize,
+    order: std::collections::VecDeque<(String, String)>,
+    bodies: HashMap<(String, String), Arc<Vec<u8>>>,
+}
+
+impl SmallBodies {
+    fn insert(&mut self, key: &str, etag: &str, body: Vec<u8>) {
+        let id = (key.to_owned(), etag.to_owned());
+        self.bytes += body.len();
+        if let Some(old) = self.bodies.insert(id.clone(), Arc::new(body)) {
+            self.bytes -= old.len();
+        } else {
+            self.order.push_back(id);
+        }
+        while self.bytes > SMALL_BUDGET {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(body) = self.bodies.remove(&oldest) {
+                self.bytes -= body.len();
+            }
+        }
+    }
+
+    fn get(&self, key: &str, etag: &str, size: u64) -> Option<Arc<Vec<u8>>> {
+        self.bodies
+            .get(&(key.to_owned(), etag.to_owned()))
+            .filter(|body| body.len() as u64 == size)
+            .cloned()
+    }
+}
 
 pub struct ReadCache {
     dir: PathBuf,
@@ -29,6 +68,8 @@ pub struct ReadCache {
     /// Bytes of files staged for writing: they share the budget, and are never evicted,
     /// so the read cache gives way to them.
     staged: Arc<AtomicU64>,
+    /// Small objects fetched whole at lookup, oldest out first, within SMALL_BUDGET.
+    small: Mutex<SmallBodies>,
     clock: AtomicU64,
     entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
 }
@@ -199,6 +240,7 @@ impl ReadCache {
             limit,
             used: Arc::new(AtomicU64::new(0)),
             staged: Arc::new(AtomicU64::new(0)),
+            small: Mutex::new(SmallBodies::default()),
             clock: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
         })
@@ -219,6 +261,9 @@ impl ReadCache {
         let end = (offset + len).min(size);
         if offset >= end {
             return Ok(Vec::new());
+        }
+        if let Some(body) = self.small.lock().expect("small lock").get(key, etag, size) {
+            return Ok(body[offset as usize..end as usize].to_vec());
         }
         let entry = self.entry(key, etag, size)?;
         let result = self
@@ -329,34 +374,13 @@ impl ReadCache {
         Ok(entry)
     }
 
-    /// Holds a whole object that arrived by other means (a small object fetched with
-    /// its metadata), so that reading it costs no request.
-    pub fn insert_whole(&self, key: &str, etag: &str, body: &[u8]) -> Result<(), RemoteError> {
-        let size = body.len() as u64;
-        let entry = self.entry(key, etag, size)?;
-        let fresh = entry
-            .chunks
+    /// Holds a whole small object that arrived by other means (fetched with its
+    /// metadata at lookup), in memory, so that reading it soon after costs no request.
+    pub fn insert_whole(&self, key: &str, etag: &str, body: Vec<u8>) {
+        self.small
             .lock()
-            .expect("chunks lock")
-            .iter()
-            .all(|&c| c == Chunk::Absent);
-        let result = if fresh {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&entry.path)
-                .and_then(|file| file.write_all_at(body, 0))
-                .map_err(|err| cache_error(&entry.path, err))
-                .map(|()| {
-                    let mut chunks = entry.chunks.lock().expect("chunks lock");
-                    chunks.iter_mut().for_each(|c| *c = Chunk::Present);
-                    self.used.fetch_add(size, Ordering::Relaxed);
-                })
-        } else {
-            Ok(())
-        };
-        entry.readers.fetch_sub(1, Ordering::SeqCst);
-        self.evict();
-        result
+            .expect("small lock")
+            .insert(key, etag, body);
     }
 
     /// The counter of staged bytes, which the write path keeps.
@@ -370,9 +394,14 @@ impl ReadCache {
             .saturating_sub(self.staged.load(Ordering::Relaxed))
     }
 
-    /// Drops least recently used entries not being read until the cache fits its room.
+    /// Drops least recently used entries not being read until the cache fits its room
+    /// (and holds at most MAX_ENTRIES objects: a walk reading many tiny files must not
+    /// grow the table, or the directory, without end).
     fn evict(&self) {
-        if self.used.load(Ordering::Relaxed) <= self.room() {
+        let full = |used: &AtomicU64, count: usize| {
+            used.load(Ordering::Relaxed) > self.room() || count > MAX_ENTRIES
+        };
+        if !full(&self.used, self.entries.lock().expect("cache lock").len()) {
             return;
         }
         let mut entries = self.entries.lock().expect("cache lock");
@@ -390,7 +419,7 @@ impl ReadCache {
             .collect();
         idle.sort_by_key(|(_, used)| *used);
         for (id, _) in idle {
-            if self.used.load(Ordering::Relaxed) <= self.room() {
+            if !full(&self.used, entries.len()) {
                 break;
             }
             if let Some(entry) = entries.remove(&id) {

@@ -165,9 +165,7 @@ impl<R: Remote> Fs<R> {
             }
         };
         if let Some(body) = body {
-            if let Err(err) = self.cache.insert_whole(&key, &meta.etag, &body) {
-                tracing::debug!("{}", err.message);
-            }
+            self.cache.insert_whole(&key, &meta.etag, body);
         }
         let kind = match meta.attrs.as_ref().is_some_and(StoredAttrs::is_symlink) {
             true => Kind::Symlink,
