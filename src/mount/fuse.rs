@@ -15,8 +15,8 @@ use tokio::runtime::Handle;
 
 use std::time::{Duration, SystemTime};
 
+use super::attrs::AttrChange;
 use super::fs::{Attr, Caller, Fs, Kind};
-use super::namespace::AttrChange;
 use super::remote::Remote;
 
 pub struct Fuse<R: Remote> {

@@ -1,10 +1,12 @@
 //! `s3mirror mount`: a bucket as a directory through FUSE. The rooms: `fs` (the state
-//! they share and the attributes shown), `inodes` (the inode table), `namespace` (names,
-//! rename, attributes), `read` and `write` (open files), `staging` (files being
-//! changed), `cache` (object data on disk), `meta` (modes and times as metadata),
-//! `remote` (S3, over `storage::s3`), and `fuse`, the thin adapter to the kernel.
+//! they share and the attributes shown), `inodes` (the inode table), `namespace` (names
+//! and listings), `rename`, `attrs` (mode, owner, times, size), `read` and `write` (open
+//! files), `staging` (files being changed), `cache` (object data on disk), `meta` (modes
+//! and times as metadata), `remote` (S3, over `storage::s3`), and `fuse`, the thin
+//! adapter to the kernel.
 //! See docs/mount.md for the semantics.
 
+mod attrs;
 mod cache;
 pub mod fs;
 mod fuse;
@@ -13,6 +15,7 @@ mod meta;
 mod namespace;
 mod read;
 pub mod remote;
+mod rename;
 mod staging;
 mod write;
 

@@ -1,39 +1,16 @@
 //! Names: lookup and attributes (trusted for the TTL), directory listings, mkdir and
-//! rmdir, unlink, symbolic links, rename (CopyObject, then DeleteObject), and changes of
-//! mode, owner, times and size.
-//!
-//! A rename is not atomic in S3: the copy is complete before the original is deleted, so
-//! a crash between the two leaves both names holding the whole object, never half of one.
+//! rmdir, unlink and symbolic links. Rename is in `rename`, attribute changes in `attrs`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use futures::{StreamExt, TryStreamExt};
-
 use super::fs::{errno, Attr, Caller, DirEntry, Errno, Fs, Kind, ROOT};
 use super::inodes::{join, split, Listed, Listing};
-use super::meta::S_IFMT;
 use super::remote::{ObjectMeta, Remote, StoredAttrs};
-use super::staging::upload_errno;
 
 /// Listed objects up to this size are fetched whole when first looked up: one GetObject
 /// costs what a HeadObject does, and the read that usually follows costs nothing.
 const SMALL_OBJECT: u64 = 64 << 10;
-
-/// Keys copied or deleted at once when a directory is renamed.
-const RENAME_CONCURRENCY: usize = 16;
-
-/// What setattr was asked to change.
-#[derive(Debug, Clone, Default)]
-pub struct AttrChange {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub mtime: Option<SystemTime>,
-    /// The open file it was asked through (ftruncate, futimens), if any.
-    pub fh: Option<u64>,
-}
 
 impl<R: Remote> Fs<R> {
     /// Records what the server says about a path, and returns its attributes.
@@ -181,7 +158,7 @@ impl<R: Remote> Fs<R> {
     }
 
     /// A lookup that gives the kernel no reference (for checks inside operations).
-    async fn peek(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
+    pub(super) async fn peek(&self, parent: u64, name: &str) -> Result<Attr, Errno> {
         let path = self.child_path(parent, name)?;
         let (parent_path, _) = self.path_of(parent)?;
         self.resolve(&parent_path, &path).await
@@ -427,7 +404,7 @@ impl<R: Remote> Fs<R> {
         Ok(())
     }
 
-    async fn is_empty_dir(&self, path: &str) -> Result<bool, Errno> {
+    pub(super) async fn is_empty_dir(&self, path: &str) -> Result<bool, Errno> {
         if !self.inodes().pending_in(path).is_empty() {
             return Ok(false);
         }
@@ -456,237 +433,10 @@ impl<R: Remote> Fs<R> {
         self.inodes().unlink(&path);
         Ok(())
     }
-
-    /// Renames a file or a directory, replacing what holds the new name (POSIX
-    /// `rename`): server-side copies, then deletes of the old keys.
-    pub async fn rename(
-        &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
-        no_replace: bool,
-    ) -> Result<(), Errno> {
-        self.refuse_if_read_only()?;
-        let from = self.child_path(parent, name)?;
-        let to = self.child_path(new_parent, new_name)?;
-        let source = self.peek(parent, name).await?;
-        if from == to {
-            return Ok(());
-        }
-        if source.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
-            return Err(libc::EINVAL);
-        }
-        let target = match self.peek(new_parent, new_name).await {
-            Ok(attr) => Some(attr),
-            Err(libc::ENOENT) => None,
-            Err(err) => return Err(err),
-        };
-        if let Some(target) = &target {
-            match (target.kind, source.kind) {
-                _ if no_replace => return Err(libc::EEXIST),
-                (Kind::Dir, Kind::Dir) => {}
-                (_, Kind::Dir) => return Err(libc::ENOTDIR),
-                (Kind::Dir, _) => return Err(libc::EISDIR),
-                _ => {}
-            }
-        }
-        let target_dir = target.as_ref().is_some_and(|t| t.kind == Kind::Dir);
-        if target_dir && !self.is_empty_dir(&to).await? {
-            return Err(libc::ENOTEMPTY);
-        }
-        // What is staged under the old name goes up first, so the copy has it.
-        self.upload_staged_below(&from).await?;
-        match source.kind {
-            Kind::Dir => self.rename_dir(&from, &to, target.is_some()).await?,
-            _ => self.rename_object(&from, &to, source.size).await?,
-        }
-        self.inodes().rename(&from, &to);
-        Ok(())
-    }
-
-    async fn upload_staged_below(&self, path: &str) -> Result<(), Errno> {
-        let staged = self.inodes().staged_below(path);
-        for ino in staged {
-            self.upload_node(ino).await.map_err(|err| {
-                tracing::warn!("rename: uploading {path} first failed: {}", err.message);
-                upload_errno(&err)
-            })?;
-        }
-        Ok(())
-    }
-
-    async fn rename_object(&self, from: &str, to: &str, size: u64) -> Result<(), Errno> {
-        let (from_key, to_key) = (self.key(from), self.key(to));
-        self.remote
-            .copy(&from_key, &to_key, size, None)
-            .await
-            .map_err(errno)?;
-        self.remote.delete(&from_key).await.map_err(|err| {
-            tracing::warn!(
-                "rename {from} to {to}: the copy is made, but {}",
-                err.message
-            );
-            libc::EIO
-        })
-    }
-
-    /// Copies every key below the directory to the new prefix, then deletes the old
-    /// ones, each step for many keys at once. Until the deletes end, both hold the files.
-    async fn rename_dir(&self, from: &str, to: &str, replacing: bool) -> Result<(), Errno> {
-        let (from_prefix, to_prefix) = (self.dir_key(from), self.dir_key(to));
-        let keys = self.remote.list_below(&from_prefix).await.map_err(errno)?;
-        if replacing {
-            // The target is an empty directory: only its marker is in the way.
-            let _ = self.remote.delete(&to_prefix).await;
-        }
-        // Collected first: a lazy map over borrows would keep the future from being Send.
-        let copies: Vec<_> = keys
-            .iter()
-            .map(|(key, size)| {
-                let (remote, size) = (Arc::clone(&self.remote), *size);
-                let new_key = format!("{to_prefix}{}", &key[from_prefix.len()..]);
-                let key = key.clone();
-                async move { remote.copy(&key, &new_key, size, None).await }
-            })
-            .collect();
-        futures::stream::iter(copies)
-            .buffer_unordered(RENAME_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map_err(errno)?;
-        let deletes: Vec<_> = keys
-            .into_iter()
-            .map(|(key, _)| {
-                let remote = Arc::clone(&self.remote);
-                async move { remote.delete(&key).await }
-            })
-            .collect();
-        futures::stream::iter(deletes)
-            .buffer_unordered(RENAME_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map_err(|err| {
-                tracing::warn!("rename {from} to {to}: copies made, but {}", err.message);
-                libc::EIO
-            })?;
-        Ok(())
-    }
-
-    /// Changes mode, owner, times or size. A file with staged changes takes them into
-    /// its next upload; otherwise the object's metadata is replaced now (CopyObject onto
-    /// itself), and a size change stages the file and uploads it at once, unless it was
-    /// made through an open descriptor (then it goes up at close).
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        change: AttrChange,
-        caller: Caller,
-    ) -> Result<Attr, Errno> {
-        let attr = self.getattr(ino).await?;
-        let wants_attrs = change.mode.is_some()
-            || change.uid.is_some()
-            || change.gid.is_some()
-            || change.mtime.is_some();
-        if !wants_attrs
-            && change
-                .size
-                .is_none_or(|s| s == attr.size && change.fh.is_none())
-        {
-            return Ok(attr);
-        }
-        self.refuse_if_read_only()?;
-        if let Some(size) = change.size {
-            if attr.kind != Kind::File {
-                return Err(libc::EISDIR);
-            }
-            self.truncate(ino, size, caller).await?;
-        }
-        if wants_attrs {
-            self.change_attrs(ino, &change).await?;
-        }
-        if change.size.is_some() && change.fh.is_none() {
-            // truncate(2) by name: no close will come to upload it.
-            let still_open = self.inodes().get(ino).is_some_and(|n| n.opens > 0);
-            if !still_open {
-                self.upload_node(ino)
-                    .await
-                    .map_err(|err| upload_errno(&err))?;
-                self.unstage_if_idle(ino).await;
-            }
-        }
-        self.attr(ino)
-    }
-
-    async fn change_attrs(&self, ino: u64, change: &AttrChange) -> Result<(), Errno> {
-        let (path, kind, mut attrs, size, staged) = {
-            let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
-            let staged = node.staged.clone();
-            (
-                node.path.clone(),
-                node.kind,
-                node.attrs.clone(),
-                node.size,
-                staged,
-            )
-        };
-        let kind_bits = match kind {
-            Kind::Dir => super::meta::S_IFDIR,
-            Kind::File => super::meta::S_IFREG,
-            Kind::Symlink => super::meta::S_IFLNK,
-        };
-        let current_perm = u32::from(self.attr(ino)?.perm);
-        if let Some(mode) = change.mode {
-            attrs.mode = Some(kind_bits | (mode & !S_IFMT & 0o7777));
-        } else if attrs.mode.is_none() {
-            attrs.mode = Some(kind_bits | current_perm);
-        }
-        attrs.uid = change.uid.or(attrs.uid);
-        attrs.gid = change.gid.or(attrs.gid);
-        attrs.mtime = change.mtime.or(attrs.mtime);
-        if let Some(staged) = staged {
-            let mut file = staged.file.lock().await;
-            if file.is_dirty() {
-                let mut pending = file.attrs.clone();
-                pending.mode = attrs.mode;
-                pending.uid = attrs.uid;
-                pending.gid = attrs.gid;
-                pending.mtime = change.mtime.or(pending.mtime);
-                file.set_attrs(pending.clone());
-                drop(file);
-                self.set_node_attrs(ino, pending);
-                return Ok(());
-            }
-        }
-        let result = match kind {
-            Kind::Dir => self
-                .remote
-                .put(&self.dir_key(&path), Vec::new(), &attrs)
-                .await
-                .map(drop),
-            _ => {
-                let key = self.key(&path);
-                self.remote.copy(&key, &key, size, Some(&attrs)).await
-            }
-        };
-        result.map_err(errno)?;
-        self.set_node_attrs(ino, attrs);
-        Ok(())
-    }
-
-    fn set_node_attrs(&self, ino: u64, attrs: StoredAttrs) {
-        if let Some(node) = self.inodes().get_mut(ino) {
-            node.attrs = attrs;
-            node.attrs_known = true;
-            node.checked = Some(Instant::now());
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use super::*;
@@ -724,92 +474,6 @@ mod tests {
             "the marker is not a file"
         );
         assert_eq!(fs.lookup(ROOT, "nope").await, Err(libc::ENOENT));
-    }
-
-    #[tokio::test]
-    async fn modes_owners_and_times_come_from_metadata_or_the_defaults() {
-        let remote = Arc::new(MemoryRemote::default());
-        remote.insert("m/plain", b"x");
-        let s3fs_style = StoredAttrs {
-            mode: Some(0o100750),
-            uid: Some(33),
-            gid: Some(44),
-            mtime: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)),
-        };
-        remote.insert_with("m/kept", b"x", s3fs_style);
-        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        let plain = fs.lookup(ROOT, "plain").await.unwrap();
-        assert_eq!((plain.perm, plain.uid, plain.gid), (0o644, 7, 8));
-        let kept = fs.lookup(ROOT, "kept").await.unwrap();
-        assert_eq!((kept.perm, kept.uid, kept.gid), (0o750, 33, 44));
-        assert_eq!(
-            kept.mtime,
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
-        );
-
-        // chmod and utimens of an object in the bucket replace its metadata.
-        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000);
-        let change = AttrChange {
-            mode: Some(0o755),
-            mtime: Some(when),
-            ..AttrChange::default()
-        };
-        let attr = fs.setattr(plain.ino, change, ME).await.unwrap();
-        assert_eq!((attr.perm, attr.mtime), (0o755, when));
-        let stored = remote.attrs("m/plain").unwrap();
-        assert_eq!(stored.mode, Some(0o100755));
-        assert_eq!(stored.mtime, Some(when));
-        assert_eq!(remote.get("m/plain").unwrap(), b"x", "the bytes stay");
-    }
-
-    #[tokio::test]
-    async fn renames_replace_the_target_and_move_directories() {
-        let remote = Arc::new(MemoryRemote::default());
-        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        write_file(&fs, ROOT, "old", b"old bytes").await;
-        write_file(&fs, ROOT, ".tmp", b"new bytes").await;
-        fs.rename(ROOT, ".tmp", ROOT, "old", false).await.unwrap();
-        assert_eq!(remote.get("m/old").unwrap(), b"new bytes");
-        assert!(remote.get("m/.tmp").is_none());
-        assert_eq!(read_file(&fs, ROOT, "old").await, b"new bytes");
-        assert_eq!(fs.lookup(ROOT, ".tmp").await, Err(libc::ENOENT));
-
-        let d = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap();
-        let sub = fs.mkdir(d.ino, "sub", 0o755, ME).await.unwrap();
-        write_file(&fs, sub.ino, "f", b"deep").await;
-        fs.rename(ROOT, "d", ROOT, "e", false).await.unwrap();
-        assert_eq!(remote.keys(), ["m/e/", "m/e/sub/", "m/e/sub/f", "m/old"]);
-        let e = fs.lookup(ROOT, "e").await.unwrap();
-        assert_eq!(e.ino, d.ino, "a renamed directory keeps its inode");
-        let sub = fs.lookup(e.ino, "sub").await.unwrap();
-        assert_eq!(read_file(&fs, sub.ino, "f").await, b"deep");
-        assert_eq!(
-            fs.rename(ROOT, "old", ROOT, "e", false).await,
-            Err(libc::EISDIR)
-        );
-        assert_eq!(
-            fs.rename(ROOT, "e", ROOT, "old", false).await,
-            Err(libc::ENOTDIR)
-        );
-        assert_eq!(
-            fs.rename(ROOT, "e", ROOT, "old", true).await,
-            Err(libc::EEXIST)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failed_copy_fails_the_rename_and_keeps_both_files() {
-        let remote = Arc::new(MemoryRemote::default());
-        let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        write_file(&fs, ROOT, "target", b"old").await;
-        write_file(&fs, ROOT, "new", b"new").await;
-        remote.fail_copies.store(true, Ordering::Relaxed);
-        assert_eq!(
-            fs.rename(ROOT, "new", ROOT, "target", false).await,
-            Err(libc::EIO)
-        );
-        assert_eq!(remote.get("m/target").unwrap(), b"old");
-        assert_eq!(remote.get("m/new").unwrap(), b"new");
     }
 
     #[tokio::test]

@@ -325,9 +325,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::mount::attrs::AttrChange;
     use crate::mount::fs::testing::{fs, read_file, write_file, ME};
     use crate::mount::fs::ROOT;
-    use crate::mount::namespace::AttrChange;
     use crate::mount::remote::memory::MemoryRemote;
 
     #[tokio::test]
