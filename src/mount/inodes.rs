@@ -260,8 +260,10 @@ impl Inodes {
         }
         self.listings
             .retain(|dir, _| dir != from && !dir.starts_with(&below));
-        let (parent, _) = split(to);
-        self.listings.remove(parent);
+        // The new name is there; what it holds is asked for at its next lookup.
+        if let Some(kind) = self.node_at(to).map(|n| n.kind) {
+            self.note_written(to, kind, None);
+        }
     }
 
     pub fn set_pending(&mut self, path: &str, pending: bool) {
@@ -328,8 +330,27 @@ impl Inodes {
         self.listings.insert(dir.to_owned(), listing);
     }
 
-    pub fn forget_listing(&mut self, dir: &str) {
-        self.listings.remove(dir);
+    /// Adds a name this mount just wrote to its directory's listing, if one is kept, so
+    /// that the listing stays the truth for the rest of its TTL.
+    pub fn note_written(&mut self, path: &str, kind: Kind, meta: Option<ObjectMeta>) {
+        let Some(ino) = self.ino_of(path) else {
+            return;
+        };
+        let (parent, name) = split(path);
+        if let Some(listing) = self.listings.get_mut(parent) {
+            listing
+                .entries
+                .insert(name.to_owned(), Listed { kind, meta, ino });
+        }
+    }
+
+    /// A directory this mount just made holds nothing yet: lookups in it need not ask.
+    pub fn note_new_dir(&mut self, path: &str) {
+        let listing = Listing {
+            at: Instant::now(),
+            entries: HashMap::new(),
+        };
+        self.listings.insert(path.to_owned(), listing);
     }
 }
 

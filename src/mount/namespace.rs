@@ -323,8 +323,10 @@ impl<R: Remote> Fs<R> {
         let attr = self.record(path, kind, Some(&meta));
         let mut inodes = self.inodes();
         inodes.looked_up(attr.ino);
-        let (parent, _) = split(path);
-        inodes.forget_listing(parent);
+        inodes.note_written(path, kind, Some(meta));
+        if kind == Kind::Dir {
+            inodes.note_new_dir(path);
+        }
         attr
     }
 

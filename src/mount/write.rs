@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::fs::{Attr, Caller, Errno, Fs, Kind};
-use super::inodes::split;
-use super::remote::{Remote, RemoteError};
+use super::remote::{ObjectMeta, Remote, RemoteError};
 use super::staging::{upload_errno, Staged, StagedFile, Target};
 
 impl<R: Remote> Fs<R> {
@@ -178,17 +177,19 @@ impl<R: Remote> Fs<R> {
         let Some(etag) = file.upload(&self.target(&key)).await? else {
             return Ok(());
         };
+        let meta = ObjectMeta {
+            size: file.size(),
+            last_modified: SystemTime::now(),
+            etag,
+            attrs: Some(file.attrs.clone()),
+        };
         let mut inodes = self.inodes();
         if let Some(node) = inodes.get_mut(ino) {
-            node.size = file.size();
-            node.etag = etag;
-            node.last_modified = SystemTime::now();
-            node.attrs = file.attrs.clone();
-            node.attrs_known = true;
+            node.set_meta(&meta);
             node.checked = Some(Instant::now());
         }
         inodes.set_pending(&path, false);
-        inodes.forget_listing(split(&path).0);
+        inodes.note_written(&path, Kind::File, Some(meta));
         Ok(())
     }
 
