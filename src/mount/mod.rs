@@ -177,9 +177,16 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
     // The mount's own directory, 0700 with a name no one can guess: in --cache-dir, or
     // in the temporary directory. Removed at unmount.
     let cache_root = match &args.cache_dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("s3mirror-mount-")
-            .tempdir_in(dir),
+        Some(dir) => {
+            // A --cache-dir that does not exist yet is made, for this user only.
+            if !dir.exists() {
+                crate::private::create_dir(dir)
+                    .map_err(|err| format!("--cache-dir {}: {err}", dir.display()))?;
+            }
+            tempfile::Builder::new()
+                .prefix("s3mirror-mount-")
+                .tempdir_in(dir)
+        }
         None => tempfile::Builder::new().prefix("s3mirror-mount-").tempdir(),
     }
     .map_err(|err| format!("creating the mount's cache directory: {err}"))?;
