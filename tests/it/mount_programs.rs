@@ -566,3 +566,37 @@ print(other.stdout.strip())
     );
     assert_eq!(seen, format!("refused {}\n", libc::EAGAIN));
 }
+
+#[test]
+fn a_full_cache_disk_fails_the_write_with_enospc_and_the_mount_goes_on() {
+    let server = garage();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bucket = rt.block_on(server.new_bucket("mount-full"));
+    let disk = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _disk = Unmount(disk.path());
+    let mount = Mounted::new(
+        &format!("s3://{bucket}"),
+        &["--cache-dir", disk.path().to_str().unwrap()],
+    );
+    let mut file = std::fs::File::create(mount.join("too-big.bin")).unwrap();
+    let written = file.write_all(&vec![1; 4 << 20]);
+    assert_eq!(written.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+    drop(file);
+    std::fs::write(mount.join("small.txt"), b"still works").unwrap();
+    assert_eq!(
+        std::fs::read(mount.join("small.txt")).unwrap(),
+        b"still works"
+    );
+}
