@@ -4,7 +4,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use super::fs::{errno, Attr, Caller, Errno, Fs, Kind};
+use super::fs::{errno, Attr, Errno, Fs, Kind};
 use super::meta::S_IFMT;
 use super::remote::{Remote, StoredAttrs};
 use super::staging::upload_errno;
@@ -26,12 +26,7 @@ impl<R: Remote> Fs<R> {
     /// its next upload; otherwise the object's metadata is replaced now (CopyObject onto
     /// itself), and a size change stages the file and uploads it at once, unless it was
     /// made through an open descriptor (then it goes up at close).
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        change: AttrChange,
-        caller: Caller,
-    ) -> Result<Attr, Errno> {
+    pub async fn setattr(&self, ino: u64, change: AttrChange) -> Result<Attr, Errno> {
         let attr = self.getattr(ino).await?;
         let wants_attrs = change.mode.is_some()
             || change.uid.is_some()
@@ -49,7 +44,7 @@ impl<R: Remote> Fs<R> {
             if attr.kind != Kind::File {
                 return Err(libc::EISDIR);
             }
-            self.truncate(ino, size, caller).await?;
+            self.truncate(ino, size).await?;
         }
         if wants_attrs {
             self.change_attrs(ino, &change).await?;
@@ -139,7 +134,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::mount::fs::testing::{fs, ME};
+    use crate::mount::fs::testing::fs;
     use crate::mount::fs::ROOT;
     use crate::mount::remote::memory::MemoryRemote;
 
@@ -171,7 +166,7 @@ mod tests {
             mtime: Some(when),
             ..AttrChange::default()
         };
-        let attr = fs.setattr(plain.ino, change, ME).await.unwrap();
+        let attr = fs.setattr(plain.ino, change).await.unwrap();
         assert_eq!((attr.perm, attr.mtime), (0o755, when));
         let stored = remote.attrs("m/plain").unwrap();
         assert_eq!(stored.mode, Some(0o100755));

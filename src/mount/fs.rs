@@ -78,6 +78,9 @@ pub(super) struct Handle {
     pub key: String,
     pub etag: String,
     pub size: u64,
+    /// The process that wrote last through this open file (at first, the one that
+    /// opened it): its close uploads the changes.
+    pub last_writer: std::sync::atomic::AtomicU32,
 }
 
 pub struct Fs<R: Remote> {

@@ -64,7 +64,10 @@ impl Node {
 
     /// Takes what the server says about the object (a listing, or HeadObject).
     pub fn set_meta(&mut self, meta: &ObjectMeta) {
-        let same_version = self.etag == meta.etag && self.last_modified == meta.last_modified;
+        // Whole seconds: listings may state milliseconds where HeadObject states none.
+        let secs = |t: SystemTime| crate::storage::epoch_secs(t);
+        let same_version =
+            self.etag == meta.etag && secs(self.last_modified) == secs(meta.last_modified);
         self.size = meta.size;
         self.etag = meta.etag.clone();
         self.last_modified = meta.last_modified;

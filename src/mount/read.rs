@@ -33,11 +33,12 @@ impl<R: Remote> Fs<R> {
             key,
             etag,
             size,
+            last_writer: std::sync::atomic::AtomicU32::new(caller.pid),
         };
         if write {
-            let staged = self.stage(ino, caller.pid).await;
+            let staged = self.stage(ino);
             let truncated = match staged {
-                Ok(()) if flags & libc::O_TRUNC != 0 => self.truncate(ino, 0, caller).await,
+                Ok(()) if flags & libc::O_TRUNC != 0 => self.truncate(ino, 0).await,
                 other => other,
             };
             if let Err(err) = truncated {

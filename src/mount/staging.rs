@@ -39,9 +39,6 @@ pub struct StagedFile {
     dirty: bool,
     /// Mode, owner and times to store with the object.
     pub attrs: StoredAttrs,
-    /// The process that wrote last: its close uploads (a close by a process that only
-    /// inherited the descriptor does not).
-    pub last_writer: u32,
     stream: Option<Stream>,
     /// Bytes staged by all files, counted against the cache budget.
     staged_total: Arc<AtomicU64>,
@@ -104,7 +101,6 @@ impl StagedFile {
         dir: &Path,
         existing_size: Option<u64>,
         attrs: StoredAttrs,
-        writer: u32,
         staged_total: Arc<AtomicU64>,
     ) -> std::io::Result<Self> {
         let file = tempfile::Builder::new()
@@ -116,7 +112,6 @@ impl StagedFile {
             loaded: existing_size.is_none(),
             dirty: existing_size.is_none(),
             attrs,
-            last_writer: writer,
             stream: existing_size.is_none().then(Stream::empty),
             staged_total,
         })
@@ -449,19 +444,23 @@ mod tests {
     use super::*;
     use crate::mount::remote::memory::MemoryRemote;
 
+    fn target(remote: &Arc<MemoryRemote>, part_size: u64) -> Target<'_, MemoryRemote> {
+        Target {
+            remote,
+            key: "k",
+            part_size,
+        }
+    }
+
     fn staged(dir: &Path, existing: Option<u64>) -> StagedFile {
-        StagedFile::new(dir, existing, StoredAttrs::default(), 1, Arc::default()).unwrap()
+        StagedFile::new(dir, existing, StoredAttrs::default(), Arc::default()).unwrap()
     }
 
     #[tokio::test]
     async fn sequential_writes_send_parts_while_written() {
         let remote = Arc::new(MemoryRemote::default());
         let dir = tempfile::tempdir().unwrap();
-        let target = Target {
-            remote: &remote,
-            key: "k",
-            part_size: 4,
-        };
+        let target = target(&remote, 4);
         let mut file = staged(dir.path(), None);
         let data: Vec<u8> = (0..14u8).collect();
         for (i, chunk) in data.chunks(3).enumerate() {
@@ -484,11 +483,7 @@ mod tests {
         let remote = Arc::new(MemoryRemote::default());
         let etag = remote.insert_with("k", b"0123456789", StoredAttrs::default());
         let dir = tempfile::tempdir().unwrap();
-        let target = Target {
-            remote: &remote,
-            key: "k",
-            part_size: 4,
-        };
+        let target = target(&remote, 4);
         let mut file = staged(dir.path(), Some(10));
         assert!(!file.is_dirty(), "opening changes nothing");
         file.load(&target, &etag).await.unwrap();
@@ -507,11 +502,7 @@ mod tests {
     async fn a_failed_upload_keeps_the_data_for_another_try() {
         let remote = Arc::new(MemoryRemote::default());
         let dir = tempfile::tempdir().unwrap();
-        let target = Target {
-            remote: &remote,
-            key: "k",
-            part_size: 4,
-        };
+        let target = target(&remote, 4);
         let mut file = staged(dir.path(), None);
         file.write(&target, 0, b"0123456789").await.unwrap();
         remote.fail_writes.store(true, Ordering::Relaxed);
@@ -528,11 +519,7 @@ mod tests {
     async fn attributes_set_after_the_parts_left_still_reach_the_object() {
         let remote = Arc::new(MemoryRemote::default());
         let dir = tempfile::tempdir().unwrap();
-        let target = Target {
-            remote: &remote,
-            key: "k",
-            part_size: 4,
-        };
+        let target = target(&remote, 4);
         let mut file = staged(dir.path(), None);
         file.write(&target, 0, b"0123456789").await.unwrap();
         let mut attrs = file.attrs.clone();
@@ -546,20 +533,10 @@ mod tests {
     async fn staged_bytes_are_counted_while_held() {
         let remote = Arc::new(MemoryRemote::default());
         let dir = tempfile::tempdir().unwrap();
-        let target = Target {
-            remote: &remote,
-            key: "k",
-            part_size: 100,
-        };
+        let target = target(&remote, 100);
         let total = Arc::new(AtomicU64::new(0));
-        let mut file = StagedFile::new(
-            dir.path(),
-            None,
-            StoredAttrs::default(),
-            1,
-            Arc::clone(&total),
-        )
-        .unwrap();
+        let mut file =
+            StagedFile::new(dir.path(), None, StoredAttrs::default(), Arc::clone(&total)).unwrap();
         file.write(&target, 0, &[1; 30]).await.unwrap();
         file.set_len(&target, 10).unwrap();
         assert_eq!(total.load(Ordering::Relaxed), 10);

@@ -3,6 +3,7 @@
 //! only once the object is in the bucket, or fail with EIO and keep the staged data.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -13,7 +14,7 @@ use super::staging::{upload_errno, Staged, StagedFile, Target};
 impl<R: Remote> Fs<R> {
     /// Gives a node a staged copy if it has none: the object's bytes, fetched when first
     /// needed.
-    pub(super) async fn stage(&self, ino: u64, pid: u32) -> Result<(), Errno> {
+    pub(super) fn stage(&self, ino: u64) -> Result<(), Errno> {
         let mut inodes = self.inodes();
         let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
         if node.staged.is_some() {
@@ -23,7 +24,6 @@ impl<R: Remote> Fs<R> {
             &self.settings.staging_dir,
             Some(node.size),
             node.attrs.clone(),
-            pid,
             Arc::clone(&self.staged_bytes),
         )
         .map_err(|err| self.staging_failed(err))?;
@@ -76,7 +76,6 @@ impl<R: Remote> Fs<R> {
             &self.settings.staging_dir,
             None,
             attrs.clone(),
-            caller.pid,
             Arc::clone(&self.staged_bytes),
         )
         .map_err(|err| self.staging_failed(err))?;
@@ -103,6 +102,7 @@ impl<R: Remote> Fs<R> {
                 key: self.key(&path),
                 etag: String::new(),
                 size: 0,
+                last_writer: AtomicU32::new(caller.pid),
             };
             (self.attr_of(node, ino), handle)
         };
@@ -123,7 +123,7 @@ impl<R: Remote> Fs<R> {
         file.write(&self.target(&key), offset, data)
             .await
             .map_err(|err| self.staging_failed(err))?;
-        file.last_writer = pid;
+        handle.last_writer.store(pid, Ordering::Relaxed);
         self.show_staged(handle.ino, &file);
         Ok(data.len() as u32)
     }
@@ -145,8 +145,8 @@ impl<R: Remote> Fs<R> {
     }
 
     /// Truncates or extends a file through its staged copy.
-    pub(super) async fn truncate(&self, ino: u64, size: u64, caller: Caller) -> Result<(), Errno> {
-        self.stage(ino, caller.pid).await?;
+    pub(super) async fn truncate(&self, ino: u64, size: u64) -> Result<(), Errno> {
+        self.stage(ino)?;
         if size > 0 {
             self.load_staged(ino).await?;
         }
@@ -194,9 +194,9 @@ impl<R: Remote> Fs<R> {
     }
 
     /// At close (`closer` is the process closing a descriptor): uploads the file's
-    /// changes when the closing process wrote them, and returns only once the object is
-    /// in the bucket. A close by a process that only inherited the descriptor (a shell's
-    /// child) leaves the upload to the writer's close.
+    /// changes when the closing process was the last to write through this open file,
+    /// and returns only once the object is in the bucket. A close by a process that only
+    /// inherited the descriptor (a shell's child) leaves the upload to the writer's.
     pub async fn flush(&self, fh: u64, closer: u32) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
         if !handle.write {
@@ -205,12 +205,12 @@ impl<R: Remote> Fs<R> {
         let Some(staged) = self.staged_of(handle.ino) else {
             return Ok(());
         };
-        let last_writer = staged.file.lock().await.last_writer;
+        let last_writer = handle.last_writer.load(Ordering::Relaxed);
         tracing::debug!(
             "flush of inode {} by {closer} (last writer {last_writer})",
             handle.ino
         );
-        if last_writer != closer {
+        if last_writer != closer || !staged.file.lock().await.is_dirty() {
             return Ok(());
         }
         self.commit(handle.ino).await
@@ -400,7 +400,6 @@ mod tests {
                 size: Some(1),
                 ..AttrChange::default()
             },
-            ME,
         )
         .await
         .unwrap();
