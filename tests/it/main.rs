@@ -7,6 +7,7 @@ mod garage;
 mod mount;
 mod mount_programs;
 mod multipart;
+mod real_buckets;
 mod reliability;
 mod security;
 mod shard;
@@ -120,15 +121,19 @@ pub async fn bucket_contents(
         .list_objects_v2()
         .bucket(bucket)
         .prefix(prefix)
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
         for object in page.unwrap().contents() {
-            let key = object.key().unwrap();
+            let key = percent_encoding::percent_decode_str(object.key().unwrap())
+                .decode_utf8()
+                .unwrap()
+                .into_owned();
             let body = client
                 .get_object()
                 .bucket(bucket)
-                .key(key)
+                .key(&key)
                 .send()
                 .await
                 .unwrap()

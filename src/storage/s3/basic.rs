@@ -15,8 +15,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType, MetadataDirective};
 use aws_smithy_runtime_api::http::Response;
 use futures::{StreamExt, TryStreamExt};
-use percent_encoding::percent_decode_str;
 
+use super::list::decoded;
 use super::multipart::{part_ranges, part_size_for, ActiveUpload, MAX_COPY_OBJECT};
 use super::objects::copy_source;
 use super::{content_type_for, describe_sdk_error, journal::Recorded, S3Store};
@@ -107,10 +107,6 @@ fn time_of(time: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
 fn etag_of(etag: Option<&str>) -> String {
     etag.map(|e| ETag::parse(e).as_str().to_owned())
         .unwrap_or_default()
-}
-
-fn decoded(value: &str) -> String {
-    percent_decode_str(value).decode_utf8_lossy().into_owned()
 }
 
 impl S3Store {

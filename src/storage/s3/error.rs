@@ -18,6 +18,11 @@ where
             let head = match code {
                 Some(code) if message.is_empty() => format!("{code} (HTTP {status})"),
                 Some(code) => format!("{code}: {message} (HTTP {status})"),
+                // A success whose body could not be read (XML the parser refuses).
+                None if status < 300 => format!(
+                    "the server's answer (HTTP {status}) could not be read: {}",
+                    unreadable(service.err())
+                ),
                 None => format!("HTTP {status}"),
             };
             match hint(code, status) {
@@ -57,6 +62,16 @@ where
     }
 }
 
+/// Why an answer could not be parsed: the deepest cause, which names the problem (an
+/// invalid character, a missing element) without the body.
+fn unreadable(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 /// The error and its causes, as the SDK renders them (codes and messages, no URLs).
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     DisplayErrorContext(err).to_string()
@@ -78,4 +93,25 @@ fn hint(code: Option<&str>, status: u16) -> Option<&'static str> {
         (Some("SlowDown"), _) | (None, 503) => "the server is throttling requests; lower --threads",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+    use aws_sdk_s3::primitives::SdkBody;
+    use aws_smithy_runtime_api::http::StatusCode;
+
+    #[test]
+    fn an_unreadable_success_names_why_it_could_not_be_read() {
+        let cause = "invalid character data U+0001 at 1:246";
+        let err =
+            ListObjectsV2Error::unhandled(Box::<dyn std::error::Error + Send + Sync>::from(cause));
+        let raw = Response::new(StatusCode::try_from(200).unwrap(), SdkBody::empty());
+        let described = describe_sdk_error(&SdkError::service_error(err, raw));
+        assert_eq!(
+            described,
+            format!("the server's answer (HTTP 200) could not be read: {cause}")
+        );
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Error, ListObjectsV2Output};
+use aws_sdk_s3::types::EncodingType;
 use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::http::Response;
 use tokio::sync::mpsc;
@@ -43,6 +44,7 @@ impl super::S3Store {
             .bucket(url.bucket())
             .prefix(url.full_key(below))
             .delimiter("/")
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         let mut names = Vec::new();
@@ -54,8 +56,8 @@ impl super::S3Store {
             let prefixes = page.common_prefixes().iter().filter_map(|p| p.prefix());
             names.extend(
                 keys.chain(prefixes)
-                    .filter_map(|full| full.strip_prefix(url.prefix()))
-                    .map(str::to_owned),
+                    .map(decoded)
+                    .filter_map(|full| full.strip_prefix(url.prefix()).map(str::to_owned)),
             );
             if names.len() >= limit {
                 break;
@@ -65,6 +67,14 @@ impl super::S3Store {
         names.truncate(limit);
         Ok(names)
     }
+}
+
+/// A key or prefix of a listing asked for with `encoding-type=url`: keys may hold
+/// characters XML cannot carry (U+0001), which would break the whole page otherwise.
+pub(super) fn decoded(value: &str) -> String {
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A StartAfter that begins a listing just before relative key `start`: the full key
@@ -106,16 +116,13 @@ impl Lister {
             .bucket(self.url.bucket())
             .prefix(&prefix)
             .set_start_after(start_after)
+            .encoding_type(EncodingType::Url)
             .send()
             .await;
         let Some(page) = self.forward(first, &tx).await else {
             return;
         };
-        let last_key = page
-            .contents()
-            .last()
-            .and_then(|o| o.key())
-            .map(str::to_owned);
+        let last_key = page.contents().last().and_then(|o| o.key()).map(decoded);
         let (Some(true), Some(start_after)) = (page.is_truncated(), last_key) else {
             return;
         };
@@ -194,6 +201,7 @@ impl Lister {
             .prefix(self.url.prefix())
             .delimiter("/")
             .start_after(start_after)
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -208,7 +216,7 @@ impl Lister {
             let prefixes: Vec<String> = page
                 .common_prefixes()
                 .iter()
-                .filter_map(|p| p.prefix().map(str::to_owned))
+                .filter_map(|p| p.prefix().map(decoded))
                 .collect();
             let mut prefixes = prefixes.into_iter().peekable();
             loop {
@@ -216,7 +224,9 @@ impl Lister {
                     (None, None) => break,
                     (Some(_), None) => true,
                     (None, Some(_)) => false,
-                    (Some(e), Some(p)) => e.key().unwrap_or_default().as_bytes() < p.as_bytes(),
+                    (Some(e), Some(p)) => {
+                        decoded(e.key().unwrap_or_default()).as_bytes() < p.as_bytes()
+                    }
                 };
                 let segment = if take_entry {
                     Segment::Entry(self.entry_from(entries.next().expect("peeked")))
@@ -245,6 +255,7 @@ impl Lister {
             .bucket(self.url.bucket())
             .prefix(prefix)
             .set_start_after(start_after)
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -288,7 +299,8 @@ impl Lister {
     }
 
     fn entry_from(&self, object: &aws_sdk_s3::types::Object) -> ListItem {
-        let full_key = object.key().unwrap_or_default();
+        let full_key = decoded(object.key().unwrap_or_default());
+        let full_key = full_key.as_str();
         let Some(key) = full_key.strip_prefix(self.url.prefix()) else {
             return Err(ListError::Fatal(format!(
                 "ListObjectsV2 {}: the server returned key {full_key:?} outside the prefix",
