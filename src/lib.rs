@@ -10,6 +10,7 @@ pub mod exit;
 pub mod filter;
 pub mod fuzzing;
 pub mod keylist;
+pub mod liveness;
 pub mod location;
 pub mod mount;
 pub mod plan;

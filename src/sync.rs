@@ -160,9 +160,13 @@ async fn run_pipeline(
             // A second signal ends the process at once, whatever is still being aborted.
             tokio::spawn(async {
                 shutdown_signal().await;
+                crate::storage::local::remove_temps_in_flight();
                 std::process::exit(crate::exit::INTERRUPTED);
             });
+            // Downloads under way never reach their names: their temporary files go.
+            crate::storage::local::remove_temps_in_flight();
             let aborted = uploads.abort_all().await;
+            crate::storage::local::remove_temps_in_flight();
             close_journal(&uploads);
             progress.stop();
             return Err(RunError::Interrupted(aborted));

@@ -56,3 +56,68 @@ async fn a_key_with_a_control_character_lists_copies_and_downloads() {
         assert_eq!(body, key.as_bytes());
     }
 }
+
+/// The `.s3mirror-tmp-*` files in a directory.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".s3mirror-tmp-")
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_or_killed_download_leaves_no_temporary_file_behind() {
+    let server = garage();
+    let bucket = server.new_bucket("tmp-left").await;
+    let work = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 239) as u8).collect();
+    crate::write_tree(&work.path().join("src"), &[("big.bin".into(), big.clone())]);
+    let url = format!("s3://{bucket}");
+    let src = work.path().join("src");
+    let dest = work.path().join("dest");
+    let (url2, dest2) = (url, dest);
+    tokio::task::spawn_blocking(move || {
+        s3mirror(&[src.to_str().unwrap(), &url2]).assert_code(0);
+        for signal in [libc::SIGINT, libc::SIGKILL] {
+            let mut child = crate::s3mirror_command(&[
+                &url2,
+                dest2.to_str().unwrap(),
+                "--max-bandwidth",
+                "1MiB",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while dest2.read_dir().map_or(true, |d| d.count() == 0) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the download did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert_eq!(temp_files(&dest2).len(), 1, "a download is under way");
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let status = child.wait().unwrap();
+            if signal == libc::SIGINT {
+                assert_eq!(status.code(), Some(130));
+                assert!(temp_files(&dest2).is_empty(), "Ctrl-C removes it");
+            } else {
+                assert_eq!(temp_files(&dest2).len(), 1, "kill -9 leaves it");
+            }
+        }
+        // The next run removes what the killed one left, and finishes the copy.
+        s3mirror(&[&url2, dest2.to_str().unwrap()]).assert_code(0);
+        assert!(temp_files(&dest2).is_empty());
+        assert_eq!(std::fs::read(dest2.join("big.bin")).unwrap(), big);
+    })
+    .await
+    .unwrap();
+}

@@ -13,7 +13,7 @@ pub use hash::{
     as_md5, file_checksum, file_digests, md5_digests, read_small, DigestRequest, Digests,
     Md5Digest, SmallFile,
 };
-pub use write::Incoming;
+pub use write::{remove_temps_in_flight, Incoming};
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
 /// crash is neither uploaded nor mistaken for a finished file.

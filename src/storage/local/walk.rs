@@ -169,6 +169,18 @@ fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
             continue;
         };
         if name.starts_with(TEMP_PREFIX) {
+            // Ours; one left by a killed run is removed, so none piles up.
+            if super::write::is_orphaned_temp(&name) {
+                match fs::remove_file(dirent.path()) {
+                    Ok(()) => {
+                        tracing::info!("removed {}, left by a killed run", dirent.path().display())
+                    }
+                    Err(err) => tracing::warn!(
+                        "removing {}, left by a killed run: {err}",
+                        dirent.path().display()
+                    ),
+                }
+            }
             continue;
         }
         let file_type = dirent.file_type()?;

@@ -158,6 +158,18 @@ impl LocalStore {
             }
         })?;
         let temp = temp_path(parent);
+        {
+            // Checked under the lock that interruption takes, so no file slips past it.
+            let mut temps = in_flight();
+            if CLOSED.load(Ordering::SeqCst) {
+                return Err(ObjectError::new(
+                    "write",
+                    target,
+                    "the run is being interrupted",
+                ));
+            }
+            temps.push(temp.clone());
+        }
         let result = async {
             let streamed = fill(temp.clone()).await?;
             let verdict = match (streamed, incoming.expected.request()) {
@@ -201,6 +213,7 @@ impl LocalStore {
         if result.is_err() {
             let _ = tokio::fs::remove_file(&temp).await;
         }
+        in_flight().retain(|path| path != &temp);
         result
     }
 }
@@ -281,19 +294,58 @@ async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
         .await
 }
 
-/// `.s3mirror-tmp-PID-N-RANDOM`: the process that owns it, and a part no one can guess,
-/// so that no link can be planted at the name beforehand.
+/// `.s3mirror-tmp-OWNER.N.RANDOM`: the process that owns it (see `liveness`), so that a
+/// later run can tell one left by a killed process, and a part no one can guess, so
+/// that no link can be planted at the name beforehand.
 fn temp_path(dir: &Path) -> PathBuf {
     use std::hash::{BuildHasher, Hasher};
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let owner = OWNER.get_or_init(crate::liveness::owner_id);
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     // Seeded from the system's random source for every RandomState.
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    dir.join(format!(
-        "{TEMP_PREFIX}{}-{n}-{random:016x}",
-        std::process::id()
-    ))
+    dir.join(format!("{TEMP_PREFIX}{owner}.{n}.{random:016x}"))
+}
+
+/// Whether a temporary file's name says its process is gone (killed before it could
+/// remove it).
+pub fn is_orphaned_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let mut fields = rest.rsplitn(3, '.');
+    let (Some(_random), Some(_n), Some(owner)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    !crate::liveness::is_running(owner)
+}
+
+/// Temporary files being filled now, removed by `remove_temps_in_flight` when the run
+/// is interrupted (the tasks filling them never get to).
+static IN_FLIGHT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    IN_FLIGHT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Set once the run is interrupted: no temporary file is made after it.
+static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Removes every temporary file of downloads still under way (at SIGINT or SIGTERM), and
+/// lets no new one be made.
+pub fn remove_temps_in_flight() -> usize {
+    CLOSED.store(true, Ordering::SeqCst);
+    // Kept listed: a task may create its file after this; a second call removes it.
+    let temps = in_flight().clone();
+    temps
+        .iter()
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .count()
 }
 
 #[cfg(test)]
