@@ -112,6 +112,8 @@ pub struct Inodes {
     listings: HashMap<String, Listing>,
     next: u64,
     started: SystemTime,
+    /// Nodes released since `released_many` last said so.
+    released: u64,
 }
 
 /// The path of `name` in the directory `parent`.
@@ -137,6 +139,7 @@ impl Inodes {
             listings: HashMap::new(),
             next: ROOT,
             started,
+            released: 0,
         };
         let root = inodes.node_for("", Kind::Dir);
         inodes.by_ino.get_mut(&root).expect("root").lookups = 1;
@@ -161,6 +164,15 @@ impl Inodes {
 
     pub fn len(&self) -> usize {
         self.by_ino.len()
+    }
+
+    /// Whether 16,384 nodes or more were released since it last said so.
+    pub fn released_many(&mut self) -> bool {
+        let many = self.released >= 16_384;
+        if many {
+            self.released = 0;
+        }
+        many
     }
 
     fn allocate(&mut self) -> u64 {
@@ -205,6 +217,7 @@ impl Inodes {
             .get(&ino)
             .is_some_and(|n| ino != ROOT && n.lookups == 0 && n.opens == 0 && n.staged.is_none());
         if idle {
+            self.released += 1;
             let node = self.by_ino.remove(&ino).expect("checked");
             if self.by_path.get(&node.path) == Some(&ino) {
                 self.by_path.remove(&node.path);

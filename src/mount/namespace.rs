@@ -174,7 +174,14 @@ impl<R: Remote> Fs<R> {
     }
 
     pub fn forget(&self, ino: u64, count: u64) {
-        self.inodes().forget(ino, count);
+        let mut inodes = self.inodes();
+        let before = inodes.len();
+        inodes.forget(ino, count);
+        if inodes.len() < before && inodes.released_many() {
+            tracing::debug!("{} inodes held after the kernel's forgets", inodes.len());
+            drop(inodes);
+            give_back_memory();
+        }
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
@@ -434,6 +441,16 @@ impl<R: Remote> Fs<R> {
         }
         self.inodes().unlink(&path);
         Ok(())
+    }
+}
+
+/// Returns freed heap to the system after many nodes went: the allocator keeps it
+/// otherwise, and the mount's RSS would stay at its peak after the kernel forgot a walk.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory at the heap's top and in its bins.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
