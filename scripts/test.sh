@@ -1,8 +1,28 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and integration tests against a real Garage server that
-# the test harness starts on loopback (Garage is installed first if missing).
+# Runs every test: unit tests, integration tests against a real Garage server (and a
+# one-node Slurm cluster) that the test harness starts on loopback, then the Debian
+# package test. Installs what they need first when missing: Garage, Python's Prometheus
+# text parser, and as root Slurm and munge from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 garage_install
+
+PROMETHEUS_CLIENT_VERSION=0.26.0
+if ! python3 -c "import importlib.metadata as m; assert m.version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+fi
+
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+    else
+        echo "note: Slurm is not installed and this is not root: the Slurm test is skipped" >&2
+    fi
+fi
+
 cargo test --workspace --all-targets --locked "$@"
+if [ $# -eq 0 ]; then
+    bash scripts/package-test.sh
+fi
