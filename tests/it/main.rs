@@ -92,7 +92,6 @@ pub fn state_dir() -> std::path::PathBuf {
 }
 
 /// The command `s3mirror` runs, for tests that start it and act while it runs.
-
 pub fn s3mirror_command(args: &[&str]) -> Command {
     let server = garage();
     let mut command = Command::new(env!("CARGO_BIN_EXE_s3mirror"));
