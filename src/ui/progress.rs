@@ -59,9 +59,9 @@ impl ProgressTask {
                     total_known = true;
                     bar.set_style(total_style());
                 }
+                bar.set_message(view.message);
                 bar.set_length(view.total_bytes);
                 bar.set_position(view.bytes);
-                bar.set_message(view.message);
                 bar.tick();
                 tokio::time::sleep(BAR_REFRESH).await;
             }
@@ -127,11 +127,10 @@ impl BarView {
             total_bytes,
             listing,
             message: format!(
-                "{}{}/{} objects, {} copied ({:.0}/s), {} unchanged, {} failed",
+                "{}{}/{} objects ({:.0}/s), {} unchanged, {} failed",
                 if listing { "listing\u{2026} " } else { "" },
                 snap.settled,
                 total_objects,
-                snap.copied,
                 rate,
                 snap.skipped,
                 snap.failed
@@ -186,7 +185,7 @@ mod tests {
         );
         assert_eq!(
             listing.message,
-            "listing\u{2026} 4/10 objects, 2 copied (1/s), 2 unchanged, 0 failed"
+            "listing\u{2026} 4/10 objects (1/s), 2 unchanged, 0 failed"
         );
 
         snap.counted = Some((50, 9000));
