@@ -87,7 +87,8 @@ pub struct ManArgs {
 }
 
 impl Cli {
-    /// Parses the arguments, inserting `sync` when no subcommand is named.
+    /// Parses the arguments, inserting `sync` when no subcommand is named (and when
+    /// there are no arguments at all but S3MIRROR_SOURCE names what to mirror).
     pub fn parse_with_default<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -97,7 +98,7 @@ impl Cli {
         let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
         let names_subcommand = SUBCOMMANDS.contains(&first)
             || matches!(first, "-h" | "--help" | "-V" | "--version")
-            || args.len() == 1;
+            || (args.len() == 1 && std::env::var_os("S3MIRROR_SOURCE").is_none());
         if !names_subcommand {
             args.insert(1, "sync".into());
         }
@@ -601,6 +602,11 @@ mod tests {
         assert_eq!(sync.part_size, 8 << 20);
         assert_eq!(sync.compare, CompareArg::Size);
 
+        let Command::Sync(sync) = parse(&[]).unwrap().command else {
+            panic!("no arguments but S3MIRROR_SOURCE: a sync");
+        };
+        assert_eq!(sync.common.threads, 300);
+
         let Command::Sync(sync) = parse(&["x", "y", "--compare", "etag"]).unwrap().command else {
             panic!("not a sync");
         };
@@ -612,7 +618,7 @@ mod tests {
         let Command::Verify(verify) = parse(&["verify"]).unwrap().command else {
             panic!("not a verify");
         };
-        assert!(verify.checksum, "S3MIRROR_CHECKSUM=0 is false, =on is true");
+        assert!(verify.checksum, "S3MIRROR_CHECKSUM=on");
     }
 
     #[test]
