@@ -11,6 +11,12 @@ fail() {
     exit 1
 }
 
+if [ "$(id -u)" != 0 ]; then
+    [ "${CI:-}" != true ] || fail "installing the package needs root"
+    echo "package test skipped: installing the package needs root" >&2
+    exit 0
+fi
+
 missing=()
 command -v man >/dev/null || missing+=(man-db)
 command -v systemd-analyze >/dev/null || missing+=(systemd)

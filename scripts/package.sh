@@ -27,7 +27,8 @@ fi
 
 cargo build --profile "$profile" --locked --bin s3mirror >&2
 
-assets=$target_dir/assets
+# Cargo.toml names these paths relative to the package, whatever the target directory.
+assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/man"
 for page in "" sync verify plan mount; do

@@ -2,7 +2,7 @@
 # Runs every test: unit tests, integration tests against a real Garage server (and a
 # one-node Slurm cluster) that the test harness starts on loopback, then the Debian
 # package test. Installs what they need first when missing: Garage, Python's Prometheus
-# text parser, and as root Slurm and munge from Debian.
+# text parser, and as root Slurm, munge, man-db and systemd from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
@@ -13,12 +13,17 @@ if ! python3 -c "import importlib.metadata as m; assert m.version('prometheus-cl
     python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 fi
 
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+debian=()
+for tool in slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm munged:munge \
+    man:man-db systemd-analyze:systemd; do
+    command -v "${tool%%:*}" >/dev/null || debian+=("${tool#*:}")
+done
+if [ ${#debian[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian[@]}" >/dev/null
     else
-        echo "note: Slurm is not installed and this is not root: the Slurm test is skipped" >&2
+        echo "note: not root, so ${debian[*]} cannot be installed; the tests that need them are skipped" >&2
     fi
 fi
 
