@@ -19,7 +19,7 @@ use crate::keylist::FailedKeys;
 use crate::plan::CopyReason;
 use crate::stats::Stats;
 
-pub use metrics::{format_metrics, Exposition, MetricsFile, MetricsSettings, RunState};
+pub use metrics::{MetricsFile, MetricsSettings};
 pub use summary::{format_summary, format_verify_summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
