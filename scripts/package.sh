@@ -10,11 +10,14 @@ cd "$(dirname "$0")/.."
 
 CARGO_DEB_VERSION=3.8.0
 
+# A release package keeps its debug symbols apart, in s3mirror-dbgsym_*.ddeb beside it.
 profile=release
-deb_flags=()
+deb_flags=(--dbgsym)
 if [ "${1:-}" = "--dev" ]; then
+    # cargo-deb warns that it is meant for release builds; the tests package the debug
+    # build they already have rather than build everything again.
     profile=dev
-    deb_flags+=(--fast --strip)
+    deb_flags=(--fast --strip)
 fi
 target_dir=${CARGO_TARGET_DIR:-target}
 bin_dir=$target_dir/$([ "$profile" = dev ] && echo debug || echo release)

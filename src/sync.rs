@@ -181,12 +181,15 @@ async fn run_pipeline(
             let aborted = uploads.abort_all().await;
             close_journal(&uploads);
             progress.stop();
+            if let Some(census) = &census {
+                census.abort();
+            }
             return Err(RunError::Interrupted(aborted));
         }
     };
     close_journal(&uploads);
     progress.stop();
-    if let Some(census) = census {
+    if let Some(census) = &census {
         census.abort();
     }
     if let (Some(manifest), Some(path)) = (&transfer.manifest, &settings.manifest_out) {
