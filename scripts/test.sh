@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and integration tests against a real Garage server that
-# the test harness starts on loopback (Garage is installed first if missing).
+# Runs every test: unit tests, integration tests against a real Garage server (and a
+# one-node Slurm cluster) that the test harness starts on loopback, then the Debian
+# package test. Installs what they need first when missing: Garage, Python's Prometheus
+# text parser, and as root Slurm, munge, man-db, systemd, rsync and s3fs from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 garage_install
-# Programs the mount tests run on a mounted bucket, and s3fs-fuse to check that what
-# either mount writes (modes, times, links) shows the same through the other.
-need=()
-command -v rsync >/dev/null || need+=(rsync)
-command -v s3fs >/dev/null || need+=(s3fs)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+PROMETHEUS_CLIENT_VERSION=0.26.0
+if ! python3 -c "import importlib.metadata as m; assert m.version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 fi
+
+# Debian packages the tests use: Slurm for the cluster test, man and systemd-analyze for
+# the package test, programs the mount tests run on a mounted bucket (rsync), and
+# s3fs-fuse to check that what either mount writes (modes, times, links) shows the same
+# through the other.
+debian=()
+for tool in slurmctld:slurm-wlm slurmd:slurm-wlm sbatch:slurm-wlm munged:munge \
+    man:man-db systemd-analyze:systemd rsync:rsync s3fs:s3fs; do
+    command -v "${tool%%:*}" >/dev/null || debian+=("${tool#*:}")
+done
+if [ ${#debian[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${debian[@]}" >/dev/null
+    else
+        echo "note: not root, so ${debian[*]} cannot be installed; the tests that need them are skipped" >&2
+    fi
+fi
+
 cargo test --workspace --all-targets --locked "$@"
+if [ $# -eq 0 ]; then
+    bash scripts/package-test.sh
+fi

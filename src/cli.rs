@@ -4,12 +4,17 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{
     ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
 };
 
 use crate::filter::Rule;
 use crate::storage::ChecksumAlgorithm;
+
+mod generate;
+
+pub use generate::{completion_script, man_page};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,7 +24,10 @@ use crate::storage::ChecksumAlgorithm;
     after_help = "SRC and DST are s3://bucket[/prefix] or a local directory. `sync` is the default \
                   subcommand: `s3mirror SRC DST` is `s3mirror sync SRC DST`.\n\n\
                   Exit codes: 0 all done, 1 some objects failed, 2 invalid arguments, \
-                  3 the run could not proceed (listing, bucket or credentials)."
+                  3 the run could not proceed (listing, bucket or credentials).\n\n\
+                  Every option of sync, verify and plan (except --include, --exclude and -v) \
+                  can also be set by the environment variable shown beside it, such as \
+                  S3MIRROR_THREADS=200 or S3MIRROR_DELETE=true; the command line wins."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,12 +47,48 @@ pub enum Command {
     /// Show a bucket as a directory (FUSE); a file written there is in the bucket when
     /// close() returns
     Mount(MountArgs),
+    /// Print a shell completion script (e.g. `s3mirror completions bash >
+    /// /etc/bash_completion.d/s3mirror`)
+    Completions(CompletionsArgs),
+    /// Print the man page in roff (`s3mirror man | man -l -`); with a subcommand, that
+    /// subcommand's page (s3mirror-sync(1)...)
+    Man(ManArgs),
 }
 
-const SUBCOMMANDS: [&str; 5] = ["sync", "verify", "plan", "mount", "help"];
+const SUBCOMMANDS: [&str; 7] = [
+    "sync",
+    "verify",
+    "plan",
+    "mount",
+    "completions",
+    "man",
+    "help",
+];
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: ShellArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print [default: the main page, s3mirror(1)]
+    #[arg(value_parser = ["sync", "verify", "plan", "mount"])]
+    pub subcommand: Option<String>,
+}
 
 impl Cli {
-    /// Parses the arguments, inserting `sync` when no subcommand is named.
+    /// Parses the arguments, inserting `sync` when no subcommand is named (and when
+    /// there are no arguments at all but S3MIRROR_SOURCE names what to mirror).
     pub fn parse_with_default<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -54,7 +98,7 @@ impl Cli {
         let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
         let names_subcommand = SUBCOMMANDS.contains(&first)
             || matches!(first, "-h" | "--help" | "-V" | "--version")
-            || args.len() == 1;
+            || (args.len() == 1 && std::env::var_os("S3MIRROR_SOURCE").is_none());
         if !names_subcommand {
             args.insert(1, "sync".into());
         }
@@ -64,7 +108,7 @@ impl Cli {
             Command::Sync(args) => (&mut args.common, "sync"),
             Command::Verify(args) => (&mut args.common, "verify"),
             Command::Plan(args) => (&mut args.common, "plan"),
-            Command::Mount(_) => return Ok(cli),
+            Command::Mount(_) | Command::Completions(_) | Command::Man(_) => return Ok(cli),
         };
         if let Some(sub) = matches.subcommand_matches(name) {
             common.patterns = ordered_patterns(sub);
@@ -93,64 +137,92 @@ pub enum CompareArg {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Source: s3://bucket[/prefix] or a local directory
+    #[arg(env = "S3MIRROR_SOURCE")]
     pub source: String,
     /// Destination: s3://bucket[/prefix] or a local directory
+    #[arg(env = "S3MIRROR_DEST")]
     pub dest: String,
 
     /// Objects transferred concurrently
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "N",
+        env = "S3MIRROR_THREADS"
+    )]
     pub threads: usize,
 
     /// Common prefixes ("directories") of a bucket listed at once; 1 lists sequentially
-    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), env = "S3MIRROR_LIST_PARALLELISM")]
     pub list_parallelism: u16,
 
     /// At most this many S3 requests per second, over all transfers and both sides
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "S3MIRROR_MAX_RPS")]
     pub max_rps: Option<u64>,
 
     /// At most this many bytes per second through this machine, each way (e.g. 10MiB);
     /// server-side copies do not pass through it
-    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MAX_BANDWIDTH")]
     pub max_bandwidth: Option<u64>,
 
     /// Interval between stats lines when stderr is not a terminal (e.g. 10s, 1m)
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION", env = "S3MIRROR_STATS_INTERVAL")]
     pub stats_interval: Duration,
 
     /// Print only errors
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(short, long, conflicts_with = "verbose", env = "S3MIRROR_QUIET", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub quiet: bool,
 
     /// Handle only shard K of N (from 0) of the key space: one of N processes that
     /// together mirror everything, each listing only its share. With N alone, K comes
     /// from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", env = "S3MIRROR_SHARD")]
     pub shard: Option<String>,
 
     /// The shards' boundary keys, as `s3mirror plan --shards N` writes them (without it,
     /// each shard computes them from the source's top levels)
-    #[arg(long, value_name = "FILE", requires = "shard")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "shard",
+        env = "S3MIRROR_SHARD_BOUNDARIES"
+    )]
     pub shard_boundaries: Option<std::path::PathBuf>,
 
     /// Consider only the keys listed in FILE, one per line, relative to the prefix (e.g.
     /// the --failed-keys of an earlier run); both sides are still listed
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "S3MIRROR_FILES_FROM")]
     pub files_from: Option<std::path::PathBuf>,
 
     /// Write the keys that failed (for verify: that differ or could not be compared)
     /// to FILE, one per line, for a rerun with --files-from
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "S3MIRROR_FAILED_KEYS")]
     pub failed_keys: Option<std::path::PathBuf>,
 
     /// Append everything printed on stderr (messages, stats lines, the summary) to FILE
     /// instead, for cron and systemd
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "S3MIRROR_LOG_FILE")]
     pub log_file: Option<std::path::PathBuf>,
+
+    /// Write metrics of the run to FILE in the Prometheus text format (for node_exporter's
+    /// textfile collector) every --stats-interval and at the end: counts, bytes,
+    /// requests, retries, duration, exit code, last success
+    #[arg(long, value_name = "FILE", env = "S3MIRROR_METRICS_FILE")]
+    pub metrics_file: Option<std::path::PathBuf>,
+
+    /// The job_name label of the metrics, telling apart the jobs that share a metrics
+    /// directory
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "s3mirror",
+        env = "S3MIRROR_JOB_NAME"
+    )]
+    pub job_name: String,
 
     /// Write one JSON object per line on stdout for every object acted on, then a
     /// summary object (schema in docs/json.md); messages for people stay on stderr
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_JSON", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub json: bool,
 
     /// Print every object copied; twice for debug logs
@@ -167,19 +239,19 @@ pub struct CommonArgs {
     pub exclude: Vec<String>,
 
     /// Leave out source entries modified longer ago than DURATION (e.g. 7d, 12h)
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", env = "S3MIRROR_MAX_AGE")]
     pub max_age: Option<Duration>,
 
     /// Leave out source entries modified more recently than DURATION
-    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", env = "S3MIRROR_MIN_AGE")]
     pub min_age: Option<Duration>,
 
     /// Leave out entries smaller than SIZE
-    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MIN_SIZE")]
     pub min_size: Option<u64>,
 
     /// Leave out entries larger than SIZE
-    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MAX_SIZE")]
     pub max_size: Option<u64>,
 
     /// --include and --exclude patterns in command-line order (filled after parsing).
@@ -202,71 +274,91 @@ pub struct SyncArgs {
     pub state_dir: Option<std::path::PathBuf>,
 
     /// Show what would be copied, change nothing
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, env = "S3MIRROR_DRY_RUN", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// How to decide that an object is unchanged
-    #[arg(long, value_enum, default_value_t = CompareArg::Auto)]
+    #[arg(long, value_enum, default_value_t = CompareArg::Auto, env = "S3MIRROR_COMPARE")]
     pub compare: CompareArg,
 
     /// Write every object with this additional checksum, which the server verifies
     /// [default with --compare checksum: crc32c]
-    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ALGORITHM",
+        env = "S3MIRROR_CHECKSUM_ALGORITHM"
+    )]
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
 
     /// Upload files of at least this size in parts (e.g. 64MiB, 1GB)
-    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MULTIPART_THRESHOLD")]
     pub multipart_threshold: u64,
 
     /// Copy objects larger than this between buckets in parts (CopyObject stops at 5GiB)
-    #[arg(long, default_value = "5GiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, default_value = "5GiB", value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MULTIPART_COPY_THRESHOLD")]
     pub multipart_copy_threshold: u64,
 
     /// Part size for multipart transfers (at least 5MiB; grown so no object needs over 10,000 parts)
-    #[arg(long, default_value = "16MiB", value_parser = parse_size_arg, value_name = "SIZE")]
+    #[arg(long, default_value = "16MiB", value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_PART_SIZE")]
     pub part_size: u64,
 
     /// Parts of one object transferred at once (all objects together stay within --threads part requests)
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 8,
+        value_name = "N",
+        env = "S3MIRROR_PART_CONCURRENCY"
+    )]
     pub part_concurrency: usize,
 
     /// Storage class of written objects (e.g. STANDARD_IA, GLACIER_IR, INTELLIGENT_TIERING)
-    #[arg(long, value_name = "CLASS")]
+    #[arg(long, value_name = "CLASS", env = "S3MIRROR_STORAGE_CLASS")]
     pub storage_class: Option<String>,
 
     /// Server-side encryption of written objects
-    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"])]
+    #[arg(long, value_name = "ALGORITHM", value_parser = ["AES256", "aws:kms", "aws:kms:dsse"], env = "S3MIRROR_SSE")]
     pub sse: Option<String>,
 
     /// KMS key for --sse aws:kms
-    #[arg(long, value_name = "KEY_ID", requires = "sse")]
+    #[arg(
+        long,
+        value_name = "KEY_ID",
+        requires = "sse",
+        env = "S3MIRROR_SSE_KMS_KEY_ID"
+    )]
     pub sse_kms_key_id: Option<String>,
 
     /// Canned ACL of written objects (e.g. private, bucket-owner-full-control)
-    #[arg(long, value_name = "ACL")]
+    #[arg(long, value_name = "ACL", env = "S3MIRROR_ACL")]
     pub acl: Option<String>,
 
     /// Delete destination objects that are absent from the source (after the copies,
     /// and only when both listings completed without error)
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_DELETE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub delete: bool,
 
     /// Let --delete proceed when the source has no objects at all
-    #[arg(long, requires = "delete")]
+    #[arg(long, requires = "delete", env = "S3MIRROR_ALLOW_EMPTY_SOURCE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub allow_empty_source: bool,
 
     /// With --delete, delete nothing when more than N deletions would be needed
-    #[arg(long, value_name = "N", requires = "delete")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "delete",
+        env = "S3MIRROR_MAX_DELETE"
+    )]
     pub max_delete: Option<u64>,
 
     /// Copy nothing: write the objects the run would copy to FILE as an S3 Batch
     /// Operations CSV manifest (bucket,key), for AWS to copy them (objects up to 5GiB)
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"], env = "S3MIRROR_MANIFEST_OUT")]
     pub manifest_out: Option<std::path::PathBuf>,
 
     /// After the copies, compare both sides again (as `s3mirror verify` does) and exit
     /// 1 if they still differ
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_VERIFY", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub verify: bool,
 }
 
@@ -354,7 +446,7 @@ pub struct PlanArgs {
     pub common: CommonArgs,
 
     /// Number of shards
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), env = "S3MIRROR_SHARDS")]
     pub shards: u32,
 }
 
@@ -365,7 +457,7 @@ pub struct VerifyArgs {
 
     /// Prove content equality: hash local files against ETags, compare stored
     /// checksums (HeadObject) where ETags were made differently
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_CHECKSUM", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub checksum: bool,
 }
 
@@ -392,43 +484,43 @@ fn parse_size_arg(input: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
     /// S3 endpoint for both sides (e.g. http://127.0.0.1:3900); implies path-style addressing
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "S3MIRROR_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
     /// S3 endpoint of the source
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "S3MIRROR_SOURCE_ENDPOINT_URL")]
     pub source_endpoint_url: Option<String>,
     /// S3 endpoint of the destination
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "S3MIRROR_DEST_ENDPOINT_URL")]
     pub dest_endpoint_url: Option<String>,
 
     /// Region for both sides
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_REGION")]
     pub region: Option<String>,
     /// Region of the source
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_SOURCE_REGION")]
     pub source_region: Option<String>,
     /// Region of the destination
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_DEST_REGION")]
     pub dest_region: Option<String>,
 
     /// Named profile (~/.aws/config) for both sides
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_PROFILE")]
     pub profile: Option<String>,
     /// Named profile of the source
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_SOURCE_PROFILE")]
     pub source_profile: Option<String>,
     /// Named profile of the destination
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_DEST_PROFILE")]
     pub dest_profile: Option<String>,
 
     /// Use path-style addressing (automatic with a custom endpoint)
-    #[arg(long)]
+    #[arg(long, env = "S3MIRROR_FORCE_PATH_STYLE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub force_path_style: bool,
 
     /// Retries of a failed request (throttling, 5xx, timeouts, dropped connections), with
     /// exponential backoff and full jitter; also how often an object whose bytes arrived
     /// cut short or damaged, or a file that changed while read, is copied again
-    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100), env = "S3MIRROR_MAX_RETRIES")]
     pub max_retries: u32,
 }
 
@@ -453,7 +545,7 @@ mod tests {
             Command::Sync(sync) => sync.common,
             Command::Verify(verify) => verify.common,
             Command::Plan(plan) => plan.common,
-            Command::Mount(_) => panic!("mount has no common options"),
+            _ => panic!("{args:?} has no common options"),
         }
     }
 
@@ -515,6 +607,113 @@ mod tests {
             .map(|(r, p)| (*r, p.as_str()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The options of `environment_sets_options_and_the_command_line_wins`, checked in a
+    /// process of its own: the environment is the whole process's, and the other tests
+    /// parse in parallel threads.
+    #[test]
+    fn environment_probe() {
+        if std::env::var_os("S3MIRROR_TEST_ENVIRONMENT_PROBE").is_none() {
+            return;
+        }
+        let Command::Sync(sync) = parse(&["--threads", "9"]).unwrap().command else {
+            panic!("not a sync");
+        };
+        let common = &sync.common;
+        assert_eq!((common.source.as_str(), common.dest.as_str()), ("a", "b"));
+        assert_eq!(common.threads, 9, "the command line wins");
+        assert_eq!(common.stats_interval, Duration::from_secs(120));
+        assert_eq!(
+            common.connection.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:3900")
+        );
+        assert_eq!(common.metrics_file.as_deref(), Some("/m.prom".as_ref()));
+        assert_eq!(common.job_name, "nightly");
+        assert!(common.json, "S3MIRROR_JSON=1");
+        assert!(!common.quiet, "S3MIRROR_QUIET=false");
+        assert!(
+            sync.delete && sync.dry_run,
+            "S3MIRROR_DELETE=true, S3MIRROR_DRY_RUN=yes"
+        );
+        assert_eq!(sync.max_delete, Some(5));
+        assert_eq!(sync.part_size, 8 << 20);
+        assert_eq!(sync.compare, CompareArg::Size);
+
+        let Command::Sync(sync) = parse(&[]).unwrap().command else {
+            panic!("no arguments but S3MIRROR_SOURCE: a sync");
+        };
+        assert_eq!(sync.common.threads, 300);
+
+        let Command::Sync(sync) = parse(&["x", "y", "--compare", "etag"]).unwrap().command else {
+            panic!("not a sync");
+        };
+        assert_eq!(
+            (sync.common.source.as_str(), sync.common.dest.as_str()),
+            ("x", "y")
+        );
+        assert_eq!(sync.compare, CompareArg::Etag);
+        let Command::Verify(verify) = parse(&["verify"]).unwrap().command else {
+            panic!("not a verify");
+        };
+        assert!(verify.checksum, "S3MIRROR_CHECKSUM=on");
+    }
+
+    #[test]
+    fn environment_sets_options_and_the_command_line_wins() {
+        let vars = [
+            ("S3MIRROR_SOURCE", "a"),
+            ("S3MIRROR_DEST", "b"),
+            ("S3MIRROR_THREADS", "300"),
+            ("S3MIRROR_STATS_INTERVAL", "2m"),
+            ("S3MIRROR_ENDPOINT_URL", "http://127.0.0.1:3900"),
+            ("S3MIRROR_METRICS_FILE", "/m.prom"),
+            ("S3MIRROR_JOB_NAME", "nightly"),
+            ("S3MIRROR_JSON", "1"),
+            ("S3MIRROR_QUIET", "false"),
+            ("S3MIRROR_DELETE", "true"),
+            ("S3MIRROR_DRY_RUN", "yes"),
+            ("S3MIRROR_MAX_DELETE", "5"),
+            ("S3MIRROR_PART_SIZE", "8MiB"),
+            ("S3MIRROR_COMPARE", "size"),
+            ("S3MIRROR_CHECKSUM", "on"),
+        ];
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cli::tests::environment_probe", "--nocapture"])
+            .env("S3MIRROR_TEST_ENVIRONMENT_PROBE", "1")
+            .envs(vars)
+            .output()
+            .unwrap();
+        let output = String::from_utf8_lossy(&child.stdout).into_owned()
+            + &String::from_utf8_lossy(&child.stderr);
+        assert!(child.status.success(), "{output}");
+        assert!(output.contains("1 passed"), "the probe ran: {output}");
+
+        let bad = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cli::tests::environment_probe"])
+            .env("S3MIRROR_TEST_ENVIRONMENT_PROBE", "1")
+            .envs(vars)
+            .env("S3MIRROR_DELETE", "perhaps")
+            .output()
+            .unwrap();
+        assert!(!bad.status.success(), "a flag's value must be a boolean");
+    }
+
+    #[test]
+    fn help_lists_the_environment_variables() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("sync")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for var in [
+            "S3MIRROR_THREADS",
+            "S3MIRROR_ENDPOINT_URL",
+            "S3MIRROR_DELETE",
+        ] {
+            assert!(help.contains(&format!("[env: {var}=")), "{var} in {help}");
+        }
     }
 
     #[test]

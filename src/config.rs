@@ -16,7 +16,7 @@ use crate::shard::{parse_boundaries, Shard};
 use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
 use crate::storage::ChecksumAlgorithm;
 use crate::transfer::DeleteSettings;
-use crate::ui::{OutputSettings, Verbosity};
+use crate::ui::{MetricsSettings, OutputSettings, Verbosity};
 
 pub const MAX_THREADS: usize = 10_000;
 
@@ -262,6 +262,10 @@ impl SyncSettings {
                 verify: false,
                 json: args.json,
                 failed_keys: args.failed_keys.clone(),
+                metrics: args.metrics_file.clone().map(|path| MetricsSettings {
+                    path,
+                    job_name: args.job_name.clone(),
+                }),
             },
             shard,
             manifest_out: None,
@@ -454,7 +458,7 @@ mod tests {
             Command::Sync(sync) => SyncSettings::from_args(sync),
             Command::Verify(verify) => SyncSettings::for_verify(verify),
             Command::Plan(plan) => SyncSettings::for_plan(plan),
-            Command::Mount(_) => panic!("not a sync"),
+            _ => panic!("not a sync"),
         }
     }
 

@@ -58,7 +58,7 @@ pub fn command_line(data: &[u8]) {
         Command::Sync(args) => SyncSettings::from_args(args),
         Command::Verify(args) => SyncSettings::for_verify(args),
         Command::Plan(args) => SyncSettings::for_plan(args),
-        Command::Mount(_) => return,
+        Command::Mount(_) | Command::Completions(_) | Command::Man(_) => return,
     };
     if let Ok(settings) = settings {
         assert!(settings.threads >= 1);

@@ -1,10 +1,12 @@
 //! The s3mirror binary: parse, set up logging, run, map the result to an exit code.
 
-use s3mirror::cli::{Cli, Command};
+use s3mirror::cli::{completion_script, man_page, Cli, Command};
 use s3mirror::config::SyncSettings;
 use s3mirror::exit::ExitCode;
 use s3mirror::sync::{self, Outcome, RunError};
+use s3mirror::ui::MetricsFile;
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +24,19 @@ fn main() -> std::process::ExitCode {
             .into();
         }
     };
+    match &cli.command {
+        Command::Completions(args) => return print(&completion_script(args.shell)),
+        Command::Man(args) => {
+            return match man_page(args.subcommand.as_deref()) {
+                Ok(page) => print(&page),
+                Err(err) => {
+                    eprintln!("s3mirror: {err}");
+                    ExitCode::Usage.into()
+                }
+            }
+        }
+        _ => {}
+    }
     if let Command::Mount(args) = cli.command {
         if let Some(path) = &args.log_file {
             if let Err(err) = log_to(path) {
@@ -36,7 +51,9 @@ fn main() -> std::process::ExitCode {
         Command::Sync(args) => &args.common,
         Command::Verify(args) => &args.common,
         Command::Plan(args) => &args.common,
-        Command::Mount(_) => unreachable!("handled above"),
+        Command::Mount(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled above")
+        }
     };
     if let Some(path) = &common.log_file {
         if let Err(err) = log_to(path) {
@@ -52,7 +69,9 @@ fn main() -> std::process::ExitCode {
             let shards = args.shards as usize;
             (SyncSettings::for_plan(args), false, Some(shards))
         }
-        Command::Mount(_) => unreachable!("handled above"),
+        Command::Mount(_) | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled above")
+        }
     };
     let settings = match settings {
         Ok(settings) => settings,
@@ -83,17 +102,38 @@ fn main() -> std::process::ExitCode {
         }
         .into();
     }
+    // The metrics are the first run's; the verify after a sync only decides the exit code.
+    let metrics = settings
+        .output
+        .metrics
+        .clone()
+        .map(|metrics| Arc::new(MetricsFile::new(metrics, verify, settings.dry_run)));
+    let first = runtime.block_on(sync::run(settings.clone(), metrics.clone()));
     let code = match verify {
-        true => verify_code(runtime.block_on(sync::run(settings.clone()))),
+        true => verify_code(first),
         false => {
-            let code = sync_code(runtime.block_on(sync::run(settings.clone())));
+            let code = sync_code(first);
             match code == ExitCode::Success && settings.verify_after {
-                true => verify_code(runtime.block_on(sync::run(settings.verify_settings()))),
+                true => verify_code(runtime.block_on(sync::run(settings.verify_settings(), None))),
                 false => code,
             }
         }
     };
+    if let Some(metrics) = metrics {
+        metrics.finish(code as i32);
+    }
     code.into()
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error worth a
+/// message.
+fn print(text: &[u8]) -> std::process::ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::Success.into(),
+        Err(_) => ExitCode::Fatal.into(),
+    }
 }
 
 fn sync_code(result: Result<Outcome, RunError>) -> ExitCode {

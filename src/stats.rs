@@ -22,6 +22,18 @@ pub struct Stats {
     started: Instant,
     source_listed: AtomicU64,
     dest_listed: AtomicU64,
+    /// Source entries the filters let through, and their bytes: the work of the run as
+    /// far as the listing has got.
+    selected: AtomicU64,
+    selected_bytes: AtomicU64,
+    /// Selected entries the run is done with: found unchanged, or finished by a worker.
+    settled: AtomicU64,
+    settled_bytes: AtomicU64,
+    /// The whole source's selected entries and bytes, once a count of it has ended
+    /// (`counted` is set last, so the two numbers are read together).
+    counted_objects: AtomicU64,
+    counted_bytes: AtomicU64,
+    counted: AtomicBool,
     /// Objects (and their bytes) handed to the workers.
     planned: AtomicU64,
     planned_bytes: AtomicU64,
@@ -32,6 +44,8 @@ pub struct Stats {
     copied_bytes: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
+    /// Objects moved to an archive tier; nothing counts these yet.
+    archived: AtomicU64,
     failed: AtomicU64,
     listing_complete: AtomicBool,
     failures: Mutex<Vec<Failure>>,
@@ -51,6 +65,12 @@ pub struct Snapshot {
     pub elapsed: Duration,
     pub source_listed: u64,
     pub dest_listed: u64,
+    pub selected: u64,
+    pub selected_bytes: u64,
+    pub settled: u64,
+    pub settled_bytes: u64,
+    /// The source's selected objects and bytes, when a count of it has ended.
+    pub counted: Option<(u64, u64)>,
     pub planned: u64,
     pub planned_bytes: u64,
     pub done: u64,
@@ -59,6 +79,7 @@ pub struct Snapshot {
     pub copied_bytes: u64,
     pub skipped: u64,
     pub deleted: u64,
+    pub archived: u64,
     pub failed: u64,
     pub listing_complete: bool,
     pub requests: Vec<(&'static str, u64)>,
@@ -84,6 +105,13 @@ impl Stats {
             started: Instant::now(),
             source_listed: AtomicU64::new(0),
             dest_listed: AtomicU64::new(0),
+            selected: AtomicU64::new(0),
+            selected_bytes: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            settled_bytes: AtomicU64::new(0),
+            counted_objects: AtomicU64::new(0),
+            counted_bytes: AtomicU64::new(0),
+            counted: AtomicBool::new(false),
             planned: AtomicU64::new(0),
             planned_bytes: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -92,6 +120,7 @@ impl Stats {
             copied_bytes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            archived: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             listing_complete: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
@@ -131,6 +160,19 @@ impl Stats {
         bump(&self.dest_listed, 1);
     }
 
+    /// A source entry the filters let through.
+    pub fn selected(&self, bytes: u64) {
+        bump(&self.selected, 1);
+        bump(&self.selected_bytes, bytes);
+    }
+
+    /// The result of counting the whole source (see `plan::census`).
+    pub fn source_counted(&self, objects: u64, bytes: u64) {
+        self.counted_objects.store(objects, Ordering::Relaxed);
+        self.counted_bytes.store(bytes, Ordering::Relaxed);
+        self.counted.store(true, Ordering::Release);
+    }
+
     pub fn planned(&self, bytes: u64) {
         bump(&self.planned, 1);
         bump(&self.planned_bytes, bytes);
@@ -141,18 +183,24 @@ impl Stats {
     }
 
     /// An object the planner found unchanged.
-    pub fn skipped(&self) {
+    pub fn skipped(&self, bytes: u64) {
+        self.settle(bytes);
         bump(&self.skipped, 1);
     }
 
     /// A planned object a worker found unchanged after all.
     pub fn skipped_planned(&self, bytes: u64) {
         self.finish_planned(bytes);
-        self.skipped();
+        bump(&self.skipped, 1);
     }
 
     pub fn deleted(&self) {
         bump(&self.deleted, 1);
+    }
+
+    /// An object moved to an archive storage class.
+    pub fn archived(&self) {
+        bump(&self.archived, 1);
     }
 
     pub fn copied(&self, bytes: u64) {
@@ -178,6 +226,12 @@ impl Stats {
     fn finish_planned(&self, bytes: u64) {
         bump(&self.done, 1);
         bump(&self.done_bytes, bytes);
+        self.settle(bytes);
+    }
+
+    fn settle(&self, bytes: u64) {
+        bump(&self.settled, 1);
+        bump(&self.settled_bytes, bytes);
     }
 
     pub fn failures(&self) -> Vec<Failure> {
@@ -190,6 +244,14 @@ impl Stats {
             elapsed: self.started.elapsed(),
             source_listed: get(&self.source_listed),
             dest_listed: get(&self.dest_listed),
+            selected: get(&self.selected),
+            selected_bytes: get(&self.selected_bytes),
+            settled: get(&self.settled),
+            settled_bytes: get(&self.settled_bytes),
+            counted: self
+                .counted
+                .load(Ordering::Acquire)
+                .then(|| (get(&self.counted_objects), get(&self.counted_bytes))),
             planned: get(&self.planned),
             planned_bytes: get(&self.planned_bytes),
             done: get(&self.done),
@@ -198,6 +260,7 @@ impl Stats {
             copied_bytes: get(&self.copied_bytes),
             skipped: get(&self.skipped),
             deleted: get(&self.deleted),
+            archived: get(&self.archived),
             failed: get(&self.failed),
             listing_complete: self.listing_complete.load(Ordering::Relaxed),
             requests: self.requests.snapshot(),
@@ -250,5 +313,26 @@ mod tests {
             (snap.copied, snap.copied_bytes, snap.skipped, snap.failed),
             (1, 10, 1, 1)
         );
+    }
+
+    #[test]
+    fn settled_counts_unchanged_and_finished_objects_once() {
+        let stats = Stats::new(Arc::default());
+        for size in [5, 7, 11] {
+            stats.selected(size);
+        }
+        stats.skipped(5);
+        stats.planned(7);
+        stats.planned(11);
+        stats.skipped_planned(7);
+        assert_eq!(stats.snapshot().settled_bytes, 12, "the last is in flight");
+        stats.copied(11);
+        let snap = stats.snapshot();
+        assert_eq!((snap.selected, snap.selected_bytes), (3, 23));
+        assert_eq!((snap.settled, snap.settled_bytes), (3, 23));
+        assert_eq!(snap.skipped, 2);
+        assert_eq!(snap.counted, None);
+        stats.source_counted(3, 23);
+        assert_eq!(stats.snapshot().counted, Some((3, 23)));
     }
 }

@@ -8,7 +8,7 @@ use crate::config::SyncSettings;
 use crate::location::Location;
 use std::time::SystemTime;
 
-use crate::plan::{DeleteQueue, MergeJoin, Pairing, Planner};
+use crate::plan::{count_source, DeleteQueue, MergeJoin, Pairing, Planner};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
@@ -21,7 +21,7 @@ use crate::storage::s3::{
 use crate::storage::{KeyRange, LocalStore, S3Store, Store};
 use crate::transfer::AdaptiveConcurrency;
 use crate::transfer::{Route, Transfer};
-use crate::ui::{Console, Event, Reporter};
+use crate::ui::{Console, Event, MetricsFile, Reporter};
 
 /// Why a run stopped before it could account for every object.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +44,13 @@ pub struct Outcome {
     pub extra: u64,
 }
 
-pub async fn run(settings: SyncSettings) -> Result<Outcome, RunError> {
-    let console = Arc::new(Console::new(&settings.output).map_err(|err| {
+/// Runs one sync (or verify); `metrics` receives its counters while it runs and at the
+/// end.
+pub async fn run(
+    settings: SyncSettings,
+    metrics: Option<Arc<MetricsFile>>,
+) -> Result<Outcome, RunError> {
+    let console = Arc::new(Console::new(&settings.output, metrics).map_err(|err| {
         let path = settings
             .output
             .failed_keys
@@ -100,6 +105,17 @@ async fn run_pipeline(
 
     let pairing = Pairing::new(settings.source.is_s3(), settings.dest.is_s3());
     let range = shard_range(settings, &source, console).await?;
+    let now = SystemTime::now();
+    // A local tree is counted ahead of the copy so that the bar has a total early; a
+    // bucket's listing is the planner's, and counting it twice would cost requests.
+    let census = (console.shows_bar() && !settings.source.is_s3()).then(|| {
+        count_source(
+            source.list(&range),
+            settings.filters.clone(),
+            now,
+            Arc::clone(stats),
+        )
+    });
     let join = MergeJoin::new(source.list(&range), dest.list(&range));
     let transfer = Arc::new(Transfer {
         source,
@@ -132,7 +148,7 @@ async fn run_pipeline(
         mode: settings.compare,
         pairing,
         filters: &settings.filters,
-        now: SystemTime::now(),
+        now,
         stats,
         reporter: console.as_ref(),
         report_extras: settings.output.verify,
@@ -169,11 +185,17 @@ async fn run_pipeline(
             crate::storage::local::remove_temps_in_flight();
             close_journal(&uploads);
             progress.stop();
+            if let Some(census) = &census {
+                census.abort();
+            }
             return Err(RunError::Interrupted(aborted));
         }
     };
     close_journal(&uploads);
     progress.stop();
+    if let Some(census) = &census {
+        census.abort();
+    }
     if let (Some(manifest), Some(path)) = (&transfer.manifest, &settings.manifest_out) {
         manifest
             .finish()

@@ -4,12 +4,14 @@
 //! Invariant: the jobs channel is bounded, so the listings are read only as fast as the
 //! workers take jobs, and memory holds O(threads) jobs whatever the object count.
 
+mod census;
 mod decide;
 mod delete_queue;
 mod merge;
 
 use std::time::SystemTime;
 
+pub use census::count_source;
 pub use decide::{decide, CompareMode, CopyReason, Decision, Pairing};
 pub use delete_queue::DeleteQueue;
 pub use merge::{JoinItem, MergeJoin, Pair, Side};
@@ -112,9 +114,10 @@ impl Planner<'_> {
                 continue;
             }
             source_selected += 1;
+            self.stats.selected(source.size);
             let decision = decide(&source, dest.as_ref(), self.mode, self.pairing);
             if decision == Decision::Skip {
-                self.stats.skipped();
+                self.stats.skipped(source.size);
                 continue;
             }
             self.stats.planned(source.size);

@@ -5,6 +5,7 @@
 //! lines, errors and the summary go to stderr.
 
 mod json;
+mod metrics;
 mod progress;
 mod summary;
 
@@ -18,6 +19,7 @@ use crate::keylist::FailedKeys;
 use crate::plan::CopyReason;
 use crate::stats::Stats;
 
+pub use metrics::{MetricsFile, MetricsSettings};
 pub use summary::{format_summary, format_verify_summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,6 +81,8 @@ pub struct OutputSettings {
     pub json: bool,
     /// `--failed-keys`.
     pub failed_keys: Option<std::path::PathBuf>,
+    /// `--metrics-file` and `--job-name`.
+    pub metrics: Option<MetricsSettings>,
 }
 
 /// Human output on a terminal or in a log.
@@ -91,11 +95,16 @@ pub struct Console {
     stats_interval: Duration,
     /// Present on a terminal; lines are printed through it so they do not tear the bar.
     bar: Option<ProgressBar>,
+    /// `--metrics-file`, written every `stats_interval` and when the run ends.
+    metrics: Option<Arc<MetricsFile>>,
 }
 
 impl Console {
     /// The console, and the `--failed-keys` file it writes, created (or emptied) now.
-    pub fn new(settings: &OutputSettings) -> std::io::Result<Self> {
+    pub fn new(
+        settings: &OutputSettings,
+        metrics: Option<Arc<MetricsFile>>,
+    ) -> std::io::Result<Self> {
         let failed_keys = match &settings.failed_keys {
             Some(path) => Some(FailedKeys::create(path)?),
             None => None,
@@ -109,16 +118,27 @@ impl Console {
             json: settings.json.then(|| json::JsonLines::new(settings.verify)),
             stats_interval: settings.stats_interval,
             bar,
+            metrics,
         })
     }
 
-    /// Starts the progress display (a bar on a terminal, periodic lines otherwise).
+    /// Whether progress is drawn as a bar, which a total of the source makes better.
+    pub fn shows_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Starts the progress display (a bar on a terminal, periodic lines otherwise) and
+    /// the periodic writes of `--metrics-file`.
     pub fn start_progress(&self, stats: Arc<Stats>) -> progress::ProgressTask {
-        match (&self.bar, self.verbosity) {
+        let mut task = match (&self.bar, self.verbosity) {
             (_, Verbosity::Quiet) => progress::ProgressTask::none(),
-            (Some(bar), _) => progress::ProgressTask::bar(bar.clone(), stats),
-            (None, _) => progress::ProgressTask::lines(self.stats_interval, stats),
+            (Some(bar), _) => progress::ProgressTask::bar(bar.clone(), Arc::clone(&stats)),
+            (None, _) => progress::ProgressTask::lines(self.stats_interval, Arc::clone(&stats)),
+        };
+        if let Some(metrics) = &self.metrics {
+            task.also_metrics(Arc::clone(metrics), self.stats_interval, stats);
         }
+        task
     }
 
     /// Prints the final summary (and the list of failures) on stderr, unless the run
@@ -142,6 +162,9 @@ impl Console {
         }
         if let Some(keys) = &self.failed_keys {
             keys.flush();
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record(snap);
         }
     }
 

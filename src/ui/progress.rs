@@ -1,4 +1,9 @@
-//! Live progress: an indicatif bar on a terminal, one stats line per interval otherwise.
+//! Live progress: an indicatif bar on a terminal, one stats line per interval otherwise;
+//! and the periodic writes of `--metrics-file`.
+//!
+//! The bar counts bytes and objects of the selected source entries the run is done with
+//! (unchanged, or finished by a worker). Its total is the count of the whole source once
+//! a count has ended; until then, the entries listed so far, growing with the listing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +11,7 @@ use std::time::Duration;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
+use super::MetricsFile;
 use crate::stats::{Snapshot, Stats};
 
 const BAR_REFRESH: Duration = Duration::from_millis(200);
@@ -16,10 +22,12 @@ pub fn new_bar() -> ProgressBar {
     bar
 }
 
-/// While the listing runs the total is unknown: show counts and rates only.
+/// While the listing runs the total is only what has been listed: no bar, no ETA.
 fn listing_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg} {binary_bytes_per_sec}")
-        .expect("valid template")
+    ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+    )
+    .expect("valid template")
 }
 
 /// Once the listing is complete the total is known, so the bar can show an ETA.
@@ -30,34 +38,36 @@ fn total_style() -> ProgressStyle {
     .expect("valid template")
 }
 
-/// A background task drawing progress until `stop` is called.
+/// Background tasks drawing progress and writing metrics until `stop` is called.
 pub struct ProgressTask {
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
 }
 
 impl ProgressTask {
     pub fn none() -> Self {
-        Self { handle: None }
+        Self {
+            handles: Vec::new(),
+        }
     }
 
     pub fn bar(bar: ProgressBar, stats: Arc<Stats>) -> Self {
         let handle = tokio::spawn(async move {
             let mut total_known = false;
             loop {
-                let snap = stats.snapshot();
-                if snap.listing_complete && !total_known {
+                let view = BarView::of(&stats.snapshot());
+                if !view.listing && !total_known {
                     total_known = true;
                     bar.set_style(total_style());
-                    bar.set_length(snap.planned_bytes);
                 }
-                bar.set_position(snap.done_bytes);
-                bar.set_message(object_counts(&snap));
+                bar.set_message(view.message);
+                bar.set_length(view.total_bytes);
+                bar.set_position(view.bytes);
                 bar.tick();
                 tokio::time::sleep(BAR_REFRESH).await;
             }
         });
         Self {
-            handle: Some(handle),
+            handles: vec![handle],
         }
     }
 
@@ -69,23 +79,64 @@ impl ProgressTask {
             }
         });
         Self {
-            handle: Some(handle),
+            handles: vec![handle],
         }
     }
 
+    /// Also writes `metrics` every `interval`, the first time at once.
+    pub fn also_metrics(
+        &mut self,
+        metrics: Arc<MetricsFile>,
+        interval: Duration,
+        stats: Arc<Stats>,
+    ) {
+        self.handles.push(tokio::spawn(async move {
+            loop {
+                metrics.write_progress(&stats.snapshot());
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+
     pub fn stop(self) {
-        if let Some(handle) = self.handle {
+        for handle in self.handles {
             handle.abort();
         }
     }
 }
 
-fn object_counts(snap: &Snapshot) -> String {
-    let rate = per_second(snap.copied, snap.elapsed);
-    format!(
-        "{}/{} objects ({:.0}/s), {} unchanged, {} failed",
-        snap.done, snap.planned, rate, snap.skipped, snap.failed
-    )
+/// What the bar shows at one moment.
+#[derive(Debug, PartialEq)]
+struct BarView {
+    bytes: u64,
+    total_bytes: u64,
+    /// The total is what has been listed so far, not yet the whole source.
+    listing: bool,
+    message: String,
+}
+
+impl BarView {
+    fn of(snap: &Snapshot) -> Self {
+        let (total_objects, total_bytes, listing) = match snap.counted {
+            Some((objects, bytes)) => (objects, bytes, false),
+            None => (snap.selected, snap.selected_bytes, !snap.listing_complete),
+        };
+        let rate = per_second(snap.copied, snap.elapsed);
+        Self {
+            bytes: snap.settled_bytes,
+            total_bytes,
+            listing,
+            message: format!(
+                "{}{}/{} objects ({:.0}/s), {} unchanged, {} failed",
+                if listing { "listing\u{2026} " } else { "" },
+                snap.settled,
+                total_objects,
+                rate,
+                snap.skipped,
+                snap.failed
+            ),
+        }
+    }
 }
 
 pub fn stats_line(snap: &Snapshot) -> String {
@@ -114,6 +165,43 @@ pub fn per_second(count: u64, elapsed: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bar_total_grows_with_the_listing_until_a_count_or_its_end() {
+        let mut snap = Snapshot {
+            elapsed: Duration::from_secs(2),
+            selected: 10,
+            selected_bytes: 1000,
+            settled: 4,
+            settled_bytes: 300,
+            copied: 2,
+            skipped: 2,
+            ..Snapshot::default()
+        };
+        let listing = BarView::of(&snap);
+        assert_eq!(
+            (listing.bytes, listing.total_bytes, listing.listing),
+            (300, 1000, true)
+        );
+        assert_eq!(
+            listing.message,
+            "listing\u{2026} 4/10 objects (1/s), 2 unchanged, 0 failed"
+        );
+
+        snap.counted = Some((50, 9000));
+        let counted = BarView::of(&snap);
+        assert_eq!((counted.total_bytes, counted.listing), (9000, false));
+        assert!(
+            counted.message.starts_with("4/50 objects"),
+            "{}",
+            counted.message
+        );
+
+        snap.counted = None;
+        snap.listing_complete = true;
+        let listed = BarView::of(&snap);
+        assert_eq!((listed.total_bytes, listed.listing), (1000, false));
+    }
 
     #[test]
     fn stats_line_shows_counts_and_rates() {

@@ -4,6 +4,7 @@ mod checksum;
 mod delete;
 mod errors;
 mod garage;
+mod metrics;
 mod mount;
 mod mount_programs;
 mod multipart;
@@ -11,6 +12,7 @@ mod real_buckets;
 mod reliability;
 mod security;
 mod shard;
+mod slurm;
 mod sync;
 mod unattended;
 mod verify;
@@ -87,12 +89,12 @@ pub fn s3mirror_with(args: &[&str], env: &[(&str, &str)]) -> Run {
     Run::from(command.output().expect("run s3mirror"))
 }
 
-/// The command `s3mirror` runs, for tests that start it and act while it runs.
 /// Where the runs of this test process record their uploads in progress.
-fn state_dir() -> std::path::PathBuf {
+pub fn state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("s3mirror-it-state-{}", std::process::id()))
 }
 
+/// The command `s3mirror` runs, for tests that start it and act while it runs.
 pub fn s3mirror_command(args: &[&str]) -> Command {
     let server = garage();
     let mut command = Command::new(env!("CARGO_BIN_EXE_s3mirror"));

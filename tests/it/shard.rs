@@ -2,11 +2,15 @@
 //! together exactly the whole mirror.
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::garage::garage;
-use crate::{bucket_contents, s3mirror, s3mirror_with, write_tree, Run};
+use crate::garage::{garage, ACCESS_KEY, REGION, SECRET_KEY};
+use crate::slurm::{self, Cluster};
+use crate::{bucket_contents, s3mirror, s3mirror_with, state_dir, write_tree, Run};
 
 fn summary(run: &Run) -> Value {
     let last = run.stdout.lines().last().expect("a summary line");
@@ -236,4 +240,155 @@ fn scale_out_examples_are_valid() {
     let size = submit["arrayProperties"]["size"].as_u64().unwrap() as usize;
     assert_eq!(shard_count(&command, "AWS_BATCH_JOB_ARRAY_INDEX"), size);
     assert_eq!(submit["jobDefinition"], definition["jobDefinitionName"]);
+}
+
+/// The sbatch script of docs/scale-out.md, and the array size and shard count it says.
+fn documented_sbatch_script() -> (String, usize, usize) {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/scale-out.md")).unwrap();
+    let scripts = blocks(&doc, "bash");
+    assert_eq!(scripts.len(), 1, "one sbatch script");
+    let script = scripts[0].clone();
+    let array = script
+        .lines()
+        .find_map(|line| line.strip_prefix("#SBATCH --array=0-"))
+        .expect("an #SBATCH --array=0-N line");
+    let tasks = array.trim().parse::<usize>().unwrap() + 1;
+    let command = script
+        .lines()
+        .find(|line| line.starts_with("s3mirror "))
+        .expect("an s3mirror command");
+    let args: Vec<String> = command
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    (script, tasks, shard_count(&args, "SLURM_ARRAY_TASK_ID"))
+}
+
+#[test]
+fn the_documented_sbatch_script_shards_as_its_array() {
+    let (_, tasks, shards) = documented_sbatch_script();
+    assert_eq!(tasks, shards, "--array=0-N-1 for --shard N");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_slurm_array_mirrors_every_key_once() {
+    if !slurm::available() {
+        return;
+    }
+    let server = garage();
+    let client = server.client();
+    let (source_bucket, dest_bucket) = (
+        server.new_bucket("slurm-src").await,
+        server.new_bucket("slurm-dst").await,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..400u32)
+        .map(|i| {
+            (
+                format!("d{:02}/f{:03}", i / 20, i % 20),
+                i.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    let tree = work.path().join("tree");
+    write_tree(&tree, &files);
+    s3mirror(&[tree.to_str().unwrap(), &format!("s3://{source_bucket}")]).assert_code(0);
+
+    // The script as documented, pointed at the test's buckets.
+    let (script, tasks, _) = documented_sbatch_script();
+    let script = script
+        .replace("s3://prod-data", &format!("s3://{source_bucket}"))
+        .replace("s3://backup-data", &format!("s3://{dest_bucket}"));
+    let script_path = work.path().join("s3mirror-shards.sbatch");
+    std::fs::write(&script_path, script).unwrap();
+
+    let cluster = Cluster::start();
+    // The tasks inherit this environment: s3mirror on PATH, the server's credentials.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_s3mirror")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut sbatch = cluster
+        .command("sbatch")
+        .arg("--wait")
+        .arg(&script_path)
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env("HOME", "/nonexistent")
+        .env("S3MIRROR_STATE_DIR", state_dir())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sbatch");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = sbatch.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = sbatch.kill();
+            let queue = cluster.command("squeue").output().unwrap();
+            panic!(
+                "the array did not finish in time\n{}\n{}",
+                String::from_utf8_lossy(&queue.stdout),
+                cluster.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let output = sbatch.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let job: u64 = said
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {said:?}"));
+
+    let mut union = BTreeSet::new();
+    for task in 0..tasks {
+        let read = |ext: &str| {
+            std::fs::read_to_string(work.path().join(format!("s3mirror-{job}_{task}.{ext}")))
+                .unwrap_or_else(|err| {
+                    panic!("task {task} .{ext}: {err}\n{said}\n{}", cluster.logs())
+                })
+        };
+        let (stdout, stderr) = (read("out"), read("err"));
+        assert!(
+            stderr.contains(&format!("shard {task}/{tasks}: keys from")),
+            "task {task}:\n{stderr}"
+        );
+        let run = Run {
+            code: 0,
+            stdout,
+            stderr,
+        };
+        assert_eq!(
+            summary(&run)["result"],
+            "ok",
+            "task {task}:\n{}",
+            run.stderr
+        );
+        for key in copied_keys(&run) {
+            assert!(union.insert(key.clone()), "{key} copied by two tasks");
+        }
+    }
+    assert!(status.success(), "sbatch --wait: {status}\n{said}");
+    drop(cluster);
+    let all: BTreeSet<String> = files.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(
+        union, all,
+        "the tasks together copied every key exactly once"
+    );
+    assert_eq!(
+        bucket_contents(&client, &dest_bucket, "").await,
+        bucket_contents(&client, &source_bucket, "").await
+    );
 }
