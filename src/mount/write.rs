@@ -62,8 +62,13 @@ impl<R: Remote> Fs<R> {
         self.refuse_if_read_only()?;
         let path = self.child_path(parent, name)?;
         if flags & libc::O_EXCL != 0 {
-            // Lock files rely on this: ask the bucket, not what was cached.
-            if self.exists_now(&path).await? {
+            // Lock files rely on this: ask the bucket, not what was cached (a file made
+            // here and not uploaded yet counts too).
+            let made_here = self
+                .inodes()
+                .node_at(&path)
+                .is_some_and(|n| n.staged.is_some());
+            if made_here || self.exists_now(&path).await? {
                 return Err(libc::EEXIST);
             }
         } else if let Err(libc::EEXIST) = self.new_name(parent, name).await {
@@ -216,13 +221,11 @@ impl<R: Remote> Fs<R> {
         self.commit(handle.ino).await
     }
 
-    /// fsync: uploads the file's changes, whoever asks.
+    /// fsync: uploads the file's changes, whoever asks and through whichever descriptor
+    /// (as on a local disk, it makes the file durable, not the descriptor's writes).
     pub async fn fsync(&self, fh: u64) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
-        match handle.write {
-            true => self.commit(handle.ino).await,
-            false => Ok(()),
-        }
+        self.commit(handle.ino).await
     }
 
     async fn commit(&self, ino: u64) -> Result<(), Errno> {
@@ -467,6 +470,14 @@ mod tests {
             fs.create(ROOT, "mine", 0o644, excl, ME).await.err(),
             Some(libc::EEXIST)
         );
+        // A file made here, still open and not in the bucket yet, is taken as well.
+        let (_, fh) = fs.create(ROOT, "open.lock", 0o644, excl, ME).await.unwrap();
+        fs.write(fh, 0, b"pid", ME.pid).await.unwrap();
+        assert_eq!(
+            fs.create(ROOT, "open.lock", 0o644, excl, ME).await.err(),
+            Some(libc::EEXIST)
+        );
+        fs.flush(fh, ME.pid).await.unwrap();
     }
 
     #[tokio::test]
