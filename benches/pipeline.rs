@@ -25,6 +25,7 @@ fn entries() -> Vec<Entry> {
             size: 4096,
             mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             etag: Some(etag.clone()),
+            skip: None,
         })
         .collect()
 }

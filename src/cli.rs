@@ -156,6 +156,11 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), env = "S3MIRROR_LIST_PARALLELISM")]
     pub list_parallelism: u16,
 
+    /// Pass over every symbolic link in a local tree (counted, never copied) instead of
+    /// copying what it points to
+    #[arg(long, env = "S3MIRROR_NO_FOLLOW_SYMLINKS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub no_follow_symlinks: bool,
+
     /// At most this many S3 requests per second, over all transfers and both sides
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "S3MIRROR_MAX_RPS")]
     pub max_rps: Option<u64>,

@@ -77,6 +77,8 @@ pub struct SyncSettings {
     pub compare: CompareMode,
     /// Common prefixes of a bucket listed at once.
     pub list_width: usize,
+    /// Whether local walks follow symbolic links.
+    pub follow_links: bool,
     /// Where uploads in progress are recorded; `None` when no directory is known.
     pub state_dir: Option<PathBuf>,
     pub transfer: TransferSettings,
@@ -242,6 +244,7 @@ impl SyncSettings {
             threads: args.threads,
             pacing: Pacing::new(args.max_rps, args.max_bandwidth.filter(|&b| b > 0)),
             list_width: usize::from(args.list_parallelism),
+            follow_links: !args.no_follow_symlinks,
             state_dir: None,
             dry_run: false,
             verify_after: false,

@@ -122,6 +122,7 @@ mod tests {
             size,
             mtime: now - Duration::from_secs(age_secs),
             etag: None,
+            skip: None,
         };
         let f = Filters {
             min_size: Some(10),

@@ -89,6 +89,7 @@ pub fn filter(data: &[u8]) {
         size: key.len() as u64,
         mtime: UNIX_EPOCH + Duration::from_secs(key.len() as u64),
         etag: Some(ETag::parse(key)),
+        skip: None,
     };
     let selected = filters.selects(&entry, SystemTime::now());
     assert_eq!(selected, filters.key_selected(key));

@@ -46,6 +46,9 @@ pub struct Stats {
     deleted: AtomicU64,
     /// Objects moved to an archive tier; nothing counts these yet.
     archived: AtomicU64,
+    /// Entries passed over with a warning (links that lead nowhere, or every link with
+    /// --no-follow-symlinks).
+    passed_over: AtomicU64,
     failed: AtomicU64,
     listing_complete: AtomicBool,
     failures: Mutex<Vec<Failure>>,
@@ -80,6 +83,7 @@ pub struct Snapshot {
     pub skipped: u64,
     pub deleted: u64,
     pub archived: u64,
+    pub passed_over: u64,
     pub failed: u64,
     pub listing_complete: bool,
     pub requests: Vec<(&'static str, u64)>,
@@ -121,6 +125,7 @@ impl Stats {
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             archived: AtomicU64::new(0),
+            passed_over: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             listing_complete: AtomicBool::new(false),
             failures: Mutex::new(Vec::new()),
@@ -203,6 +208,11 @@ impl Stats {
         bump(&self.archived, 1);
     }
 
+    /// An entry passed over with a warning, neither copied nor a failure.
+    pub fn passed_over(&self) {
+        bump(&self.passed_over, 1);
+    }
+
     pub fn copied(&self, bytes: u64) {
         self.finish_planned(bytes);
         bump(&self.copied, 1);
@@ -261,6 +271,7 @@ impl Stats {
             skipped: get(&self.skipped),
             deleted: get(&self.deleted),
             archived: get(&self.archived),
+            passed_over: get(&self.passed_over),
             failed: get(&self.failed),
             listing_complete: self.listing_complete.load(Ordering::Relaxed),
             requests: self.requests.snapshot(),

@@ -371,7 +371,9 @@ async fn open_stores(
             .with_list_width(settings.list_width)
             .with_endpoint(endpoint),
         ),
-        (Location::Local(path), _) => Store::Local(LocalStore::new(path.clone())),
+        (Location::Local(path), _) => {
+            Store::Local(LocalStore::new(path.clone()).with_follow_links(settings.follow_links))
+        }
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };
     let route = if shared {

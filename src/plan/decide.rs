@@ -160,6 +160,7 @@ mod tests {
             size,
             mtime: UNIX_EPOCH + Duration::from_secs(secs),
             etag: etag.map(ETag::parse),
+            skip: None,
         }
     }
 

@@ -131,6 +131,7 @@ mod tests {
             size: 1,
             mtime: UNIX_EPOCH,
             etag: None,
+            skip: None,
         }
     }
 

@@ -75,6 +75,11 @@ impl Planner<'_> {
                     self.stats.dest_listed();
                     (source, Some(dest))
                 }
+                // A link the destination walk passed over is not deleted through.
+                Ok(Pair::DestOnly(dest)) if dest.skip.is_some() => {
+                    self.stats.dest_listed();
+                    continue;
+                }
                 Ok(Pair::DestOnly(dest)) => {
                     self.stats.dest_listed();
                     if self.report_extras && self.filters.selects(&dest, self.now) {
@@ -111,6 +116,15 @@ impl Planner<'_> {
             self.stats.source_listed();
             // A key the filters leave out is neither copied nor deleted.
             if !self.filters.selects(&source, self.now) {
+                continue;
+            }
+            // So is one passed over (its warning is already logged), counted.
+            if let Some(skip) = source.skip {
+                self.stats.passed_over();
+                self.reporter.report(Event::PassedOver {
+                    key: &source.key,
+                    reason: skip.reason(),
+                });
                 continue;
             }
             source_selected += 1;

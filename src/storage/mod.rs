@@ -34,6 +34,30 @@ pub struct Entry {
     pub mtime: SystemTime,
     /// Present for S3 objects only.
     pub etag: Option<ETag>,
+    /// Why this entry is not to be copied, when it is not: it exists, so its key on the
+    /// other side is not deleted either.
+    pub skip: Option<Skip>,
+}
+
+/// Why an entry that exists is passed over: a warning, counted, never a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A symbolic link whose target does not exist.
+    DanglingLink,
+    /// A symbolic link that leads back to itself or to a directory being walked.
+    LinkLoop,
+    /// A symbolic link, with `--no-follow-symlinks`.
+    Link,
+}
+
+impl Skip {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::DanglingLink => "a symbolic link to nothing (dangling)",
+            Skip::LinkLoop => "a symbolic link loop",
+            Skip::Link => "a symbolic link (--no-follow-symlinks)",
+        }
+    }
 }
 
 impl Entry {

@@ -50,6 +50,9 @@ impl JsonLines {
                 "target": target,
             }),
             Event::Extra { key } => json!({"action": "extra", "key": key}),
+            Event::PassedOver { key, reason } => {
+                json!({"action": "skipped", "key": key, "reason": reason})
+            }
             Event::Failed { key, message } => {
                 json!({"action": "error", "key": key, "error": message})
             }
@@ -98,6 +101,7 @@ impl JsonLines {
             "unchanged": snap.skipped,
             "failed": snap.failed,
             "deleted": snap.deleted,
+            "skipped": snap.passed_over,
             "missing": snap.missing,
             "extra": snap.extra,
             "recopied": snap.object_retries,

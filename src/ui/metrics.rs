@@ -159,6 +159,7 @@ pub fn format_metrics(exposition: &Exposition<'_>) -> String {
                 ("failed", snap.failed),
                 ("deleted", snap.deleted),
                 ("archived", snap.archived),
+                ("passed_over", snap.passed_over),
             ],
         ),
     };

@@ -62,6 +62,8 @@ pub enum Event<'a> {
         attempt: u32,
         attempts: u32,
     },
+    /// An entry passed over with a warning (a symbolic link that leads nowhere).
+    PassedOver { key: &'a str, reason: &'a str },
     /// Said once per run, such as why bytes are streamed through this machine.
     Notice(&'a str),
 }
@@ -257,6 +259,11 @@ impl Reporter for Console {
             Event::Notice(text) => {
                 if self.verbosity > Verbosity::Quiet {
                     self.line_err(&format!("note: {text}"));
+                }
+            }
+            Event::PassedOver { key, reason } => {
+                if self.verbosity > Verbosity::Quiet {
+                    self.line_err(&format!("warning: {key}: {reason}, skipped"));
                 }
             }
         }

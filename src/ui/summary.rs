@@ -62,6 +62,13 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
         let verb = if dry_run { "would delete" } else { "deleted" };
         let _ = writeln!(out, "  {verb:<10} {}", snap.deleted);
     }
+    if snap.passed_over > 0 {
+        let _ = writeln!(
+            out,
+            "  skipped    {} (symbolic links, each named in a warning above)",
+            snap.passed_over
+        );
+    }
     let _ = writeln!(out, "  failed     {}", snap.failed);
     let _ = writeln!(
         out,

@@ -121,3 +121,108 @@ async fn an_interrupted_or_killed_download_leaves_no_temporary_file_behind() {
     .await
     .unwrap();
 }
+
+/// A tree as real ones are: a dangling link, links that loop, a link to a file and a
+/// link to a directory outside the tree.
+fn tree_with_links(root: &std::path::Path, outside: &std::path::Path) {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(root.join("docs")).unwrap();
+    std::fs::write(root.join("docs/real.txt"), b"real").unwrap();
+    std::fs::create_dir_all(outside).unwrap();
+    std::fs::write(outside.join("shared.txt"), b"shared").unwrap();
+    symlink("/nonexistent/target", root.join("docs/dangling")).unwrap();
+    symlink("itself", root.join("docs/itself")).unwrap();
+    symlink(".", root.join("docs/loop")).unwrap();
+    symlink("real.txt", root.join("docs/to-file")).unwrap();
+    symlink(outside, root.join("docs/to-dir")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_that_lead_nowhere_are_skipped_with_a_warning_not_failed() {
+    let server = garage();
+    let client = server.client();
+    let (followed, unfollowed) = (
+        server.new_bucket("links-follow").await,
+        server.new_bucket("links-nofollow").await,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (src, outside) = (work.path().join("src"), work.path().join("outside"));
+    tree_with_links(&src, &outside);
+    let src_path = src.to_str().unwrap().to_owned();
+    let (a, b) = (format!("s3://{followed}"), format!("s3://{unfollowed}"));
+    let runs = tokio::task::spawn_blocking(move || {
+        let follow = s3mirror(&[&src_path, &a, "--json"]);
+        let no_follow = s3mirror(&[&src_path, &b, "--no-follow-symlinks"]);
+        let again = s3mirror(&[&src_path, &a]);
+        (follow, no_follow, again)
+    })
+    .await
+    .unwrap();
+    let (follow, no_follow, again) = runs;
+    follow.assert_code(0);
+    for name in ["docs/dangling", "docs/itself", "docs/loop/"] {
+        assert!(
+            follow.stderr.contains(&format!("warning: {name}:")),
+            "{name}: {}",
+            follow.stderr
+        );
+        assert!(
+            follow
+                .stdout
+                .contains(&format!("\"action\":\"skipped\",\"key\":\"{name}\"")),
+            "{}",
+            follow.stdout
+        );
+    }
+    assert!(follow.stdout.contains("\"skipped\":3"), "{}", follow.stdout);
+    let stored = bucket_contents(&client, &followed, "").await;
+    assert_eq!(
+        stored.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["docs/real.txt", "docs/to-dir/shared.txt", "docs/to-file"]
+    );
+    assert_eq!(stored["docs/to-file"], b"real");
+    again.assert_code(0);
+    assert_eq!(again.count("copied"), 0);
+    assert_eq!(again.count("skipped"), 3);
+
+    no_follow.assert_code(0);
+    assert_eq!(no_follow.count("skipped"), 5);
+    let stored = bucket_contents(&client, &unfollowed, "").await;
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["docs/real.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_directory_in_the_destination_is_never_written_through() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("links-dest").await;
+    for key in ["sub/x.txt", "top.txt"] {
+        client
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(b"from the bucket".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (dest, outside) = (work.path().join("dest"), work.path().join("outside"));
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    let (url, dest_path) = (format!("s3://{bucket}"), dest.to_str().unwrap().to_owned());
+    let run = tokio::task::spawn_blocking(move || s3mirror(&[&url, &dest_path]))
+        .await
+        .unwrap();
+    run.assert_code(1);
+    assert!(run.stderr.contains("is a symbolic link"), "{}", run.stderr);
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("top.txt")).unwrap(),
+        b"from the bucket"
+    );
+}

@@ -21,11 +21,21 @@ pub const TEMP_PREFIX: &str = ".s3mirror-tmp-";
 
 pub struct LocalStore {
     root: PathBuf,
+    /// Whether a walk follows symbolic links (the default) or passes over every one.
+    follow_links: bool,
 }
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            follow_links: true,
+        }
+    }
+
+    pub fn with_follow_links(mut self, follow: bool) -> Self {
+        self.follow_links = follow;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -51,9 +61,34 @@ impl LocalStore {
     /// Walks the tree, skipping directories that hold no key of `range`.
     pub fn list(&self, range: KeyRange) -> Listing {
         let (tx, listing) = Listing::channel();
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || walk::walk(&root, &range, &tx));
+        let (root, follow) = (self.root.clone(), self.follow_links);
+        tokio::task::spawn_blocking(move || walk::walk(&root, &range, follow, &tx));
         listing
+    }
+
+    /// Refuses a path below the root whose directories include a symbolic link: writing
+    /// or deleting through it would reach outside the destination tree. (A link at the
+    /// final name is fine: a rename replaces it, a delete removes the link itself.)
+    pub fn refuse_links_above(&self, path: &Path) -> Result<(), String> {
+        let Ok(below) = path.strip_prefix(&self.root) else {
+            return Ok(());
+        };
+        let mut at = self.root.clone();
+        let parents: Vec<_> = below.components().collect();
+        for component in parents.iter().take(parents.len().saturating_sub(1)) {
+            at.push(component);
+            match std::fs::symlink_metadata(&at) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(format!(
+                        "{} is a symbolic link; s3mirror does not write or delete through links in the destination (replace it with a directory, or remove it)",
+                        at.display()
+                    ))
+                }
+                Ok(_) => {}
+                Err(_) => break, // Not there yet: it will be made as a directory.
+            }
+        }
+        Ok(())
     }
 
     /// The path a key maps to, refusing keys that would escape the root or that no
@@ -80,6 +115,7 @@ impl LocalStore {
             size: meta.len(),
             mtime: meta.modified().map_err(|err| fail(&err))?,
             etag: None,
+            skip: None,
         })
     }
 
@@ -88,6 +124,8 @@ impl LocalStore {
     pub async fn delete(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
         let path = self
             .path_for(key)
+            .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
+        self.refuse_links_above(&path)
             .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
         tokio::fs::remove_file(&path)
             .await

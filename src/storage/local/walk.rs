@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use super::TEMP_PREFIX;
-use crate::storage::{Entry, KeyRange, ListError, ListItem};
+use crate::storage::{Entry, KeyRange, ListError, ListItem, Skip};
 
 /// One name in a directory, with `/` appended for directories (the S3 sort key).
 struct Child {
     component: String,
     is_dir: bool,
+    is_link: bool,
 }
 
 struct Frame {
@@ -35,8 +36,10 @@ struct Frame {
 type Unlistable = Vec<ListError>;
 
 /// Walks `root` and sends every regular file as an entry; blocking, so run it on a
-/// blocking thread. Stops early when the receiver goes away.
-pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
+/// blocking thread. Stops early when the receiver goes away. Symbolic links are followed
+/// when `follow` is set; a link that leads nowhere or back into the walk, and every link
+/// when `follow` is not set, is sent as an entry to pass over (`Skip`), never a failure.
+pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListItem>) {
     let root_meta = match fs::metadata(root) {
         Ok(meta) => meta,
         // A destination that does not exist yet (as in a dry run) is empty.
@@ -77,8 +80,24 @@ pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
         }
         let name = child.component.trim_end_matches('/');
         let path = frame.dir.join(name);
+        if child.is_link && !follow {
+            if !send(tx, Ok(passed_over(key, &path, Skip::Link))) {
+                return;
+            }
+            continue;
+        }
         let meta = match fs::metadata(&path) {
             Ok(meta) => meta,
+            Err(err) if child.is_link => {
+                let why = match err.raw_os_error() {
+                    Some(libc::ELOOP) => Skip::LinkLoop,
+                    _ => Skip::DanglingLink,
+                };
+                if !send(tx, Ok(passed_over(key, &path, why))) {
+                    return;
+                }
+                continue;
+            }
             Err(err) => {
                 if !send(tx, Err(entry_error(&path, err))) {
                     return;
@@ -88,9 +107,12 @@ pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
         };
         let item = if child.is_dir {
             if meta.is_dir() {
-                match open_frame(path.clone(), key, &meta) {
+                match open_frame(path.clone(), key.clone(), &meta) {
                     Ok((next, _)) if on_path.contains(&next.id) => {
-                        tracing::warn!("{}: symbolic link loop, not followed", path.display());
+                        // Keyed with its `/`, where it sorts among its siblings.
+                        if !send(tx, Ok(passed_over(key, &path, Skip::LinkLoop))) {
+                            return;
+                        }
                         continue;
                     }
                     Ok((next, unlistable)) => {
@@ -112,6 +134,7 @@ pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
                 size: meta.len(),
                 mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
                 etag: None,
+                skip: None,
             })
         } else {
             tracing::warn!("{}: not a regular file, skipped", path.display());
@@ -120,6 +143,18 @@ pub fn walk(root: &Path, range: &KeyRange, tx: &mpsc::Sender<ListItem>) {
         if !send(tx, item) {
             return;
         }
+    }
+}
+
+/// An entry for a link that is passed over (the planner warns about it and counts it).
+fn passed_over(key: String, path: &Path, why: Skip) -> Entry {
+    tracing::debug!("{}: {}", path.display(), why.reason());
+    Entry {
+        key,
+        size: 0,
+        mtime: std::time::UNIX_EPOCH,
+        etag: None,
+        skip: Some(why),
     }
 }
 
@@ -190,7 +225,11 @@ fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
             file_type.is_dir()
         };
         let component = if is_dir { format!("{name}/") } else { name };
-        children.push(Child { component, is_dir });
+        children.push(Child {
+            component,
+            is_dir,
+            is_link: file_type.is_symlink(),
+        });
     }
     children.sort_unstable_by(|a, b| a.component.as_bytes().cmp(b.component.as_bytes()));
     Ok((children, unlistable))
@@ -206,7 +245,7 @@ mod tests {
 
     fn keys_in(root: &Path, range: &KeyRange) -> Vec<String> {
         let (tx, mut rx) = mpsc::channel(1024);
-        walk(root, range, &tx);
+        walk(root, range, true, &tx);
         drop(tx);
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {

@@ -142,6 +142,8 @@ impl LocalStore {
         let path = self
             .path_for(key)
             .map_err(|why| ObjectError::new("write", target.clone(), why))?;
+        self.refuse_links_above(&path)
+            .map_err(|why| ObjectError::new("write", target.clone(), why))?;
         let parent = path.parent().unwrap_or(self.root());
         tokio::fs::create_dir_all(parent).await.map_err(|err| {
             let in_the_way = matches!(

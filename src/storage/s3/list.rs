@@ -316,6 +316,7 @@ impl Lister {
             size: object.size().unwrap_or(0).max(0) as u64,
             mtime,
             etag: object.e_tag().map(ETag::parse),
+            skip: None,
         })
     }
 }
