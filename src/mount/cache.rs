@@ -35,11 +35,17 @@ struct SmallBodies {
 }
 
 impl SmallBodies {
+    /// What an entry costs: its bytes, its names (twice: map and queue) and the tables'
+    /// own room, so that many tiny objects count for what they hold in memory.
+    fn cost(id: &(String, String), body: &[u8]) -> usize {
+        body.len() + 2 * (id.0.len() + id.1.len()) + 128
+    }
+
     fn insert(&mut self, key: &str, etag: &str, body: Vec<u8>) {
         let id = (key.to_owned(), etag.to_owned());
-        self.bytes += body.len();
+        self.bytes += Self::cost(&id, &body);
         if let Some(old) = self.bodies.insert(id.clone(), Arc::new(body)) {
-            self.bytes -= old.len();
+            self.bytes -= Self::cost(&id, &old);
         } else {
             self.order.push_back(id);
         }
@@ -48,7 +54,7 @@ impl SmallBodies {
                 break;
             };
             if let Some(body) = self.bodies.remove(&oldest) {
-                self.bytes -= body.len();
+                self.bytes -= Self::cost(&oldest, &body);
             }
         }
     }

@@ -166,11 +166,15 @@ impl Inodes {
         self.by_ino.len()
     }
 
-    /// Whether 16,384 nodes or more were released since it last said so.
+    /// Whether 16,384 nodes or more were released since it last said so; if so, the
+    /// table gives back the room it no longer needs.
     pub fn released_many(&mut self) -> bool {
         let many = self.released >= 16_384;
         if many {
             self.released = 0;
+            if self.by_ino.len() < self.by_ino.capacity() / 4 {
+                self.by_ino.shrink_to_fit();
+            }
         }
         many
     }
@@ -342,8 +346,16 @@ impl Inodes {
 
     /// Keeps a directory's listing for lookups within the TTL, dropping stale ones.
     pub fn store_listing(&mut self, dir: &str, listing: Listing, ttl: Duration) {
-        self.listings.retain(|_, l| l.at.elapsed() < ttl);
+        self.drop_stale_listings(ttl);
         self.listings.insert(dir.to_owned(), listing);
+    }
+
+    /// Drops the listings older than the TTL: they answer nothing any more.
+    pub fn drop_stale_listings(&mut self, ttl: Duration) {
+        self.listings.retain(|_, l| l.at.elapsed() < ttl);
+        if self.listings.is_empty() {
+            self.listings.shrink_to_fit();
+        }
     }
 
     /// Adds a name this mount just wrote to its directory's listing, if one is kept, so

@@ -179,6 +179,7 @@ impl<R: Remote> Fs<R> {
         inodes.forget(ino, count);
         if inodes.len() < before && inodes.released_many() {
             tracing::debug!("{} inodes held after the kernel's forgets", inodes.len());
+            inodes.drop_stale_listings(self.settings.ttl);
             drop(inodes);
             give_back_memory();
         }
