@@ -244,12 +244,20 @@ mod tests {
     }
 
     fn keys_in(root: &Path, range: &KeyRange) -> Vec<String> {
+        entries(root, range, true)
+            .into_iter()
+            .filter(|e| e.skip.is_none())
+            .map(|e| e.key)
+            .collect()
+    }
+
+    fn entries(root: &Path, range: &KeyRange, follow: bool) -> Vec<Entry> {
         let (tx, mut rx) = mpsc::channel(1024);
-        walk(root, range, true, &tx);
+        walk(root, range, follow, &tx);
         drop(tx);
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
-            out.push(item.unwrap().key);
+            out.push(item.unwrap());
         }
         out
     }
@@ -276,13 +284,53 @@ mod tests {
     }
 
     #[test]
-    fn skips_temporary_files_and_survives_symlink_loops() {
+    fn skips_temporary_files_and_passes_over_links_that_lead_nowhere() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("d")).unwrap();
         fs::write(dir.path().join("d/f"), "x").unwrap();
         fs::write(dir.path().join(format!("d/{TEMP_PREFIX}1")), "partial").unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("d/loop")).unwrap();
-        assert_eq!(keys(dir.path()), ["d/f"]);
+        std::os::unix::fs::symlink("nowhere", dir.path().join("d/gone")).unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("d/to-f")).unwrap();
+        let walked: Vec<(String, Option<Skip>)> = entries(dir.path(), &KeyRange::default(), true)
+            .into_iter()
+            .map(|e| (e.key, e.skip))
+            .collect();
+        assert_eq!(
+            walked,
+            [
+                ("d/f".to_owned(), None),
+                ("d/gone".to_owned(), Some(Skip::DanglingLink)),
+                ("d/loop/".to_owned(), Some(Skip::LinkLoop)),
+                ("d/to-f".to_owned(), None),
+            ]
+        );
+        let unfollowed: Vec<Option<Skip>> = entries(dir.path(), &KeyRange::default(), false)
+            .into_iter()
+            .map(|e| e.skip)
+            .collect();
+        assert_eq!(
+            unfollowed,
+            [None, Some(Skip::Link), Some(Skip::Link), Some(Skip::Link)]
+        );
+    }
+
+    #[test]
+    fn temporary_files_of_dead_processes_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pid 0 on this host and boot: never a running s3mirror.
+        let (host, boot) = crate::liveness::machine();
+        let dead = dir
+            .path()
+            .join(format!("{TEMP_PREFIX}0-0@{host}_{boot}.1.ab"));
+        let live = dir
+            .path()
+            .join(format!("{TEMP_PREFIX}{}.1.ab", crate::liveness::owner_id()));
+        fs::write(&dead, "left by a killed run").unwrap();
+        fs::write(&live, "being written").unwrap();
+        assert!(keys(dir.path()).is_empty());
+        assert!(!dead.exists(), "removed");
+        assert!(live.exists(), "a running process's file stays");
     }
 
     #[test]
