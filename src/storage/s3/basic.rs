@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType, M
 use aws_smithy_runtime_api::http::Response;
 use futures::{StreamExt, TryStreamExt};
 
-use super::list::decoded;
+use super::list::{decoded, whole_page};
 use super::multipart::{part_ranges, part_size_for, ActiveUpload, MAX_COPY_OBJECT};
 use super::objects::copy_source;
 use super::{content_type_for, describe_sdk_error, journal::Recorded, S3Store};
@@ -128,6 +128,8 @@ impl S3Store {
         let mut level = Level::default();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| request_error("ListObjectsV2", prefix, &err))?;
+            whole_page(&page)
+                .map_err(|why| RequestError::other(format!("ListObjectsV2 {prefix}: {why}")))?;
             level.prefixes.extend(
                 page.common_prefixes()
                     .iter()

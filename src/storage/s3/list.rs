@@ -52,6 +52,7 @@ impl super::S3Store {
             let page = page.map_err(|err| {
                 format!("ListObjectsV2 {url}{below}: {}", describe_sdk_error(&err))
             })?;
+            whole_page(&page).map_err(|why| format!("ListObjectsV2 {url}{below}: {why}"))?;
             let keys = page.contents().iter().filter_map(|o| o.key());
             let prefixes = page.common_prefixes().iter().filter_map(|p| p.prefix());
             names.extend(
@@ -66,6 +67,19 @@ impl super::S3Store {
         names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         names.truncate(limit);
         Ok(names)
+    }
+}
+
+/// Checks a page against its own KeyCount: an answer that lost entries on the way (cut
+/// short, or garbled so the parser stopped early) must never pass for a complete one,
+/// since a missing key would be copied again, or deleted on the other side.
+pub(super) fn whole_page(page: &ListObjectsV2Output) -> Result<(), String> {
+    let arrived = page.contents().len() + page.common_prefixes().len();
+    match page.key_count() {
+        Some(count) if count >= 0 && count as usize != arrived => Err(format!(
+            "the page says it holds {count} keys, but {arrived} arrived; the answer was damaged on the way"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -205,10 +219,14 @@ impl Lister {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = match page {
+            let page = match page.map_err(|err| self.failed(&err)).and_then(|page| {
+                whole_page(&page)
+                    .map(|()| page)
+                    .map_err(|why| ListError::Fatal(format!("ListObjectsV2 {}: {why}", self.url)))
+            }) {
                 Ok(page) => page,
                 Err(err) => {
-                    let _ = tx.send(Segment::Entry(Err(self.failed(&err)))).await;
+                    let _ = tx.send(Segment::Entry(Err(err))).await;
                     return;
                 }
             };
@@ -279,6 +297,11 @@ impl Lister {
                 return None;
             }
         };
+        if let Err(why) = whole_page(&page) {
+            let message = format!("ListObjectsV2 {}: {why}", self.url);
+            let _ = tx.send(Err(ListError::Fatal(message))).await;
+            return None;
+        }
         for object in page.contents() {
             if tx.send(self.entry_from(object)).await.is_err() {
                 return None;
@@ -318,5 +341,43 @@ impl Lister {
             etag: object.e_tag().map(ETag::parse),
             skip: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_s3::types::{CommonPrefix, Object};
+
+    fn page(key_count: Option<i32>, objects: usize, prefixes: usize) -> ListObjectsV2Output {
+        ListObjectsV2Output::builder()
+            .set_key_count(key_count)
+            .set_contents(Some(
+                (0..objects)
+                    .map(|i| Object::builder().key(format!("k{i}")).build())
+                    .collect(),
+            ))
+            .set_common_prefixes(Some(
+                (0..prefixes)
+                    .map(|i| CommonPrefix::builder().prefix(format!("p{i}/")).build())
+                    .collect(),
+            ))
+            .build()
+    }
+
+    #[test]
+    fn a_page_that_lost_entries_is_refused() {
+        assert!(whole_page(&page(Some(3), 2, 1)).is_ok());
+        assert!(
+            whole_page(&page(None, 2, 0)).is_ok(),
+            "a server that states no count"
+        );
+        let err = whole_page(&page(Some(122), 61, 0)).unwrap_err();
+        assert!(err.contains("122 keys, but 61 arrived"), "{err}");
+    }
+
+    #[test]
+    fn url_encoded_keys_are_decoded() {
+        assert_eq!(decoded("dir%01/a%20b%25"), "dir\u{1}/a b%");
     }
 }

@@ -198,9 +198,15 @@ impl State {
             // An error from the service makes hyper close the connection unanswered.
             return Err(io_error(Dropped));
         }
-        // Only object reads (path-style `/bucket/key`), never listings, are damaged.
-        let object_get =
-            req.method() == Method::GET && req.uri().path().trim_start_matches('/').contains('/');
+        // Only object reads (path-style `/bucket/key`), never listings (`/bucket` or
+        // `/bucket/` with a query), are damaged.
+        let object_get = req.method() == Method::GET
+            && req
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split_once('/')
+                .is_some_and(|(_, key)| !key.is_empty());
         edge += faults.truncate;
         let truncate = object_get && roll < edge;
         let corrupt = object_get && !truncate && roll < edge + faults.corrupt;
