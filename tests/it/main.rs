@@ -112,6 +112,18 @@ pub fn s3mirror_command(args: &[&str]) -> Command {
     command
 }
 
+/// Puts one object with the SDK, as another tool would.
+pub async fn put_object(client: &Client, bucket: &str, key: &str, body: &[u8]) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Every object of a bucket below a prefix: relative key → content.
 pub async fn bucket_contents(
     client: &Client,

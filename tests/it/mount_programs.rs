@@ -339,14 +339,7 @@ async fn a_failed_upload_during_rename_or_overwrite_keeps_the_old_object() {
     let client = server.client();
     let bucket = server.new_bucket("mount-keep").await;
     for (key, body) in [("target.txt", "old target"), ("new.txt", "new")] {
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(key)
-            .body(body.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        crate::put_object(&client, &bucket, key, body.as_bytes()).await;
     }
     let upstream = server
         .endpoint

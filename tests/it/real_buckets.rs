@@ -18,14 +18,7 @@ async fn a_key_with_a_control_character_lists_copies_and_downloads() {
         "tab\tand\u{1f}.txt",
     ];
     for key in keys {
-        client
-            .put_object()
-            .bucket(&source)
-            .key(key)
-            .body(key.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        crate::put_object(&client, &source, key, key.as_bytes()).await;
     }
     let (src_url, copy_url) = (format!("s3://{source}"), format!("s3://{copy}"));
     let local = tempfile::tempdir().unwrap();
@@ -197,14 +190,7 @@ async fn a_symlinked_directory_in_the_destination_is_never_written_through() {
     let client = server.client();
     let bucket = server.new_bucket("links-dest").await;
     for key in ["sub/x.txt", "top.txt"] {
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(key)
-            .body(b"from the bucket".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        crate::put_object(&client, &bucket, key, b"from the bucket").await;
     }
     let work = tempfile::tempdir().unwrap();
     let (dest, outside) = (work.path().join("dest"), work.path().join("outside"));

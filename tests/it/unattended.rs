@@ -34,14 +34,7 @@ async fn json_events_failed_keys_files_from_and_log_file() {
         ("p/a", "file a"),
         ("p/a/b", "below a"),
     ] {
-        client
-            .put_object()
-            .bucket(&bucket)
-            .key(key)
-            .body(body.as_bytes().to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        crate::put_object(&client, &bucket, key, body.as_bytes()).await;
     }
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("dest");
