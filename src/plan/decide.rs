@@ -91,9 +91,14 @@ pub fn decide(
     mode: CompareMode,
     pairing: Pairing,
 ) -> Decision {
-    if pairing.dest_is_local() && source.key.ends_with('/') && source.size == 0 {
-        // A directory marker object: a local directory needs no file for it.
-        return Decision::Skip;
+    if source.is_marker() {
+        // A folder marker stands for a directory: the destination's own directory (the
+        // marker of the location itself), or a marker or empty directory already there,
+        // is all it asks for.
+        let own = source.key.is_empty() && pairing.dest_is_local();
+        if own || dest.is_some_and(Entry::is_marker) {
+            return Decision::Skip;
+        }
     }
     let Some(dest) = dest else {
         return Decision::Copy(CopyReason::Missing);
@@ -208,7 +213,10 @@ mod tests {
             ("etag mode: two local files fall back to time", e("k", 1, T + 1, None), Some(e("k", 1, T, None)), Etag, LocalToLocal, Copy(SourceNewer)),
             ("checksum mode: equal sizes need the checksums", e("k", 1, T, Some(MD5_A)), Some(e("k", 1, T, Some(MD5_A))), Checksum, S3ToS3, CompareChecksum),
             ("checksum mode: size still decides first", e("k", 1, T, None), Some(e("k", 2, T, None)), Checksum, LocalToS3, Copy(SizeDiffers)),
-            ("directory marker into a directory", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
+            ("folder marker into a directory: the directory is made", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Copy(Missing)),
+            ("folder marker, the directory is there", e("d/", 0, T + 9, Some(MD5_A)), Some(e("d/", 0, T, None)), Etag, S3ToLocal, Skip),
+            ("the location's own marker into a directory", e("", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
+            ("an empty directory to a bucket that has its marker", e("d/", 0, T + 9, None), Some(e("d/", 0, T, Some(MD5_A))), Checksum, LocalToS3, Skip),
             ("directory marker between buckets", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToS3, Copy(Missing)),
         ];
         for (name, source, dest, mode, pairing, want) in table {

@@ -12,7 +12,16 @@ use crate::storage::{Entry, ListError, Listing};
 pub enum Pair {
     SourceOnly(Entry),
     DestOnly(Entry),
-    Both { source: Entry, dest: Entry },
+    Both {
+        source: Entry,
+        dest: Entry,
+    },
+    /// A folder marker on one side whose directory the other side holds (keys below it):
+    /// the directory is there, so the marker is neither copied, nor extra, nor deleted.
+    Covered {
+        marker: Entry,
+        side: Side,
+    },
 }
 
 /// An item of the join: a pair, or an error from one listing, tagged with its side.
@@ -108,7 +117,20 @@ impl MergeJoin {
             (None, Some(_)) => Ordering::Greater,
             (Some(s), Some(d)) => s.key.as_bytes().cmp(d.key.as_bytes()),
         };
+        // The other side's next key is the first that could be below a marker.
+        let holds = |marker: &Option<Entry>, other: &Option<Entry>| match (marker, other) {
+            (Some(m), Some(o)) => m.is_marker() && o.key.starts_with(&m.key),
+            _ => false,
+        };
         Some(Ok(match order {
+            Ordering::Less if holds(&self.source.head, &self.dest.head) => Pair::Covered {
+                marker: self.source.head.take()?,
+                side: Side::Source,
+            },
+            Ordering::Greater if holds(&self.dest.head, &self.source.head) => Pair::Covered {
+                marker: self.dest.head.take()?,
+                side: Side::Dest,
+            },
             Ordering::Less => Pair::SourceOnly(self.source.head.take()?),
             Ordering::Greater => Pair::DestOnly(self.dest.head.take()?),
             Ordering::Equal => Pair::Both {

@@ -75,6 +75,17 @@ impl Planner<'_> {
                     self.stats.dest_listed();
                     (source, Some(dest))
                 }
+                Ok(Pair::Covered { side, .. }) => {
+                    match side {
+                        Side::Source => {
+                            self.stats.source_listed();
+                            self.stats.selected(0);
+                            self.stats.skipped(0);
+                        }
+                        Side::Dest => self.stats.dest_listed(),
+                    }
+                    continue;
+                }
                 // A link the destination walk passed over is not deleted through.
                 Ok(Pair::DestOnly(dest)) if dest.skip.is_some() => {
                     self.stats.dest_listed();

@@ -61,6 +61,13 @@ impl Skip {
 }
 
 impl Entry {
+    /// A "folder" marker: an empty object whose key ends with `/` (the S3 console's
+    /// "Create folder"), or an empty directory of a local tree. It stands for a directory.
+    pub fn is_marker(&self) -> bool {
+        // An empty key is the location's own marker (`prefix/` itself).
+        (self.key.is_empty() || self.key.ends_with('/')) && self.size == 0
+    }
+
     /// Modification time in whole seconds: S3 keeps LastModified to the second, so finer
     /// comparisons would call a just-uploaded file newer than its copy.
     pub fn mtime_secs(&self) -> i64 {

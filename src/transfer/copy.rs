@@ -13,6 +13,9 @@ impl Transfer {
     pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
         let key = entry.key.as_str();
         let sizes = &self.sizes;
+        if entry.is_marker() {
+            return self.copy_marker(key).await;
+        }
         if let Store::Local(dest) = &self.dest {
             // Refused before a byte is read: a key no file can be named after.
             dest.path_for(key)
@@ -91,6 +94,24 @@ impl Transfer {
                 };
                 dest.write(key, reader, incoming).await
             }
+        }
+    }
+
+    /// A folder marker is a directory: made in a local destination, an empty `dir/`
+    /// object in a bucket (copied server-side between buckets, like any object).
+    async fn copy_marker(&self, key: &str) -> Result<(), ObjectError> {
+        if let Store::S3(dest) = &self.dest {
+            if key.is_empty() && dest.url().prefix().is_empty() {
+                return Ok(()); // A bucket's root needs no marker.
+            }
+        }
+        match (&self.source, &self.dest) {
+            (_, Store::Local(dest)) => dest.make_dir(key).await,
+            (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
+                dest.copy_object_from(source.url(), key, 0, u64::MAX, &self.parts)
+                    .await
+            }
+            (_, Store::S3(dest)) => dest.put_marker(key).await,
         }
     }
 }

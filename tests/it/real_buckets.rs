@@ -1,4 +1,5 @@
-//! Buckets and trees as other tools leave them: keys no XML can carry.
+//! Buckets and trees as other tools and people leave them: keys no XML can carry, folder
+//! markers, symbolic links that lead nowhere, temporary files of killed runs.
 
 use crate::garage::garage;
 use crate::{bucket_contents, s3mirror, tree_contents};
@@ -211,4 +212,68 @@ async fn a_symlinked_directory_in_the_destination_is_never_written_through() {
         std::fs::read(dest.join("top.txt")).unwrap(),
         b"from the bucket"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_markers_are_directories_in_sync_verify_and_delete() {
+    let server = garage();
+    let client = server.client();
+    let (bucket, copy) = (
+        server.new_bucket("markers").await,
+        server.new_bucket("markers-copy").await,
+    );
+    // As the S3 console leaves them: one for the prefix mirrored, one for a directory
+    // with files, one for an empty directory.
+    for (key, body) in [
+        ("folder/", ""),
+        ("folder/sub/", ""),
+        ("folder/sub/file.txt", "in sub"),
+        ("folder/empty/", ""),
+    ] {
+        crate::put_object(&client, &bucket, key, body.as_bytes()).await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("local");
+    let local_path = local.to_str().unwrap().to_owned();
+    let (src, dst) = (format!("s3://{bucket}/folder"), format!("s3://{copy}/copy"));
+    let runs = tokio::task::spawn_blocking(move || {
+        let down = s3mirror(&[&src, &local_path]);
+        let again = s3mirror(&[&src, &local_path]);
+        let verify = s3mirror(&["verify", &local_path, &src]);
+        let back = s3mirror(&[&local_path, &src, "--delete"]);
+        let up = s3mirror(&[&local_path, &dst]);
+        let up_again = s3mirror(&[&local_path, &dst]);
+        [down, again, verify, back, up, up_again]
+    })
+    .await
+    .unwrap();
+    let [down, again, verify, back, up, up_again] = runs;
+    down.assert_code(0);
+    assert!(local.join("empty").is_dir(), "the empty directory is made");
+    assert_eq!(
+        std::fs::read(local.join("sub/file.txt")).unwrap(),
+        b"in sub"
+    );
+    again.assert_code(0);
+    assert_eq!(again.count("copied"), 0, "{}", again.stderr);
+    verify.assert_code(0);
+    assert!(!verify.stdout.contains("extra"), "{}", verify.stdout);
+    back.assert_code(0);
+    assert_eq!(back.count("copied"), 0, "{}", back.stderr);
+    assert!(
+        !back.stderr.contains("deleted"),
+        "no marker is deleted: {}",
+        back.stderr
+    );
+    let kept = bucket_contents(&client, &bucket, "").await;
+    assert_eq!(kept.len(), 4, "{:?}", kept.keys());
+    // An empty directory goes up as its marker, and round-trips.
+    up.assert_code(0);
+    let copied = bucket_contents(&client, &copy, "").await;
+    assert_eq!(
+        copied.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["copy/empty/", "copy/sub/file.txt"]
+    );
+    up_again.assert_code(0);
+    assert_eq!(up_again.count("copied"), 0);
 }

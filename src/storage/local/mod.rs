@@ -119,9 +119,35 @@ impl LocalStore {
         })
     }
 
+    /// Makes the directory a folder marker stands for (`key` ends with `/`).
+    pub async fn make_dir(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
+        let fail = |why: &dyn std::fmt::Display| {
+            crate::storage::ObjectError::new("create directory", self.describe(key), why)
+        };
+        let dir = key.trim_end_matches('/');
+        let path = self.path_for(dir).map_err(|why| fail(&why))?;
+        self.refuse_links_above(&path.join("x"))
+            .map_err(|why| fail(&why))?;
+        tokio::fs::create_dir_all(&path)
+            .await
+            .map_err(|err| fail(&err))
+    }
+
     /// Removes the file for `key`, then its parent directories as long as they are
-    /// empty (S3 has no directories, so a mirror leaves none behind).
+    /// empty (S3 has no directories, so a mirror leaves none behind). A folder marker's
+    /// key removes its directory, when empty.
     pub async fn delete(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
+        if let Some(dir) = key.strip_suffix('/') {
+            let path = self.path_for(dir).map_err(|why| {
+                crate::storage::ObjectError::new("delete", self.describe(key), why)
+            })?;
+            self.refuse_links_above(&path).map_err(|why| {
+                crate::storage::ObjectError::new("delete", self.describe(key), why)
+            })?;
+            return tokio::fs::remove_dir(&path).await.map_err(|err| {
+                crate::storage::ObjectError::new("delete", self.describe(key), err)
+            });
+        }
         let path = self
             .path_for(key)
             .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;

@@ -115,6 +115,17 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
                         }
                         continue;
                     }
+                    // An empty directory is listed as its folder marker (`name/`), so
+                    // that it round-trips through a bucket.
+                    Ok((next, unlistable)) if next.children.len() == 0 && unlistable.is_empty() => {
+                        Ok(Entry {
+                            key,
+                            size: 0,
+                            mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                            etag: None,
+                            skip: None,
+                        })
+                    }
                     Ok((next, unlistable)) => {
                         on_path.insert(next.id);
                         stack.push(next);
@@ -279,7 +290,8 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(
             got,
-            ["B", "a-b", "a.b", "a/a/z", "a/b", "a0", "b/c/d", "e", "u", "ü"]
+            ["B", "a-b", "a.b", "a/a/z", "a/b", "a0", "b/c/d", "e", "empty/", "u", "ü"],
+            "an empty directory is listed as its folder marker"
         );
     }
 

@@ -302,6 +302,18 @@ impl S3Store {
         Ok(etag_of(out.e_tag()))
     }
 
+    /// Writes the folder marker for relative `key` (an empty `dir/` object), with the
+    /// run's write options.
+    pub async fn put_marker(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
+        let full = self.url.full_key(key);
+        self.put_bytes(&full, Vec::new(), HashMap::new())
+            .await
+            .map(drop)
+            .map_err(|err| {
+                crate::storage::ObjectError::new("PutObject", self.describe(key), err.message)
+            })
+    }
+
     /// Starts a multipart upload, registered (and recorded) until it completes or is
     /// aborted; returns its upload id.
     pub async fn start_upload(
