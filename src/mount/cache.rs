@@ -21,6 +21,9 @@ pub const CHUNK: u64 = 1 << 20;
 const WINDOW: u64 = 8;
 /// The widest read-ahead a sequential reader grows to.
 const MAX_WINDOW: u64 = 64;
+/// Chunks one read-ahead GET fetches: a window wider than this is fetched in pieces, at
+/// once.
+const PIECE: u64 = 8;
 /// Objects held on disk at most, whatever their sizes.
 const MAX_ENTRIES: usize = 16_384;
 /// Memory for small objects fetched whole at lookup.
@@ -327,17 +330,25 @@ impl ReadCache {
             entry
                 .window
                 .store((window * 2).min(MAX_WINDOW), Ordering::Relaxed);
-            let (entry, remote, used) = (
-                Arc::clone(entry),
-                Arc::clone(remote),
-                Arc::clone(&self.used),
-            );
-            let (key, etag) = (key.to_owned(), etag.to_owned());
-            tokio::spawn(async move {
-                if let Err(err) = entry.fetch(&*remote, &key, &etag, chunk, stop, &used).await {
-                    tracing::debug!("read-ahead: {}", err.message);
-                }
-            });
+            // A wide window goes as several ranged GETs at once: one stream is bound by
+            // what one connection carries; pieces in parallel are not.
+            for piece in (chunk..stop).step_by(PIECE as usize) {
+                let piece_stop = (piece + PIECE).min(stop);
+                let (entry, remote, used) = (
+                    Arc::clone(entry),
+                    Arc::clone(remote),
+                    Arc::clone(&self.used),
+                );
+                let (key, etag) = (key.to_owned(), etag.to_owned());
+                tokio::spawn(async move {
+                    let fetched = entry
+                        .fetch(&*remote, &key, &etag, piece, piece_stop, &used)
+                        .await;
+                    if let Err(err) = fetched {
+                        tracing::debug!("read-ahead: {}", err.message);
+                    }
+                });
+            }
         }
         let mut out = vec![0; (end - offset) as usize];
         std::fs::File::open(&entry.path)
