@@ -149,10 +149,10 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         &Pacing::default(),
     ));
     let state_dir = args.state_dir.clone().or_else(default_state_dir);
-    let uploads = match &state_dir {
+    let uploads = Arc::new(match &state_dir {
         Some(dir) => ActiveUploads::with_journal(Journal::new(dir.join("uploads"))),
         None => ActiveUploads::default(),
-    };
+    });
     let Ok(Location::S3(bucket_root)) = Location::parse(&format!("s3://{}", url.bucket())) else {
         return Err(format!("{url}: not a bucket"));
     };
@@ -160,7 +160,7 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         client,
         bucket_root,
         WriteOptions::default(),
-        Arc::new(uploads),
+        Arc::clone(&uploads),
     )
     .with_endpoint(client_settings.endpoint_url.as_deref());
     let remote = Arc::new(S3Remote { store });
@@ -253,6 +253,10 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
         .join(format!("{}-{}", url.bucket(), std::process::id()));
     let kept = runtime.block_on(fs.shut_down(&keep_dir));
     drop(fs);
+    if let Some(journal) = uploads.journal() {
+        // Every upload has ended: the record goes (it stays while one is open).
+        journal.close();
+    }
     drop(cache_root);
     if !kept.is_empty() {
         eprintln!(
