@@ -26,6 +26,9 @@ const MAX_WINDOW: u64 = 64;
 const PIECE: u64 = 8;
 /// Objects held on disk at most, whatever their sizes.
 const MAX_ENTRIES: usize = 16_384;
+/// Listed objects up to this size are fetched whole when first looked up: one GetObject
+/// costs what a HeadObject does, and the read that usually follows costs nothing.
+pub(super) const SMALL_OBJECT: u64 = 64 << 10;
 /// Memory for small objects fetched whole at lookup.
 const SMALL_BUDGET: usize = 8 << 20;
 
@@ -79,6 +82,8 @@ pub struct ReadCache {
     staged: Arc<AtomicU64>,
     /// Small objects fetched whole at lookup, oldest out first, within SMALL_BUDGET.
     small: Mutex<SmallBodies>,
+    /// How many objects `entries` holds, kept under its lock, read without it.
+    held: std::sync::atomic::AtomicUsize,
     clock: AtomicU64,
     entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
 }
@@ -250,6 +255,7 @@ impl ReadCache {
             used: Arc::new(AtomicU64::new(0)),
             staged: Arc::new(AtomicU64::new(0)),
             small: Mutex::new(SmallBodies::default()),
+            held: std::sync::atomic::AtomicUsize::new(0),
             clock: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
         })
@@ -271,8 +277,11 @@ impl ReadCache {
         if offset >= end {
             return Ok(Vec::new());
         }
-        if let Some(body) = self.small.lock().expect("small lock").get(key, etag, size) {
-            return Ok(body[offset as usize..end as usize].to_vec());
+        // Only small objects are ever held in memory: larger ones skip the look.
+        if size <= SMALL_OBJECT {
+            if let Some(body) = self.small.lock().expect("small lock").get(key, etag, size) {
+                return Ok(body[offset as usize..end as usize].to_vec());
+            }
         }
         let entry = self.entry(key, etag, size)?;
         let result = self
@@ -388,6 +397,7 @@ impl ReadCache {
             readers: AtomicU64::new(1),
         });
         entries.insert(id, Arc::clone(&entry));
+        self.held.store(entries.len(), Ordering::Relaxed);
         Ok(entry)
     }
 
@@ -418,7 +428,8 @@ impl ReadCache {
         let full = |used: &AtomicU64, count: usize| {
             used.load(Ordering::Relaxed) > self.room() || count > MAX_ENTRIES
         };
-        if !full(&self.used, self.entries.lock().expect("cache lock").len()) {
+        // Every read ends here: the common case answers from the counters, unlocked.
+        if !full(&self.used, self.held.load(Ordering::Relaxed)) {
             return;
         }
         let mut entries = self.entries.lock().expect("cache lock");
@@ -440,6 +451,7 @@ impl ReadCache {
                 break;
             }
             if let Some(entry) = entries.remove(&id) {
+                self.held.store(entries.len(), Ordering::Relaxed);
                 let chunks = entry
                     .chunks
                     .lock()

@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::cache::SMALL_OBJECT;
 use super::fs::{errno, Attr, Caller, DirEntry, Errno, Fs, Kind, ROOT};
 use super::inodes::{join, split, Listed, Listing};
 use super::remote::{ObjectMeta, Remote, StoredAttrs};
-
-/// Listed objects up to this size are fetched whole when first looked up: one GetObject
-/// costs what a HeadObject does, and the read that usually follows costs nothing.
-const SMALL_OBJECT: u64 = 64 << 10;
 
 impl<R: Remote> Fs<R> {
     /// Records what the server says about a path, and returns its attributes.

@@ -207,15 +207,12 @@ impl<R: Remote> Fs<R> {
         if !handle.write {
             return Ok(());
         }
-        let Some(staged) = self.staged_of(handle.ino) else {
-            return Ok(());
-        };
         let last_writer = handle.last_writer.load(Ordering::Relaxed);
         tracing::debug!(
             "flush of inode {} by {closer} (last writer {last_writer})",
             handle.ino
         );
-        if last_writer != closer || !staged.file.lock().await.is_dirty() {
+        if last_writer != closer {
             return Ok(());
         }
         self.commit(handle.ino).await
