@@ -129,6 +129,17 @@ pub struct StreamCheck {
 }
 
 impl StreamCheck {
+    /// The full-object checksum the bytes are held to, if that is the check.
+    pub fn stated_checksum(&self) -> Option<&Checksum> {
+        match &self.expected {
+            Expected::Checksum {
+                checksum,
+                part_size: None,
+            } => Some(checksum),
+            _ => None,
+        }
+    }
+
     /// Hashes the whole content only when that settles the check; parts only when the
     /// caller also wants them (`with_parts`), since otherwise the file is read back.
     pub fn new(expected: &Expected, with_parts: bool) -> Self {

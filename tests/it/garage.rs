@@ -46,7 +46,7 @@ fn garage_binary() -> PathBuf {
         .expect("the garage binary is needed for the integration tests: cargo install garage@2.5.0 --locked (or set GARAGE_BIN)")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

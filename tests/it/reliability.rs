@@ -279,6 +279,50 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_failing_its_stated_checksum_says_so_with_both_values() {
+    let server = garage();
+    let bucket = server.new_bucket("mismatch").await;
+    let work = tempfile::tempdir().unwrap();
+    write_tree(
+        work.path(),
+        &[("one.txt".into(), b"one small object".to_vec())],
+    );
+    let url = format!("s3://{bucket}");
+    let crc = ["--checksum-algorithm", "crc32c"];
+    s3mirror(&[&[work.path().to_str().unwrap(), &url][..], &crc].concat()).assert_code(0);
+    let proxy = proxy(Faults {
+        corrupt: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let download = [
+        url.as_str(),
+        dest.path().to_str().unwrap(),
+        "--max-retries",
+        "0",
+    ];
+    let run = run_through(&proxy, &[&download[..], &crc].concat()).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("checksum mismatch: the server states CRC32C "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(", the bytes received hash to "),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("streaming error"), "{}", run.stderr);
+    assert!(
+        tree_contents(dest.path()).is_empty(),
+        "nothing damaged lands"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttling_server_is_given_the_time_it_asks_for() {
     let server = garage();
     let bucket = server.new_bucket("retry-after").await;

@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::{file_digests, LocalStore, TEMP_PREFIX};
-use crate::storage::s3::PartSettings;
+use crate::storage::s3::{describe_body_error, PartSettings};
 use crate::storage::{Expected, ObjectError, StreamCheck};
 
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -248,10 +248,10 @@ where
     let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut written = 0u64;
     loop {
-        let chunk = reader
-            .fill_buf()
-            .await
-            .map_err(|err| ObjectError::transient("receive", source, err))?;
+        let chunk = reader.fill_buf().await.map_err(|err| {
+            let why = describe_body_error(&err, check.stated_checksum());
+            ObjectError::transient("receive", source, why)
+        })?;
         if chunk.is_empty() {
             break;
         }

@@ -4,7 +4,11 @@
 //! shown: never request URLs (they may be presigned) nor headers (they carry signatures).
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_checksums::body::validate::Error as ChecksumError;
 use aws_smithy_runtime_api::http::Response;
+
+use crate::storage::checksum::b64;
+use crate::storage::Checksum;
 
 pub fn describe_sdk_error<E>(err: &SdkError<E, Response>) -> String
 where
@@ -62,6 +66,34 @@ where
     }
 }
 
+/// Why the bytes of a body stopped arriving. The SDK checks a full-object checksum the
+/// server states as the body streams and ends it with an opaque "streaming error" when
+/// the bytes do not match: that is named as the mismatch it is, with both values.
+pub fn describe_body_error(err: &std::io::Error, stated: Option<&Checksum>) -> String {
+    // An io::Error's source() skips the error it wraps, so the walk starts at that one.
+    let mut cause = err
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(current) = cause {
+        if let Some(ChecksumError::ChecksumMismatch { expected, actual }) =
+            current.downcast_ref::<ChecksumError>()
+        {
+            let (expected, actual) = (b64(expected), b64(actual));
+            return match stated {
+                Some(stated) => format!(
+                    "checksum mismatch: the server states {} {expected}, the bytes received hash to {actual}",
+                    stated.algorithm.name()
+                ),
+                None => format!(
+                    "checksum mismatch: the server states {expected}, the bytes received hash to {actual}"
+                ),
+            };
+        }
+        cause = current.source();
+    }
+    chain(err)
+}
+
 /// Why an answer could not be parsed: the deepest cause, which names the problem (an
 /// invalid character, a missing element) without the body.
 fn unreadable(err: &(dyn std::error::Error + 'static)) -> String {
@@ -101,6 +133,22 @@ mod tests {
     use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
     use aws_sdk_s3::primitives::SdkBody;
     use aws_smithy_runtime_api::http::StatusCode;
+
+    #[test]
+    fn a_body_failing_its_checksum_says_so_with_both_values() {
+        let mismatch = ChecksumError::ChecksumMismatch {
+            expected: vec![0, 0, 0, 1].into(),
+            actual: vec![0, 0, 0, 2].into(),
+        };
+        let err = std::io::Error::other(mismatch);
+        let stated = Checksum::parse(crate::storage::ChecksumAlgorithm::Crc32c, "AAAAAQ==");
+        assert_eq!(
+            describe_body_error(&err, Some(&stated)),
+            "checksum mismatch: the server states CRC32C AAAAAQ==, the bytes received hash to AAAAAg=="
+        );
+        let other = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut short");
+        assert_eq!(describe_body_error(&other, Some(&stated)), "cut short");
+    }
 
     #[test]
     fn an_unreadable_success_names_why_it_could_not_be_read() {

@@ -74,7 +74,7 @@ use crate::location::S3Url;
 use crate::storage::{ChecksumAlgorithm, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
-pub use error::describe_sdk_error;
+pub use error::{describe_body_error, describe_sdk_error};
 pub use journal::Journal;
 pub use multipart::{
     content_type_for, part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,

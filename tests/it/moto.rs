@@ -1,0 +1,137 @@
+//! moto's S3 server on loopback, for the AWS APIs Garage lacks: storage classes and
+//! archived objects, restores, tagging, versioning. Started once per test process when a
+//! test first needs it and killed when the process exits, like Garage.
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::Client;
+
+use crate::Run;
+
+/// moto accepts any credentials; these are what the runs and the test client send.
+const ACCESS_KEY: &str = "moto-test-access-key";
+const SECRET_KEY: &str = "moto-test-secret-key";
+pub const REGION: &str = "us-east-1";
+
+pub struct Moto {
+    pub endpoint: String,
+}
+
+static SERVER: OnceLock<Moto> = OnceLock::new();
+static SERVER_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The moto server shared by every test in this process.
+pub fn moto() -> &'static Moto {
+    SERVER.get_or_init(Moto::start)
+}
+
+extern "C" fn stop_server() {
+    let pid = SERVER_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = crate::garage::free_port();
+        let log = tempfile::Builder::new()
+            .prefix("s3mirror-moto-")
+            .suffix(".log")
+            .tempfile()
+            .unwrap()
+            .keep()
+            .unwrap()
+            .1;
+        unsafe { libc::atexit(stop_server) };
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+        let log_file = std::fs::File::create(&log).unwrap();
+        // Spawned from a thread that lives as long as the child, as Garage is, so that
+        // PR_SET_PDEATHSIG fires only when the test process dies.
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt;
+            let mut command = Command::new("moto_server");
+            command
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("AWS_DEFAULT_REGION", REGION)
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file)
+                .stdin(Stdio::null());
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = command
+                .spawn()
+                .expect("moto_server is needed for these tests: pip install 'moto[server]==5.2.5'");
+            pid_tx.send(child.id() as i32).unwrap();
+            let _ = child.wait();
+        });
+        SERVER_PID.store(pid_rx.recv().unwrap(), Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start; see {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .build();
+        Client::from_conf(config)
+    }
+
+    pub async fn new_bucket(&self, label: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{label}-{}-{n}", std::process::id());
+        self.client()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        name
+    }
+
+    /// Runs s3mirror against this server, isolated from the machine's AWS configuration.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let output = Command::new(env!("CARGO_BIN_EXE_s3mirror"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("S3MIRROR_STATE_DIR", crate::state_dir())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", REGION)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .output()
+            .expect("run s3mirror");
+        Run::from(output)
+    }
+}

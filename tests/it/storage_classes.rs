@@ -1,0 +1,284 @@
+//! Storage classes, archived objects and tags, against moto's server (Garage keeps no
+//! storage classes): archived objects that are not restored are passed over and counted,
+//! restored ones are copied, and copies keep the source's class and tags.
+
+use aws_sdk_s3::types::StorageClass;
+use aws_sdk_s3::Client;
+
+use crate::moto::moto;
+use crate::{bucket_contents, tree_contents};
+
+const MIB: usize = 1 << 20;
+
+async fn put(client: &Client, bucket: &str, key: &str, body: Vec<u8>, class: StorageClass) {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .storage_class(class)
+        .tagging("team=data&tier=cold")
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn class_of(client: &Client, bucket: &str, key: &str) -> String {
+    client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .storage_class()
+        .map_or("STANDARD".to_owned(), |c| c.as_str().to_owned())
+}
+
+async fn tags_of(client: &Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let mut tags: Vec<_> = client
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// A bucket as a lifecycle rule leaves it: objects in GLACIER and DEEP_ARCHIVE (one of
+/// them restored), one in GLACIER_IR (readable at once, not archived), one STANDARD.
+async fn lifecycle_bucket(client: &Client) -> String {
+    let bucket = moto().new_bucket("lifecycle").await;
+    for (key, class) in [
+        ("hot.txt", StorageClass::Standard),
+        ("instant.txt", StorageClass::GlacierIr),
+        ("cold.txt", StorageClass::Glacier),
+        ("deep.txt", StorageClass::DeepArchive),
+        ("thawed.txt", StorageClass::Glacier),
+    ] {
+        put(client, &bucket, key, key.as_bytes().to_vec(), class).await;
+    }
+    client
+        .restore_object()
+        .bucket(&bucket)
+        .key("thawed.txt")
+        .restore_request(aws_sdk_s3::types::RestoreRequest::builder().days(1).build())
+        .send()
+        .await
+        .unwrap();
+    bucket
+}
+
+fn json_summary(run: &crate::Run) -> serde_json::Value {
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"summary\""))
+        .unwrap_or_else(|| panic!("no JSON summary in:\n{}", run.stdout));
+    serde_json::from_str(line).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_objects_are_passed_over_counted_and_restored_ones_copied() {
+    let server = moto();
+    let client = server.client();
+    let source = lifecycle_bucket(&client).await;
+    let copy = server.new_bucket("lifecycle-copy").await;
+    let local = tempfile::tempdir().unwrap();
+    let (src_url, copy_url) = (format!("s3://{source}"), format!("s3://{copy}"));
+    let dest = local.path().to_str().unwrap().to_owned();
+
+    let (to_bucket, to_local, again) = tokio::task::spawn_blocking(move || {
+        let to_bucket = server.run(&[&src_url, &copy_url, "--json"]);
+        let to_local = server.run(&[&src_url, &dest]);
+        let again = server.run(&[&src_url, &dest]);
+        (to_bucket, to_local, again)
+    })
+    .await
+    .unwrap();
+    for run in [&to_bucket, &to_local] {
+        run.assert_code(0);
+        assert_eq!(run.count("failed"), 0, "{}", run.stderr);
+    }
+    assert_eq!(to_local.count("copied"), 3);
+    assert_eq!(to_local.count("archived"), 2);
+    assert!(
+        to_local.stderr.contains("cold.txt") && to_local.stderr.contains("GLACIER"),
+        "each archived object is named: {}",
+        to_local.stderr
+    );
+    let summary = json_summary(&to_bucket);
+    assert_eq!(summary["copied"], 3, "{summary}");
+    assert_eq!(summary["archived"], 2, "{summary}");
+    let archived_events: Vec<String> = to_bucket
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"archived\"") && !l.contains("\"summary\""))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(archived_events.len(), 2, "{}", to_bucket.stdout);
+    // A rerun finds them still archived: counted again, and still exit 0.
+    again.assert_code(0);
+    assert_eq!(again.count("copied"), 0);
+    assert_eq!(again.count("archived"), 2);
+
+    let want = ["hot.txt", "instant.txt", "thawed.txt"];
+    let copied = bucket_contents(&client, &copy, "").await;
+    assert_eq!(copied.keys().map(String::as_str).collect::<Vec<_>>(), want);
+    let downloaded = tree_contents(local.path());
+    assert_eq!(
+        downloaded.keys().map(String::as_str).collect::<Vec<_>>(),
+        want
+    );
+    for (key, body) in &downloaded {
+        assert_eq!(body, key.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_archived_requests_a_restore_and_a_later_run_copies_them() {
+    let server = moto();
+    let client = server.client();
+    let source = lifecycle_bucket(&client).await;
+    let local = tempfile::tempdir().unwrap();
+    let src_url = format!("s3://{source}");
+    let dest = local.path().to_str().unwrap().to_owned();
+    let (asked, later) = tokio::task::spawn_blocking(move || {
+        let asked = server.run(&[&src_url, &dest, "--include-archived", "--restore-days", "3"]);
+        let later = server.run(&[&src_url, &dest]);
+        (asked, later)
+    })
+    .await
+    .unwrap();
+    asked.assert_code(0);
+    assert_eq!(asked.count("archived"), 2);
+    assert!(
+        asked.stderr.contains("restore requested"),
+        "{}",
+        asked.stderr
+    );
+    assert_eq!(
+        asked.requests("RestoreObject"),
+        2,
+        "one restore per archived object: {}",
+        asked.stderr
+    );
+    // moto restores at once; S3 takes hours, and the nightly rerun picks them up.
+    later.assert_code(0);
+    assert_eq!(later.count("copied"), 2);
+    assert!(!later.stderr.contains("archived "), "{}", later.stderr);
+    assert_eq!(tree_contents(local.path()).len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_keep_the_storage_class_and_tags_on_every_path() {
+    let server = moto();
+    let client = server.client();
+    let source = server.new_bucket("classes").await;
+    let big: Vec<u8> = (0..12 * MIB).map(|i| (i % 251) as u8).collect();
+    put(
+        &client,
+        &source,
+        "small-ia.bin",
+        b"infrequent".to_vec(),
+        StorageClass::StandardIa,
+    )
+    .await;
+    put(
+        &client,
+        &source,
+        "big-onezone.bin",
+        big.clone(),
+        StorageClass::OnezoneIa,
+    )
+    .await;
+    put(
+        &client,
+        &source,
+        "plain.bin",
+        b"standard".to_vec(),
+        StorageClass::Standard,
+    )
+    .await;
+    let (server_side, through, overridden) = (
+        server.new_bucket("classes-ss").await,
+        server.new_bucket("classes-tc").await,
+        server.new_bucket("classes-ov").await,
+    );
+    let parts = [
+        "--multipart-threshold",
+        "5MiB",
+        "--multipart-copy-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ];
+    // Another spelling of the same server: another endpoint, so bytes go through here.
+    let other_endpoint = server.endpoint.replace("127.0.0.1", "localhost");
+    let (src, ss, tc, ov) = (
+        format!("s3://{source}"),
+        format!("s3://{server_side}"),
+        format!("s3://{through}"),
+        format!("s3://{overridden}"),
+    );
+    let runs = tokio::task::spawn_blocking(move || {
+        [
+            server.run(&[&[src.as_str(), &ss][..], &parts].concat()),
+            server.run(
+                &[
+                    &[src.as_str(), &tc, "--source-endpoint-url", &other_endpoint][..],
+                    &parts,
+                ]
+                .concat(),
+            ),
+            server.run(
+                &[
+                    &[src.as_str(), &ov, "--storage-class", "GLACIER_IR"][..],
+                    &parts,
+                ]
+                .concat(),
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for run in &runs {
+        run.assert_code(0);
+        assert_eq!(run.count("copied"), 3);
+    }
+    assert!(runs[0].requests("UploadPartCopy") > 0, "{}", runs[0].stderr);
+    assert_eq!(runs[1].requests("CopyObject"), 0, "{}", runs[1].stderr);
+    for bucket in [&server_side, &through] {
+        assert_eq!(
+            class_of(&client, bucket, "small-ia.bin").await,
+            "STANDARD_IA"
+        );
+        assert_eq!(
+            class_of(&client, bucket, "big-onezone.bin").await,
+            "ONEZONE_IA"
+        );
+        assert_eq!(class_of(&client, bucket, "plain.bin").await, "STANDARD");
+        for key in ["small-ia.bin", "big-onezone.bin"] {
+            assert_eq!(
+                tags_of(&client, bucket, key).await,
+                [
+                    ("team".into(), "data".into()),
+                    ("tier".into(), "cold".into())
+                ],
+                "{bucket}/{key}"
+            );
+        }
+        let contents = bucket_contents(&client, bucket, "").await;
+        assert_eq!(contents["big-onezone.bin"], big);
+    }
+    for key in ["small-ia.bin", "big-onezone.bin", "plain.bin"] {
+        assert_eq!(class_of(&client, &overridden, key).await, "GLACIER_IR");
+    }
+}
