@@ -17,9 +17,9 @@ use aws_smithy_runtime_api::http::Response;
 use futures::{StreamExt, TryStreamExt};
 
 use super::list::{decoded, whole_page};
+use super::metadata::{content_type_for, copy_source};
 use super::multipart::{part_ranges, part_size_for, ActiveUpload, MAX_COPY_OBJECT};
-use super::objects::copy_source;
-use super::{content_type_for, describe_sdk_error, journal::Recorded, S3Store};
+use super::{describe_sdk_error, journal::Recorded, S3Store};
 use crate::storage::checksum::{b64, digest, HashKind};
 use crate::storage::ETag;
 

@@ -59,6 +59,7 @@ mod download;
 mod error;
 mod journal;
 mod list;
+mod metadata;
 mod multipart;
 mod objects;
 mod pacing;
@@ -76,11 +77,9 @@ use crate::storage::{ChecksumAlgorithm, Listing};
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::describe_sdk_error;
 pub use journal::Journal;
-pub use multipart::{
-    content_type_for, part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
-    PART_SIZE_METADATA,
-};
-pub use objects::{url_encoded_key, Download};
+pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
+pub use multipart::{part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE};
+pub use objects::Download;
 pub use pacing::Pacing;
 
 /// Settings applied to every object written.

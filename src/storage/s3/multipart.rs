@@ -20,7 +20,11 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::journal::{Journal, Recorded};
-use super::objects::{copy_source, format_mtime, Download, ObjectHeaders, MTIME_METADATA};
+use super::metadata::{
+    content_type_for, copy_source, format_mtime, ObjectHeaders, MD5_METADATA, MTIME_METADATA,
+    PART_SIZE_METADATA,
+};
+use super::objects::{changed_while_reading, Download};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::checksum::{b64, digest, HashKind};
@@ -29,10 +33,6 @@ use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectErro
 
 pub const MAX_PARTS: u64 = 10_000;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
-/// User metadata: whole-file MD5 in base64, the key rclone uses.
-pub const MD5_METADATA: &str = "md5chksum";
-/// User metadata: the part size of this upload, so its ETag can be recomputed locally.
-pub const PART_SIZE_METADATA: &str = "s3mirror-part-size";
 const READ_BUFFER: usize = 256 * 1024;
 /// The checksum that protects the parts of an upload when no algorithm is configured:
 /// CRC32C costs a fraction of an MD5, and as a whole-object CRC it lets the server verify
@@ -870,27 +870,11 @@ fn with_checksum_algorithm(
     }
 }
 
-/// Content-Type from the key's extension, as web servers guess it.
-pub fn content_type_for(key: &str) -> String {
-    mime_guess::from_path(key)
-        .first_or_octet_stream()
-        .essence_str()
-        .to_owned()
-}
-
 async fn file_changed(path: &Path, listed: &Entry) -> bool {
     match tokio::fs::metadata(path).await {
         Ok(meta) => meta.len() != listed.size || meta.modified().ok() != Some(listed.mtime),
         Err(_) => true,
     }
-}
-
-pub(super) fn changed_while_reading(path: &Path) -> ObjectError {
-    ObjectError::transient(
-        "upload",
-        path.display().to_string(),
-        "the file changed while it was being uploaded; it was not committed",
-    )
 }
 
 #[cfg(test)]
@@ -932,12 +916,5 @@ mod tests {
         let ranges: Vec<_> = part_ranges(12, 5).collect();
         assert_eq!(ranges, vec![(1, 0, 5), (2, 5, 5), (3, 10, 2)]);
         assert_eq!(part_ranges(10, 5).count(), 2);
-    }
-
-    #[test]
-    fn content_types_come_from_extensions() {
-        assert_eq!(content_type_for("a/b.html"), "text/html");
-        assert_eq!(content_type_for("photo.JPG"), "image/jpeg");
-        assert_eq!(content_type_for("no-extension"), "application/octet-stream");
     }
 }
