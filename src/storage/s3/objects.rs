@@ -1,4 +1,5 @@
-//! Single-request object operations: PutObject, GetObject and CopyObject.
+//! Single-request object operations: PutObject of a file or of an object being read,
+//! HeadObject for the stored checksum, and DeleteObjects.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -11,13 +12,13 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 
 use super::error::damaged_in_transit;
 use super::metadata::{
-    content_type_for, copy_source, format_mtime, ObjectHeaders, MTIME_METADATA, PART_SIZE_METADATA,
+    content_type_for, format_mtime, ObjectHeaders, MTIME_METADATA, PART_SIZE_METADATA,
 };
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::checksum::{b64, HashKind};
 use crate::storage::local::DigestRequest;
-use crate::storage::{local, Checksum, ChecksumAlgorithm, Entry, Expected, ObjectError};
+use crate::storage::{local, Checksum, Entry, Expected, ObjectError};
 
 /// Files up to this size are read whole in one blocking call and sent from memory, which
 /// costs far less CPU than streaming them; at most `--threads` of them are in memory.
@@ -248,31 +249,6 @@ impl S3Store {
              written without one, or the server does not keep them; compare it with \
              --compare etag",
         )
-    }
-
-    /// CopyObject from another location reachable with this store's client. The object's
-    /// metadata, content headers and tags come along (the COPY directives); with an
-    /// algorithm, the server computes that checksum of the copy.
-    pub(super) async fn copy_from(
-        &self,
-        source: &S3Url,
-        key: &str,
-        checksum: Option<ChecksumAlgorithm>,
-    ) -> Result<(), ObjectError> {
-        let copy = self
-            .client
-            .copy_object()
-            .copy_source(copy_source(source, key))
-            .bucket(self.url.bucket())
-            .key(self.url.full_key(key))
-            .set_checksum_algorithm(checksum.map(ChecksumAlgorithm::sdk));
-        with_write_options!(copy, self.write)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new("CopyObject", self.describe(key), describe_sdk_error(&err))
-            })?;
-        Ok(())
     }
 }
 
