@@ -14,12 +14,13 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType, MetadataDirective};
 use aws_smithy_runtime_api::http::Response;
-use futures::{StreamExt, TryStreamExt};
 
+use super::copy::PartCopies;
 use super::list::{decoded, whole_page};
-use super::multipart::{part_ranges, part_size_for, ActiveUpload, MAX_COPY_OBJECT};
-use super::objects::copy_source;
-use super::{content_type_for, describe_sdk_error, journal::Recorded, S3Store};
+use super::metadata::{content_type_for, copy_source};
+use super::parts::{part_size_for, MAX_COPY_OBJECT};
+use super::uploads::ActiveUpload;
+use super::{describe_sdk_error, journal::Recorded, S3Store};
 use crate::storage::checksum::{b64, digest, HashKind};
 use crate::storage::ETag;
 
@@ -417,7 +418,7 @@ impl S3Store {
             upload_id: upload_id.to_owned(),
             key: key.to_owned(),
         };
-        if super::multipart::abort(&self.client, &recorded).await {
+        if super::uploads::abort(&self.client, &recorded).await {
             self.uploads.ended_by_id(upload_id);
         }
     }
@@ -477,33 +478,23 @@ impl S3Store {
         };
         let upload_id = self.start_upload(to, metadata).await?;
         let source = copy_source(&self.url, from);
-        let part_size = part_size_for(size, 256 << 20);
-        let copied = futures::stream::iter(part_ranges(size, part_size))
-            .map(|(number, offset, len)| {
-                let (source, upload_id) = (&source, &upload_id);
-                async move {
-                    let out = self
-                        .client
-                        .upload_part_copy()
-                        .bucket(self.bucket())
-                        .key(to)
-                        .upload_id(upload_id)
-                        .part_number(number)
-                        .copy_source(source)
-                        .copy_source_range(format!("bytes={offset}-{}", offset + len - 1))
-                        .send()
-                        .await
-                        .map_err(|err| request_error("UploadPartCopy", to, &err))?;
-                    Ok::<_, RequestError>(
-                        out.copy_part_result
-                            .and_then(|r| r.e_tag)
-                            .unwrap_or_default(),
-                    )
-                }
+        let copies = PartCopies {
+            key: to,
+            upload_id: &upload_id,
+            copy_source: &source,
+            size,
+            part_size: part_size_for(size, 256 << 20),
+            concurrency: 4,
+            permits: None,
+        };
+        let copied = self
+            .copy_parts(copies)
+            .await
+            .map(|parts| {
+                let etag = |part: &CompletedPart| part.e_tag().unwrap_or_default().to_owned();
+                parts.iter().map(etag).collect()
             })
-            .buffered(4)
-            .try_collect::<Vec<_>>()
-            .await;
+            .map_err(|failed| request_error("UploadPartCopy", to, &failed.err));
         let result = match copied {
             Ok(etags) => self.finish_upload(to, &upload_id, etags).await.map(drop),
             Err(err) => Err(err),

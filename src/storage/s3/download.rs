@@ -7,8 +7,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption};
 use base64::Engine;
 
-use super::multipart::{MD5_METADATA, PART_SIZE_METADATA};
-use super::objects::{Download, ObjectHeaders};
+use super::metadata::{ObjectHeaders, MD5_METADATA, PART_SIZE_METADATA};
+use super::objects::Download;
 use super::{describe_sdk_error, S3Store};
 use crate::storage::{Checksum, ETag, Expected, ObjectError};
 

@@ -55,14 +55,21 @@ macro_rules! checksum_from {
 
 pub mod basic;
 mod client;
+mod copy;
 mod download;
 mod error;
 mod journal;
 mod list;
-mod multipart;
+mod metadata;
 mod objects;
 mod pacing;
+mod parts;
 pub mod requests;
+mod tags;
+mod upload_file;
+mod upload_steps;
+mod upload_stream;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -76,12 +83,11 @@ use crate::storage::{ChecksumAlgorithm, Listing};
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use error::{describe_body_error, describe_sdk_error};
 pub use journal::Journal;
-pub use multipart::{
-    content_type_for, part_size_for, ActiveUploads, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE,
-    PART_SIZE_METADATA,
-};
-pub use objects::{url_encoded_key, Download};
+pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
+pub use objects::Download;
 pub use pacing::Pacing;
+pub use parts::{part_size_for, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE};
+pub use uploads::ActiveUploads;
 
 /// Settings applied to every object written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,7 +154,7 @@ impl S3Store {
                 .partition(|u| u.endpoint == self.endpoint && u.bucket == self.url.bucket());
             let mut left = elsewhere;
             for upload in here {
-                if multipart::abort(&self.client, &upload).await {
+                if uploads::abort(&self.client, &upload).await {
                     aborted += 1;
                 } else {
                     left.push(upload);

@@ -1,41 +1,28 @@
-//! Single-request object operations: PutObject, GetObject and CopyObject.
+//! Single-request object operations: PutObject of a file or of an object being read,
+//! HeadObject for the stored checksum, and DeleteObjects.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::error::damaged_in_transit;
-use super::multipart::{changed_while_reading, content_type_for, PART_SIZE_METADATA};
+use super::metadata::{
+    content_type_for, format_mtime, ObjectHeaders, MTIME_METADATA, PART_SIZE_METADATA,
+};
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::checksum::{b64, HashKind};
 use crate::storage::local::DigestRequest;
-use crate::storage::{local, Checksum, ChecksumAlgorithm, Entry, Expected, ObjectError};
+use crate::storage::{local, Checksum, Entry, Expected, ObjectError};
 
 /// Files up to this size are read whole in one blocking call and sent from memory, which
 /// costs far less CPU than streaming them; at most `--threads` of them are in memory.
 const SMALL_FILE: u64 = 256 * 1024;
-
-/// User-metadata key holding the source file's mtime, as rclone names it.
-pub const MTIME_METADATA: &str = "mtime";
-
-/// Characters left as they are in an `x-amz-copy-source` value: RFC 3986 unreserved
-/// characters and the `/` that separates bucket and key segments.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
 
 /// An object being read: its body and what must travel with it to another bucket.
 pub struct Download {
@@ -55,84 +42,6 @@ pub struct StoredChecksum {
     pub checksum: Option<Checksum>,
     /// The part size recorded by s3mirror when it uploaded the object in parts.
     pub part_size: Option<u64>,
-}
-
-/// Content headers and user metadata that a copy through the client, or a multipart
-/// copy, must carry over.
-#[derive(Default)]
-pub(super) struct ObjectHeaders {
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    content_encoding: Option<String>,
-    content_language: Option<String>,
-    expires: Option<String>,
-    metadata: Option<HashMap<String, String>>,
-}
-
-/// Sets the same headers on any request builder that has them.
-macro_rules! apply_headers {
-    ($headers:expr, $builder:expr) => {{
-        let h = $headers;
-        $builder
-            .set_content_type(h.content_type)
-            .set_cache_control(h.cache_control)
-            .set_content_disposition(h.content_disposition)
-            .set_content_encoding(h.content_encoding)
-            .set_content_language(h.content_language)
-            .set_expires(
-                h.expires
-                    .and_then(|e| DateTime::from_str(&e, DateTimeFormat::HttpDate).ok()),
-            )
-            .set_metadata(h.metadata)
-    }};
-}
-
-macro_rules! headers_from {
-    ($out:expr) => {{
-        let out = $out;
-        ObjectHeaders {
-            content_type: out.content_type().map(str::to_owned),
-            cache_control: out.cache_control().map(str::to_owned),
-            content_disposition: out.content_disposition().map(str::to_owned),
-            content_encoding: out.content_encoding().map(str::to_owned),
-            content_language: out.content_language().map(str::to_owned),
-            expires: out.expires_string().map(str::to_owned),
-            metadata: out.metadata().cloned(),
-        }
-    }};
-}
-
-impl ObjectHeaders {
-    pub(super) fn from_get(out: &GetObjectOutput) -> Self {
-        headers_from!(out)
-    }
-
-    pub(super) fn from_head(out: &HeadObjectOutput) -> Self {
-        headers_from!(out)
-    }
-
-    pub(super) fn apply_to_create(
-        self,
-        builder: CreateMultipartUploadFluentBuilder,
-    ) -> CreateMultipartUploadFluentBuilder {
-        apply_headers!(self, builder)
-    }
-}
-
-/// A full key as S3 Batch Operations manifests and `x-amz-copy-source` want it:
-/// URL-encoded, except for unreserved characters and `/`.
-pub fn url_encoded_key(full_key: &str) -> String {
-    utf8_percent_encode(full_key, COPY_SOURCE).to_string()
-}
-
-/// The `x-amz-copy-source` value for a key below a location.
-pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
-    format!(
-        "{}/{}",
-        source.bucket(),
-        url_encoded_key(&source.full_key(key))
-    )
 }
 
 impl S3Store {
@@ -239,7 +148,7 @@ impl S3Store {
             .body(download.body)
             .content_length(download.size as i64)
             .set_content_md5(content_md5);
-        let put = apply_headers!(download.headers, put);
+        let put = download.headers.apply_to_put(put);
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
@@ -341,31 +250,6 @@ impl S3Store {
              --compare etag",
         )
     }
-
-    /// CopyObject from another location reachable with this store's client. The object's
-    /// metadata, content headers and tags come along (the COPY directives); with an
-    /// algorithm, the server computes that checksum of the copy.
-    pub(super) async fn copy_from(
-        &self,
-        source: &S3Url,
-        key: &str,
-        checksum: Option<ChecksumAlgorithm>,
-    ) -> Result<(), ObjectError> {
-        let copy = self
-            .client
-            .copy_object()
-            .copy_source(copy_source(source, key))
-            .bucket(self.url.bucket())
-            .key(self.url.full_key(key))
-            .set_checksum_algorithm(checksum.map(ChecksumAlgorithm::sdk));
-        with_write_options!(copy, self.write)
-            .send()
-            .await
-            .map_err(|err| {
-                ObjectError::new("CopyObject", self.describe(key), describe_sdk_error(&err))
-            })?;
-        Ok(())
-    }
 }
 
 impl S3Store {
@@ -420,34 +304,11 @@ impl S3Store {
     }
 }
 
-/// The full-object checksum of a local file about to be uploaded as `size` bytes.
-/// Decimal seconds since the epoch, the form rclone writes and reads.
-pub fn format_mtime(time: SystemTime) -> String {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.subsec_nanos() == 0 => d.as_secs().to_string(),
-        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
-            .trim_end_matches('0')
-            .to_owned(),
-        Err(_) => "0".to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn mtime_is_written_as_decimal_seconds() {
-        let at = |s, ns| UNIX_EPOCH + Duration::new(s, ns);
-        assert_eq!(format_mtime(at(1_700_000_000, 0)), "1700000000");
-        assert_eq!(format_mtime(at(1_700_000_000, 500_000_000)), "1700000000.5");
-        assert_eq!(format_mtime(at(1, 123_456_789)), "1.123456789");
-    }
-
-    #[test]
-    fn copy_source_escapes_everything_but_unreserved_and_slash() {
-        let encoded = utf8_percent_encode("a b/c+d%e/ü.txt", COPY_SOURCE).to_string();
-        assert_eq!(encoded, "a%20b/c%2Bd%25e/%C3%BC.txt");
-    }
+/// A file that changed while it was being uploaded: sent again, it may arrive whole.
+pub(super) fn changed_while_reading(path: &Path) -> ObjectError {
+    ObjectError::transient(
+        "upload",
+        path.display().to_string(),
+        "the file changed while it was being uploaded; it was not committed",
+    )
 }
