@@ -118,6 +118,16 @@ impl Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestoreTierArg {
+    /// within hours (3-5 for GLACIER, 12 for DEEP_ARCHIVE)
+    Standard,
+    /// the cheapest, within 5-12 hours (48 for DEEP_ARCHIVE)
+    Bulk,
+    /// within minutes, GLACIER only
+    Expedited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompareArg {
     /// etag between buckets; mtime when a local directory is involved
     Auto,
@@ -360,6 +370,20 @@ pub struct SyncArgs {
     /// Operations CSV manifest (bucket,key), for AWS to copy them (objects up to 5GiB)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"], env = "S3MIRROR_MANIFEST_OUT")]
     pub manifest_out: Option<std::path::PathBuf>,
+
+    /// Request a restore of each archived source object (GLACIER, DEEP_ARCHIVE) not
+    /// restored yet; a later run copies it once restored. Without this, such objects are
+    /// passed over and counted as archived, never failed
+    #[arg(long, env = "S3MIRROR_INCLUDE_ARCHIVED", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub include_archived: bool,
+
+    /// With --include-archived: days the restored copy is kept
+    #[arg(long, default_value_t = 7, value_name = "DAYS", value_parser = clap::value_parser!(u16).range(1..=30000), env = "S3MIRROR_RESTORE_DAYS")]
+    pub restore_days: u16,
+
+    /// With --include-archived: how fast (and at what price) S3 restores
+    #[arg(long, value_enum, default_value_t = RestoreTierArg::Standard, env = "S3MIRROR_RESTORE_TIER")]
+    pub restore_tier: RestoreTierArg,
 
     /// After the copies, compare both sides again (as `s3mirror verify` does) and exit
     /// 1 if they still differ

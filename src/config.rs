@@ -7,13 +7,17 @@ use std::sync::Arc;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
-use crate::cli::{CommonArgs, CompareArg, ConnectionArgs, PlanArgs, SyncArgs, VerifyArgs};
+use crate::cli::{
+    CommonArgs, CompareArg, ConnectionArgs, PlanArgs, RestoreTierArg, SyncArgs, VerifyArgs,
+};
 use crate::filter::{Filters, PatternError};
 use crate::keylist::read_keys;
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
 use crate::shard::{parse_boundaries, Shard};
-use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
+use crate::storage::s3::{
+    ClientSettings, Pacing, Restore, RestoreTier, WriteOptions, MIN_PART_SIZE,
+};
 use crate::storage::ChecksumAlgorithm;
 use crate::transfer::DeleteSettings;
 use crate::ui::{MetricsSettings, OutputSettings, Verbosity};
@@ -109,6 +113,8 @@ pub struct TransferSettings {
     pub part_concurrency: usize,
     /// Times an object is copied again from the start after a transient failure.
     pub object_retries: u32,
+    /// `--include-archived`: how archived objects that are not restored get restored.
+    pub restore: Option<Restore>,
 }
 
 impl SyncSettings {
@@ -141,6 +147,14 @@ impl SyncSettings {
             part_size: args.part_size,
             part_concurrency: args.part_concurrency,
             object_retries: args.common.connection.max_retries,
+            restore: args.include_archived.then_some(Restore {
+                days: args.restore_days,
+                tier: match args.restore_tier {
+                    RestoreTierArg::Standard => RestoreTier::Standard,
+                    RestoreTierArg::Bulk => RestoreTier::Bulk,
+                    RestoreTierArg::Expedited => RestoreTier::Expedited,
+                },
+            }),
         };
         settings.delete = args.delete.then_some(DeleteSettings {
             allow_empty_source: args.allow_empty_source,
@@ -255,6 +269,7 @@ impl SyncSettings {
                 part_size: DEFAULT_PART_SIZE,
                 part_concurrency: DEFAULT_PART_CONCURRENCY,
                 object_retries: args.connection.max_retries,
+                restore: None,
             },
             write: WriteOptions::default(),
             filters,

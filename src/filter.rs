@@ -123,6 +123,7 @@ mod tests {
             mtime: now - Duration::from_secs(age_secs),
             etag: None,
             skip: None,
+            storage_class: None,
         };
         let f = Filters {
             min_size: Some(10),

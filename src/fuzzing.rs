@@ -90,6 +90,7 @@ pub fn filter(data: &[u8]) {
         mtime: UNIX_EPOCH + Duration::from_secs(key.len() as u64),
         etag: Some(ETag::parse(key)),
         skip: None,
+        storage_class: None,
     };
     let selected = filters.selects(&entry, SystemTime::now());
     assert_eq!(selected, filters.key_selected(key));

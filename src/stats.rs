@@ -44,8 +44,10 @@ pub struct Stats {
     copied_bytes: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
-    /// Objects moved to an archive tier; nothing counts these yet.
+    /// Archived objects (GLACIER, DEEP_ARCHIVE) not copied for want of a restored copy,
+    /// and how many of them got a restore requested.
     archived: AtomicU64,
+    restores_requested: AtomicU64,
     /// Entries passed over with a warning (links that lead nowhere, or every link with
     /// --no-follow-symlinks).
     passed_over: AtomicU64,
@@ -83,6 +85,7 @@ pub struct Snapshot {
     pub skipped: u64,
     pub deleted: u64,
     pub archived: u64,
+    pub restores_requested: u64,
     pub passed_over: u64,
     pub failed: u64,
     pub listing_complete: bool,
@@ -125,6 +128,7 @@ impl Stats {
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             archived: AtomicU64::new(0),
+            restores_requested: AtomicU64::new(0),
             passed_over: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             listing_complete: AtomicBool::new(false),
@@ -203,9 +207,13 @@ impl Stats {
         bump(&self.deleted, 1);
     }
 
-    /// An object moved to an archive storage class.
-    pub fn archived(&self) {
+    /// A planned object found archived and not restored: not copied, not a failure.
+    pub fn archived_planned(&self, bytes: u64, restore_requested: bool) {
+        self.finish_planned(bytes);
         bump(&self.archived, 1);
+        if restore_requested {
+            bump(&self.restores_requested, 1);
+        }
     }
 
     /// An entry passed over with a warning, neither copied nor a failure.
@@ -271,6 +279,7 @@ impl Stats {
             skipped: get(&self.skipped),
             deleted: get(&self.deleted),
             archived: get(&self.archived),
+            restores_requested: get(&self.restores_requested),
             passed_over: get(&self.passed_over),
             failed: get(&self.failed),
             listing_complete: self.listing_complete.load(Ordering::Relaxed),

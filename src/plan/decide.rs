@@ -166,6 +166,7 @@ mod tests {
             mtime: UNIX_EPOCH + Duration::from_secs(secs),
             etag: etag.map(ETag::parse),
             skip: None,
+            storage_class: None,
         }
     }
 

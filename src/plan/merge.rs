@@ -154,6 +154,7 @@ mod tests {
             mtime: UNIX_EPOCH,
             etag: None,
             skip: None,
+            storage_class: None,
         }
     }
 

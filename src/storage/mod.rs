@@ -37,6 +37,8 @@ pub struct Entry {
     /// Why this entry is not to be copied, when it is not: it exists, so its key on the
     /// other side is not deleted either.
     pub skip: Option<Skip>,
+    /// The object's storage class, when its listing names one other than STANDARD.
+    pub storage_class: Option<StorageClass>,
 }
 
 /// Why an entry that exists is passed over: a warning, counted, never a failure.
@@ -57,6 +59,47 @@ impl Skip {
             Skip::LinkLoop => "a symbolic link loop",
             Skip::Link => "a symbolic link (--no-follow-symlinks)",
         }
+    }
+}
+
+/// A storage class S3 names in listings, other than STANDARD (the default, left unset).
+/// A copy keeps it; an archived one cannot be read until restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageClass(&'static str);
+
+impl StorageClass {
+    const KNOWN: [&'static str; 12] = [
+        "DEEP_ARCHIVE",
+        "EXPRESS_ONEZONE",
+        "FSX_ONTAP",
+        "FSX_OPENZFS",
+        "GLACIER",
+        "GLACIER_IR",
+        "INTELLIGENT_TIERING",
+        "ONEZONE_IA",
+        "OUTPOSTS",
+        "REDUCED_REDUNDANCY",
+        "SNOW",
+        "STANDARD_IA",
+    ];
+
+    /// The class a listing or HeadObject names; None for STANDARD and for names S3 does
+    /// not define (other servers' own classes), which a copy could not ask for anyway.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::KNOWN
+            .iter()
+            .find(|known| **known == name)
+            .map(|known| StorageClass(known))
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    /// GLACIER (Flexible Retrieval) and DEEP_ARCHIVE keep no readable copy until a
+    /// restore makes one; GLACIER_IR is read like any other class.
+    pub fn is_archived(self) -> bool {
+        matches!(self.0, "GLACIER" | "DEEP_ARCHIVE")
     }
 }
 
@@ -249,6 +292,8 @@ pub struct ObjectError {
     /// did not match their checksum, or a file changed while it was read. Request-level
     /// failures are not: the S3 client has already retried those.
     pub transient: bool,
+    /// The object is archived (GLACIER, DEEP_ARCHIVE) and has no restored copy to read.
+    pub archived: bool,
 }
 
 impl ObjectError {
@@ -258,6 +303,7 @@ impl ObjectError {
             target: target.into(),
             cause: cause.to_string(),
             transient: false,
+            archived: false,
         }
     }
 

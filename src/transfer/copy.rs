@@ -24,11 +24,12 @@ impl Transfer {
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
                 let threshold = sizes.multipart_copy_threshold;
-                dest.copy_object_from(source.url(), key, entry.size, threshold, &self.parts)
+                let class = entry.storage_class;
+                dest.copy_object_from(source.url(), key, entry.size, class, threshold, &self.parts)
                     .await
             }
             (Store::S3(source), Store::S3(dest)) => {
-                let download = source.get(key).await?;
+                let download = source.with_tags(key, source.get(key).await?).await?;
                 // A promise about parts (a multipart ETag without a recorded MD5) can only
                 // be checked as the stream is cut into parts, before Complete.
                 let in_parts =
@@ -108,7 +109,7 @@ impl Transfer {
         match (&self.source, &self.dest) {
             (_, Store::Local(dest)) => dest.make_dir(key).await,
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
-                dest.copy_object_from(source.url(), key, 0, u64::MAX, &self.parts)
+                dest.copy_object_from(source.url(), key, 0, None, u64::MAX, &self.parts)
                     .await
             }
             (_, Store::S3(dest)) => dest.put_marker(key).await,

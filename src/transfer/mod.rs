@@ -21,9 +21,9 @@ use crate::plan::{CopyReason, Decision, Job};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
 use crate::storage::local::DigestRequest;
-use crate::storage::s3::{part_size_for, PartSettings};
+use crate::storage::s3::{part_size_for, PartSettings, RestoreState};
 use crate::storage::{
-    local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, Store,
+    local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, StorageClass, Store,
 };
 use crate::ui::{Event, Reporter};
 
@@ -96,8 +96,10 @@ impl Transfer {
         };
         let started = std::time::Instant::now();
         if !self.dry_run {
-            if let Err(err) = self.copy_with_retries(&job.source).await {
-                return self.fail(&job, err);
+            match self.copy_with_retries(&job.source).await {
+                Ok(()) => {}
+                Err(err) if err.archived => return self.pass_over_archived(&job).await,
+                Err(err) => return self.fail(&job, err),
             }
         }
         if let (Some(manifest), Store::S3(source)) = (&self.manifest, &self.source) {
@@ -268,6 +270,31 @@ impl Transfer {
             }
         }
         unreachable!("the loop returns on its last attempt")
+    }
+
+    /// An archived source object without a restored copy: counted and reported, not
+    /// failed, and with `--include-archived` given a restore request.
+    async fn pass_over_archived(&self, job: &Job) {
+        let key = &job.source.key;
+        let restore = match (&self.source, self.sizes.restore) {
+            (Store::S3(source), Some(restore)) => {
+                match source.request_restore(key, restore).await {
+                    Ok(state) => Some(state),
+                    Err(err) => return self.fail(job, err),
+                }
+            }
+            _ => None,
+        };
+        let requested = restore == Some(RestoreState::Requested);
+        self.stats.archived_planned(job.source.size, requested);
+        self.reporter.report(Event::Archived {
+            key,
+            storage_class: job
+                .source
+                .storage_class
+                .map_or("an archive tier", StorageClass::name),
+            restore: restore.map(RestoreState::describe),
+        });
     }
 
     fn fail(&self, job: &Job, err: ObjectError) {

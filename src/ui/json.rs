@@ -53,6 +53,16 @@ impl JsonLines {
             Event::PassedOver { key, reason } => {
                 json!({"action": "skipped", "key": key, "reason": reason})
             }
+            Event::Archived {
+                key,
+                storage_class,
+                restore,
+            } => json!({
+                "action": "archived",
+                "key": key,
+                "storage_class": storage_class,
+                "restore": restore,
+            }),
             Event::Failed { key, message } => {
                 json!({"action": "error", "key": key, "error": message})
             }
@@ -102,6 +112,8 @@ impl JsonLines {
             "failed": snap.failed,
             "deleted": snap.deleted,
             "skipped": snap.passed_over,
+            "archived": snap.archived,
+            "restores_requested": snap.restores_requested,
             "missing": snap.missing,
             "extra": snap.extra,
             "recopied": snap.object_retries,

@@ -64,6 +64,13 @@ pub enum Event<'a> {
     },
     /// An entry passed over with a warning (a symbolic link that leads nowhere).
     PassedOver { key: &'a str, reason: &'a str },
+    /// An archived object with no restored copy, not copied; `restore` says what became
+    /// of the restore request, when one was made.
+    Archived {
+        key: &'a str,
+        storage_class: &'a str,
+        restore: Option<&'a str>,
+    },
     /// Said once per run, such as why bytes are streamed through this machine.
     Notice(&'a str),
 }
@@ -264,6 +271,23 @@ impl Reporter for Console {
             Event::PassedOver { key, reason } => {
                 if self.verbosity > Verbosity::Quiet {
                     self.line_err(&format!("warning: {key}: {reason}, skipped"));
+                }
+            }
+            Event::Archived {
+                key,
+                storage_class,
+                restore,
+            } => {
+                if self.verbosity > Verbosity::Quiet {
+                    let line = match restore {
+                        Some(restore) => format!(
+                            "warning: {key}: archived in {storage_class} and not restored; {restore}"
+                        ),
+                        None => format!(
+                            "warning: {key}: archived in {storage_class} and not restored, so not copied"
+                        ),
+                    };
+                    self.line_err(&line);
                 }
             }
         }

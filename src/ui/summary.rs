@@ -69,6 +69,13 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
             snap.passed_over
         );
     }
+    if snap.archived > 0 {
+        let what = match snap.restores_requested {
+            0 => "not restored, so not copied; --include-archived requests restores".to_owned(),
+            n => format!("restore requested for {n}; a later run copies them once restored"),
+        };
+        let _ = writeln!(out, "  archived   {} ({what})", snap.archived);
+    }
     let _ = writeln!(out, "  failed     {}", snap.failed);
     let _ = writeln!(
         out,

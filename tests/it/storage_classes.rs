@@ -130,8 +130,32 @@ async fn archived_objects_are_passed_over_counted_and_restored_ones_copied() {
     assert_eq!(again.count("archived"), 2);
 
     let want = ["hot.txt", "instant.txt", "thawed.txt"];
-    let copied = bucket_contents(&client, &copy, "").await;
-    assert_eq!(copied.keys().map(String::as_str).collect::<Vec<_>>(), want);
+    let listed = client.list_objects_v2().bucket(&copy).send().await.unwrap();
+    let copied: Vec<(&str, &str)> = listed
+        .contents()
+        .iter()
+        .map(|o| (o.key().unwrap(), o.storage_class().unwrap().as_str()))
+        .collect();
+    // The restored object is copied server-side into its own class, as any other.
+    assert_eq!(
+        copied,
+        [
+            ("hot.txt", "STANDARD"),
+            ("instant.txt", "GLACIER_IR"),
+            ("thawed.txt", "GLACIER")
+        ]
+    );
+    for key in ["hot.txt", "instant.txt"] {
+        let body = client
+            .get_object()
+            .bucket(&copy)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body;
+        assert_eq!(body.collect().await.unwrap().into_bytes(), key.as_bytes());
+    }
     let downloaded = tree_contents(local.path());
     assert_eq!(
         downloaded.keys().map(String::as_str).collect::<Vec<_>>(),

@@ -116,6 +116,7 @@ impl LocalStore {
             mtime: meta.modified().map_err(|err| fail(&err))?,
             etag: None,
             skip: None,
+            storage_class: None,
         })
     }
 

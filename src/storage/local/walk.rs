@@ -124,6 +124,7 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
                             mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
                             etag: None,
                             skip: None,
+                            storage_class: None,
                         })
                     }
                     Ok((next, unlistable)) => {
@@ -146,6 +147,7 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
                 mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
                 etag: None,
                 skip: None,
+                storage_class: None,
             })
         } else {
             tracing::warn!("{}: not a regular file, skipped", path.display());
@@ -166,6 +168,7 @@ fn passed_over(key: String, path: &Path, why: Skip) -> Entry {
         mtime: std::time::UNIX_EPOCH,
         etag: None,
         skip: Some(why),
+        storage_class: None,
     }
 }
 

@@ -11,11 +11,12 @@ use aws_smithy_runtime_api::http::Response as HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
+use super::error::read_error;
 use super::metadata::{copy_source, ObjectHeaders};
 use super::parts::{part_ranges, part_size_for, PartSettings, MAX_COPY_OBJECT};
-use super::{describe_sdk_error, S3Store};
+use super::S3Store;
 use crate::location::S3Url;
-use crate::storage::{Checksum, ChecksumAlgorithm, ObjectError};
+use crate::storage::{Checksum, ChecksumAlgorithm, ObjectError, StorageClass};
 
 /// A multipart copy of one object: `size` bytes in parts of `part_size`, made to end
 /// with `checksum` (the source's) when checksums are on.
@@ -56,12 +57,13 @@ impl S3Store {
         source: &S3Url,
         key: &str,
         size: u64,
+        class: Option<StorageClass>,
         multipart_threshold: u64,
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
         let checksums = self.write.checksum.is_some();
         if size <= multipart_threshold && !checksums {
-            return self.copy_from(source, key, None).await;
+            return self.copy_from(source, key, class, None).await;
         }
         let head = self.head(source, key, None).await?;
         let checksum = checksum_from!(&head).filter(|_| checksums);
@@ -77,7 +79,7 @@ impl S3Store {
         match part_size {
             None => {
                 let algorithm = checksum.map(|c| c.algorithm).or(self.write.checksum);
-                self.copy_from(source, key, algorithm).await
+                self.copy_from(source, key, class, algorithm).await
             }
             Some(part_size) => {
                 let copy = MultipartCopy {
@@ -93,12 +95,14 @@ impl S3Store {
     }
 
     /// CopyObject from another location reachable with this store's client. The object's
-    /// metadata, content headers and tags come along (the COPY directives); with an
+    /// metadata, content headers and tags come along (the COPY directives), and its
+    /// storage class, which CopyObject would otherwise set to STANDARD; with an
     /// algorithm, the server computes that checksum of the copy.
     async fn copy_from(
         &self,
         source: &S3Url,
         key: &str,
+        class: Option<StorageClass>,
         checksum: Option<ChecksumAlgorithm>,
     ) -> Result<(), ObjectError> {
         let copy = self
@@ -107,13 +111,12 @@ impl S3Store {
             .copy_source(copy_source(source, key))
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
+            .set_storage_class(class.map(|c| c.name().into()))
             .set_checksum_algorithm(checksum.map(ChecksumAlgorithm::sdk));
         with_write_options!(copy, self.write)
             .send()
             .await
-            .map_err(|err| {
-                ObjectError::new("CopyObject", self.describe(key), describe_sdk_error(&err))
-            })?;
+            .map_err(|err| read_error("CopyObject", self.describe(key), &err))?;
         Ok(())
     }
 
@@ -174,11 +177,8 @@ impl S3Store {
                 permits: Some(&parts.permits),
             };
             let completed = self.copy_parts(copies).await.map_err(|failed| {
-                ObjectError::new(
-                    "UploadPartCopy",
-                    format!("{} part {}", self.describe(key), failed.number),
-                    describe_sdk_error(&failed.err),
-                )
+                let target = format!("{} part {}", self.describe(key), failed.number);
+                read_error("UploadPartCopy", target, &failed.err)
             })?;
             let whole = checksum.as_ref().filter(|c| c.parts.is_none());
             let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;

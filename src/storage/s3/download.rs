@@ -7,9 +7,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption};
 use base64::Engine;
 
+use super::error::read_error;
 use super::metadata::{ObjectHeaders, MD5_METADATA, PART_SIZE_METADATA};
 use super::objects::Download;
-use super::{describe_sdk_error, S3Store};
+use super::S3Store;
 use crate::storage::{Checksum, ETag, Expected, ObjectError};
 
 /// What a GetObject or HeadObject answer says the object's content hashes to.
@@ -119,10 +120,9 @@ impl S3Store {
             .set_checksum_mode(checksum_mode)
             .send()
             .await
-            .map_err(|err| {
-                ObjectError::new("GetObject", self.describe(key), describe_sdk_error(&err))
-            })?;
+            .map_err(|err| read_error("GetObject", self.describe(key), &err))?;
         let promise = promise_from!(&out);
+        let headers = ObjectHeaders::from_get(&out);
         let expected = self.expected_from(key, &promise).await?;
         let last_modified = out
             .last_modified()
@@ -131,7 +131,8 @@ impl S3Store {
         Ok(Download {
             size: promise.size,
             last_modified,
-            headers: ObjectHeaders::from_get(&out),
+            headers,
+            tagged: out.tag_count().is_some_and(|n| n > 0),
             body: out.body,
             source: self.describe(key),
             checksum: promise.checksum,
@@ -196,11 +197,8 @@ impl S3Store {
             .send()
             .await
             .map_err(|err| {
-                ObjectError::new(
-                    "GetObject",
-                    format!("{} bytes {first}-{last}", self.describe(key)),
-                    describe_sdk_error(&err),
-                )
+                let target = format!("{} bytes {first}-{last}", self.describe(key));
+                read_error("GetObject", target, &err)
             })?;
         Ok(out.body)
     }

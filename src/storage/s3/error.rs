@@ -8,7 +8,7 @@ use aws_smithy_checksums::body::validate::Error as ChecksumError;
 use aws_smithy_runtime_api::http::Response;
 
 use crate::storage::checksum::b64;
-use crate::storage::Checksum;
+use crate::storage::{Checksum, ObjectError};
 
 pub fn describe_sdk_error<E>(err: &SdkError<E, Response>) -> String
 where
@@ -46,6 +46,24 @@ where
                 text
             }
         }
+    }
+}
+
+/// The failure of a request that reads an object's bytes (GetObject, CopyObject,
+/// UploadPartCopy). One refused because the object sits in an archive tier and has no
+/// restored copy (GetObject: InvalidObjectState; the copies: ObjectNotInActiveTierError)
+/// is marked as such: it is passed over and counted, not failed.
+pub fn read_error<E>(op: &'static str, target: String, err: &SdkError<E, Response>) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let archived = matches!(
+        err.as_service_error().and_then(|e| e.code()),
+        Some("InvalidObjectState" | "ObjectNotInActiveTierError")
+    );
+    ObjectError {
+        archived,
+        ..ObjectError::new(op, target, describe_sdk_error(err))
     }
 }
 

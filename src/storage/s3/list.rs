@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::describe_sdk_error;
 use crate::location::S3Url;
-use crate::storage::{ETag, Entry, ListError, ListItem};
+use crate::storage::{ETag, Entry, ListError, ListItem, StorageClass};
 
 /// Entries buffered ahead for each common prefix listed in parallel.
 const SEGMENT_BUFFER: usize = 5_000;
@@ -342,6 +342,9 @@ impl Lister {
             mtime,
             etag: object.e_tag().map(ETag::parse),
             skip: None,
+            storage_class: object
+                .storage_class()
+                .and_then(|class| StorageClass::named(class.as_str())),
         })
     }
 }

@@ -44,6 +44,10 @@ pub(super) struct ObjectHeaders {
     content_language: Option<String>,
     expires: Option<String>,
     metadata: Option<HashMap<String, String>>,
+    /// The source's class, kept unless `--storage-class` names another.
+    storage_class: Option<aws_sdk_s3::types::StorageClass>,
+    /// The source's tags as an `x-amz-tagging` value, on a copy through this machine.
+    pub(super) tagging: Option<String>,
 }
 
 /// Sets the same headers on any request builder that has them.
@@ -61,6 +65,8 @@ macro_rules! apply_headers {
                     .and_then(|e| DateTime::from_str(&e, DateTimeFormat::HttpDate).ok()),
             )
             .set_metadata(h.metadata)
+            .set_storage_class(h.storage_class)
+            .set_tagging(h.tagging)
     }};
 }
 
@@ -75,6 +81,8 @@ macro_rules! headers_from {
             content_language: out.content_language().map(str::to_owned),
             expires: out.expires_string().map(str::to_owned),
             metadata: out.metadata().cloned(),
+            storage_class: out.storage_class().cloned(),
+            tagging: None,
         }
     }};
 }

@@ -2,14 +2,18 @@
 //! transfer workers use. Each operation lives in its own small module.
 
 /// Sets the run's storage class, encryption and ACL on any request that writes an object.
+/// Without `--storage-class`, a class already set (the source's, on a copy) stays.
 macro_rules! with_write_options {
     ($builder:expr, $options:expr) => {{
         let options = &$options;
-        $builder
-            .set_storage_class(options.storage_class.clone())
+        let builder = $builder
             .set_server_side_encryption(options.sse.clone())
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
-            .set_acl(options.acl.clone())
+            .set_acl(options.acl.clone());
+        match &options.storage_class {
+            Some(class) => builder.storage_class(class.clone()),
+            None => builder,
+        }
     }};
 }
 
@@ -65,6 +69,7 @@ mod objects;
 mod pacing;
 mod parts;
 pub mod requests;
+mod restore;
 mod tags;
 mod upload_file;
 mod upload_steps;
@@ -87,6 +92,7 @@ pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
 pub use objects::Download;
 pub use pacing::Pacing;
 pub use parts::{part_size_for, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE};
+pub use restore::{Restore, RestoreState, RestoreTier};
 pub use uploads::ActiveUploads;
 
 /// Settings applied to every object written.

@@ -32,6 +32,8 @@ pub struct Download {
     /// The object being read, for error messages.
     pub(super) source: String,
     pub(super) headers: ObjectHeaders,
+    /// Whether the object has tags (GetObject's tag count), which `with_tags` reads.
+    pub(super) tagged: bool,
     pub(super) checksum: Option<Checksum>,
     /// What the bytes must hash to.
     pub expected: Expected,

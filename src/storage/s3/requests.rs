@@ -16,7 +16,7 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 
 /// Operations counted by name; anything else is counted as `Other`.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 13] = [
     "ListObjectsV2",
     "HeadObject",
     "GetObject",
@@ -28,6 +28,7 @@ pub const OPERATIONS: [&str; 12] = [
     "CompleteMultipartUpload",
     "AbortMultipartUpload",
     "DeleteObjects",
+    "RestoreObject",
     "Other",
 ];
 

@@ -1,7 +1,12 @@
-//! Object tags, copied after a copy that does not carry them itself (a multipart copy).
+//! Object tags: copied after a server-side copy that does not carry them itself (a
+//! multipart copy), and read for a copy through this machine, which sends them along.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use aws_sdk_s3::types::Tag;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use super::objects::Download;
 use super::{describe_sdk_error, S3Store};
 use crate::location::S3Url;
 use crate::storage::ObjectError;
@@ -9,37 +14,7 @@ use crate::storage::ObjectError;
 impl S3Store {
     /// Copies object tags where the server supports tagging; warns once where it does not.
     pub(super) async fn copy_tags(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
-        static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
-        let tags = match self
-            .client
-            .get_object_tagging()
-            .bucket(source.bucket())
-            .key(source.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => out.tag_set,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
-                    == Some("NotImplemented") =>
-            {
-                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the source server does not support object tagging; tags are not copied"
-                    );
-                }
-                return Ok(());
-            }
-            Err(err) => {
-                return Err(ObjectError::new(
-                    "GetObjectTagging",
-                    format!("s3://{}/{}", source.bucket(), source.full_key(key)),
-                    describe_sdk_error(&err),
-                ))
-            }
-        };
+        let tags = self.tags_of(source, key).await?;
         if tags.is_empty() {
             return Ok(());
         }
@@ -62,5 +37,63 @@ impl S3Store {
                 )
             })?;
         Ok(())
+    }
+
+    /// A download from this store, with its object's tags to be sent along on a copy
+    /// through this machine, as PutObject's or CreateMultipartUpload's `x-amz-tagging`.
+    pub async fn with_tags(
+        &self,
+        key: &str,
+        mut download: Download,
+    ) -> Result<Download, ObjectError> {
+        if download.tagged {
+            download.headers.tagging = self.tagging_value(key).await?;
+        }
+        Ok(download)
+    }
+
+    /// This store's object's tags as an `x-amz-tagging` value (`k=v&k2=v2`, URL-encoded).
+    async fn tagging_value(&self, key: &str) -> Result<Option<String>, ObjectError> {
+        let tags = self.tags_of(&self.url, key).await?;
+        let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let pairs: Vec<String> = tags
+            .iter()
+            .map(|t| format!("{}={}", encode(t.key()), encode(t.value())))
+            .collect();
+        Ok((!pairs.is_empty()).then(|| pairs.join("&")))
+    }
+
+    /// The tags of an object this store's client reaches; none where the server does not
+    /// support tagging (warned once).
+    async fn tags_of(&self, location: &S3Url, key: &str) -> Result<Vec<Tag>, ObjectError> {
+        static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+        match self
+            .client
+            .get_object_tagging()
+            .bucket(location.bucket())
+            .key(location.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.tag_set),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
+                    == Some("NotImplemented") =>
+            {
+                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the source server does not support object tagging; tags are not copied"
+                    );
+                }
+                Ok(Vec::new())
+            }
+            Err(err) => Err(ObjectError::new(
+                "GetObjectTagging",
+                format!("s3://{}/{}", location.bucket(), location.full_key(key)),
+                describe_sdk_error(&err),
+            )),
+        }
     }
 }
