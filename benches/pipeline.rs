@@ -26,6 +26,7 @@ fn entries() -> Vec<Entry> {
             mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             etag: Some(etag.clone()),
             skip: None,
+            storage_class: None,
         })
         .collect()
 }
