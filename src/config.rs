@@ -15,7 +15,6 @@ use crate::plan::CompareMode;
 use crate::shard::{parse_boundaries, Shard};
 use crate::storage::s3::{ClientSettings, Pacing, WriteOptions, MIN_PART_SIZE};
 use crate::storage::ChecksumAlgorithm;
-use crate::transfer::DeleteSettings;
 use crate::ui::{MetricsSettings, OutputSettings, Verbosity};
 
 pub const MAX_THREADS: usize = 10_000;
@@ -98,6 +97,13 @@ pub struct ShardSettings {
     pub shard: Shard,
     /// From `--shard-boundaries`; computed from the source when absent.
     pub boundaries: Option<Vec<String>>,
+}
+
+/// When `--delete` may remove destination objects absent from the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteSettings {
+    pub allow_empty_source: bool,
+    pub max_delete: Option<u64>,
 }
 
 /// Sizes that decide how objects are split into parts.

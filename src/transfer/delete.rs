@@ -4,6 +4,7 @@
 use futures::StreamExt;
 
 use super::Transfer;
+use crate::config::DeleteSettings;
 use crate::plan::{DeleteQueue, Planned};
 use crate::stats::Failure;
 use crate::storage::Store;
@@ -13,12 +14,6 @@ use crate::ui::Event;
 const DELETE_BATCH: usize = 1_000;
 /// DeleteObjects requests in flight at once.
 const DELETE_CONCURRENCY: usize = 4;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteSettings {
-    pub allow_empty_source: bool,
-    pub max_delete: Option<u64>,
-}
 
 impl Transfer {
     /// Deletes the queued keys, unless a listing was incomplete, the source was empty

@@ -8,7 +8,6 @@ mod copy;
 mod delete;
 
 pub use adaptive::AdaptiveConcurrency;
-pub use delete::DeleteSettings;
 
 use std::borrow::Cow;
 use std::sync::Arc;
