@@ -5,10 +5,9 @@ use futures::StreamExt;
 
 use super::Transfer;
 use crate::config::DeleteSettings;
-use crate::plan::{DeleteQueue, Planned};
+use crate::plan::{DeleteQueue, Event, Planned};
 use crate::stats::Failure;
 use crate::storage::Store;
-use crate::ui::Event;
 
 /// S3 DeleteObjects takes at most this many keys.
 const DELETE_BATCH: usize = 1_000;

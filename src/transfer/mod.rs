@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::TransferSettings;
 use crate::keylist::Manifest;
-use crate::plan::{CopyReason, Decision, Job};
+use crate::plan::{CopyReason, Decision, Event, Job, Reporter};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
 use crate::storage::local::DigestRequest;
@@ -24,7 +24,6 @@ use crate::storage::s3::{part_size_for, PartSettings};
 use crate::storage::{
     local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, Store,
 };
-use crate::ui::{Event, Reporter};
 
 /// How bytes get from a bucket to a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
