@@ -316,7 +316,7 @@ fn write_options(args: &SyncArgs) -> Result<WriteOptions, SettingsError> {
         sse_kms_key_id: args.sse_kms_key_id.clone(),
         acl: choice::<ObjectCannedAcl>("acl", &args.acl, ObjectCannedAcl::values())?,
         checksum: match (args.checksum_algorithm, args.compare) {
-            (Some(algorithm), _) => Some(algorithm),
+            (Some(algorithm), _) => Some(algorithm.into()),
             (None, CompareArg::Checksum) => Some(ChecksumAlgorithm::Crc32c),
             (None, _) => None,
         },
