@@ -142,6 +142,29 @@ pub enum CompareArg {
     Checksum,
 }
 
+/// `--checksum-algorithm`: the additional checksums S3 offers, as the command line
+/// spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChecksumArg {
+    Crc32,
+    Crc32c,
+    Crc64nvme,
+    Sha1,
+    Sha256,
+}
+
+impl From<ChecksumArg> for ChecksumAlgorithm {
+    fn from(arg: ChecksumArg) -> Self {
+        match arg {
+            ChecksumArg::Crc32 => ChecksumAlgorithm::Crc32,
+            ChecksumArg::Crc32c => ChecksumAlgorithm::Crc32c,
+            ChecksumArg::Crc64nvme => ChecksumAlgorithm::Crc64nvme,
+            ChecksumArg::Sha1 => ChecksumAlgorithm::Sha1,
+            ChecksumArg::Sha256 => ChecksumAlgorithm::Sha256,
+        }
+    }
+}
+
 /// Options of every subcommand that compares two sides: where, how fast, which keys,
 /// what to print, and how to connect.
 #[derive(Debug, Args)]
@@ -304,7 +327,7 @@ pub struct SyncArgs {
         value_name = "ALGORITHM",
         env = "S3MIRROR_CHECKSUM_ALGORITHM"
     )]
-    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    pub checksum_algorithm: Option<ChecksumArg>,
 
     /// Upload files of at least this size in parts (e.g. 64MiB, 1GB)
     #[arg(long, default_value = "64MiB", value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MULTIPART_THRESHOLD")]

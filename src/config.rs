@@ -19,7 +19,6 @@ use crate::storage::s3::{
     ClientSettings, Pacing, Restore, RestoreTier, WriteOptions, MIN_PART_SIZE,
 };
 use crate::storage::ChecksumAlgorithm;
-use crate::transfer::DeleteSettings;
 use crate::ui::{MetricsSettings, OutputSettings, Verbosity};
 
 pub const MAX_THREADS: usize = 10_000;
@@ -102,6 +101,13 @@ pub struct ShardSettings {
     pub shard: Shard,
     /// From `--shard-boundaries`; computed from the source when absent.
     pub boundaries: Option<Vec<String>>,
+}
+
+/// When `--delete` may remove destination objects absent from the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteSettings {
+    pub allow_empty_source: bool,
+    pub max_delete: Option<u64>,
 }
 
 /// Sizes that decide how objects are split into parts.
@@ -325,7 +331,7 @@ fn write_options(args: &SyncArgs) -> Result<WriteOptions, SettingsError> {
         sse_kms_key_id: args.sse_kms_key_id.clone(),
         acl: choice::<ObjectCannedAcl>("acl", &args.acl, ObjectCannedAcl::values())?,
         checksum: match (args.checksum_algorithm, args.compare) {
-            (Some(algorithm), _) => Some(algorithm),
+            (Some(algorithm), _) => Some(algorithm.into()),
             (None, CompareArg::Checksum) => Some(ChecksumAlgorithm::Crc32c),
             (None, _) => None,
         },

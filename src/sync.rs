@@ -8,7 +8,7 @@ use crate::config::SyncSettings;
 use crate::location::Location;
 use std::time::SystemTime;
 
-use crate::plan::{count_source, DeleteQueue, MergeJoin, Pairing, Planner};
+use crate::plan::{count_source, DeleteQueue, Event, MergeJoin, Pairing, Planner, Reporter};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
@@ -21,7 +21,7 @@ use crate::storage::s3::{
 use crate::storage::{KeyRange, LocalStore, S3Store, Store};
 use crate::transfer::AdaptiveConcurrency;
 use crate::transfer::{Route, Transfer};
-use crate::ui::{Console, Event, MetricsFile, Reporter};
+use crate::ui::{Console, MetricsFile};
 
 /// Why a run stopped before it could account for every object.
 #[derive(Debug, thiserror::Error)]

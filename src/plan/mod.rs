@@ -7,6 +7,7 @@
 mod census;
 mod decide;
 mod delete_queue;
+mod events;
 mod merge;
 
 use std::time::SystemTime;
@@ -14,13 +15,13 @@ use std::time::SystemTime;
 pub use census::count_source;
 pub use decide::{decide, CompareMode, CopyReason, Decision, Pairing};
 pub use delete_queue::DeleteQueue;
+pub use events::{Event, Reporter};
 pub use merge::{JoinItem, MergeJoin, Pair, Side};
 
 use crate::filter::Filters;
 
 use crate::stats::{Failure, Stats};
 use crate::storage::{Entry, ListError};
-use crate::ui::{Event, Reporter};
 
 /// Work for one key that the planner could not settle alone.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 
 /// The algorithms S3 offers for additional checksums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChecksumAlgorithm {
     Crc32,
     Crc32c,

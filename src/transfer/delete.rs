@@ -4,21 +4,15 @@
 use futures::StreamExt;
 
 use super::Transfer;
-use crate::plan::{DeleteQueue, Planned};
+use crate::config::DeleteSettings;
+use crate::plan::{DeleteQueue, Event, Planned};
 use crate::stats::Failure;
 use crate::storage::Store;
-use crate::ui::Event;
 
 /// S3 DeleteObjects takes at most this many keys.
 const DELETE_BATCH: usize = 1_000;
 /// DeleteObjects requests in flight at once.
 const DELETE_CONCURRENCY: usize = 4;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteSettings {
-    pub allow_empty_source: bool,
-    pub max_delete: Option<u64>,
-}
 
 impl Transfer {
     /// Deletes the queued keys, unless a listing was incomplete, the source was empty

@@ -8,7 +8,6 @@ mod copy;
 mod delete;
 
 pub use adaptive::AdaptiveConcurrency;
-pub use delete::DeleteSettings;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::config::TransferSettings;
 use crate::keylist::Manifest;
-use crate::plan::{CopyReason, Decision, Job};
+use crate::plan::{CopyReason, Decision, Event, Job, Reporter};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
 use crate::storage::local::DigestRequest;
@@ -25,7 +24,6 @@ use crate::storage::s3::{part_size_for, PartSettings, RestoreState};
 use crate::storage::{
     local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, StorageClass, Store,
 };
-use crate::ui::{Event, Reporter};
 
 /// How bytes get from a bucket to a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::Event;
-use crate::plan::CopyReason;
+use crate::plan::{CopyReason, Event};
 use crate::stats::Snapshot;
 
 /// Writes whole lines to stdout, one `write` each, so lines never interleave.
