@@ -173,7 +173,6 @@ fn verify_code(result: Result<Outcome, RunError>) -> ExitCode {
 /// apart. (Not the arguments: a mistyped one could hold a secret.)
 fn log_to(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -185,10 +184,8 @@ fn log_to(path: &std::path::Path) -> std::io::Result<()> {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     )?;
-    // SAFETY: both descriptors are open; dup2 replaces stderr atomically.
-    if unsafe { libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // dup2 replaces stderr atomically.
+    rustix::stdio::dup2_stderr(&file)?;
     Ok(())
 }
 

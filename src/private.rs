@@ -8,6 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use rustix::fs::OFlags;
+
 /// Creates `dir` (and missing parents) as 0700, or makes an existing one of ours 0700.
 /// Refuses a directory that is a symbolic link or belongs to another user: whoever owns
 /// it could read what goes in.
@@ -20,8 +22,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
             dir.display()
         )));
     }
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(io::Error::other(format!(
             "{} belongs to user {}, not to this one ({me}); refusing to keep private data there",
@@ -41,7 +42,7 @@ pub fn create_file(path: &Path) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 
@@ -51,7 +52,7 @@ pub fn append_file(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 

@@ -42,7 +42,7 @@ impl<R: Remote> Fs<R> {
         self.refuse_if_read_only()?;
         if let Some(size) = change.size {
             if attr.kind != Kind::File {
-                return Err(libc::EISDIR);
+                return Err(Errno::ISDIR);
             }
             self.truncate(ino, size).await?;
         }
@@ -65,7 +65,7 @@ impl<R: Remote> Fs<R> {
     async fn change_attrs(&self, ino: u64, change: &AttrChange) -> Result<(), Errno> {
         let (path, kind, mut attrs, size, staged) = {
             let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            let node = inodes.get(ino).ok_or(Errno::NOENT)?;
             let staged = node.staged.clone();
             (
                 node.path.clone(),

@@ -20,8 +20,8 @@ use super::remote::{ErrorKind, Remote, RemoteError, StoredAttrs};
 
 pub use super::inodes::{Kind, ROOT};
 
-/// An error as the kernel wants it (a libc errno).
-pub type Errno = i32;
+/// An error as the kernel wants it: an errno, whose number the FUSE adapter replies with.
+pub type Errno = rustix::io::Errno;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -141,16 +141,16 @@ impl<R: Remote> Fs<R> {
             .get(ino)
             .filter(|n| !n.unlinked)
             .map(|n| (n.path.clone(), n.kind))
-            .ok_or(libc::ENOENT)
+            .ok_or(Errno::NOENT)
     }
 
     pub(super) fn child_path(&self, parent: u64, name: &str) -> Result<String, Errno> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(libc::EINVAL);
+            return Err(Errno::INVAL);
         }
         let (parent, kind) = self.path_of(parent)?;
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(Errno::NOTDIR);
         }
         Ok(super::inodes::join(&parent, name))
     }
@@ -179,7 +179,7 @@ impl<R: Remote> Fs<R> {
 
     pub(super) fn attr(&self, ino: u64) -> Result<Attr, Errno> {
         let inodes = self.inodes();
-        let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+        let node = inodes.get(ino).ok_or(Errno::NOENT)?;
         Ok(self.attr_of(node, ino))
     }
 
@@ -213,12 +213,12 @@ impl<R: Remote> Fs<R> {
             .expect("handles lock")
             .get(&fh)
             .cloned()
-            .ok_or(libc::EBADF)
+            .ok_or(Errno::BADF)
     }
 
     pub(super) fn refuse_if_read_only(&self) -> Result<(), Errno> {
         match self.settings.read_only {
-            true => Err(libc::EROFS),
+            true => Err(Errno::ROFS),
             false => Ok(()),
         }
     }
@@ -227,17 +227,19 @@ impl<R: Remote> Fs<R> {
 /// The errno for a failed request; the cause goes to the log.
 pub(super) fn errno(err: RemoteError) -> Errno {
     match err.kind {
-        ErrorKind::NotFound => libc::ENOENT,
-        ErrorKind::Denied => libc::EACCES,
+        ErrorKind::NotFound => Errno::NOENT,
+        ErrorKind::Denied => Errno::ACCESS,
         ErrorKind::Changed | ErrorKind::Other => {
             tracing::warn!("{}", err.message);
-            libc::EIO
+            Errno::IO
         }
     }
 }
 
 #[cfg(test)]
 pub(super) mod testing {
+    use rustix::fs::OFlags;
+
     use super::*;
     use crate::mount::remote::memory::MemoryRemote;
 
@@ -280,7 +282,10 @@ pub(super) mod testing {
 
     /// Writes a whole file through the filesystem as a program would, and closes it.
     pub async fn write_file(fs: &Fs<MemoryRemote>, parent: u64, name: &str, data: &[u8]) -> Attr {
-        let (attr, fh) = fs.create(parent, name, 0o644, 0, ME).await.unwrap();
+        let (attr, fh) = fs
+            .create(parent, name, 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         if !data.is_empty() {
             fs.write(fh, 0, data, ME.pid).await.unwrap();
         }
@@ -291,7 +296,7 @@ pub(super) mod testing {
 
     pub async fn read_file(fs: &Fs<MemoryRemote>, parent: u64, name: &str) -> Vec<u8> {
         let attr = fs.lookup(parent, name).await.unwrap();
-        let fh = fs.open(attr.ino, libc::O_RDONLY, ME).await.unwrap();
+        let fh = fs.open(attr.ino, OFlags::RDONLY, ME).await.unwrap();
         let data = fs.read(fh, 0, 1 << 20).await.unwrap();
         fs.release(fh).await;
         data

@@ -11,6 +11,7 @@ use fuser::{
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use rustix::fs::OFlags;
 use tokio::runtime::Handle;
 
 use std::time::{Duration, SystemTime};
@@ -74,22 +75,28 @@ impl<R: Remote> Fuse<R> {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, ttl: Duration, result: Result<Attr, i32>) {
+fn reply_entry(reply: ReplyEntry, ttl: Duration, result: Result<Attr, rustix::io::Errno>) {
     match result {
         Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
         Err(code) => reply.error(errno(code)),
     }
 }
 
-fn errno(code: i32) -> Errno {
-    Errno::from_i32(code)
+/// The filesystem's errno, as FUSE replies with it.
+fn errno(code: rustix::io::Errno) -> Errno {
+    Errno::from_i32(code.raw_os_error())
 }
 
-fn reply_empty(reply: ReplyEmpty, result: Result<(), i32>) {
+fn reply_empty(reply: ReplyEmpty, result: Result<(), rustix::io::Errno>) {
     match result {
         Ok(()) => reply.ok(),
         Err(code) => reply.error(errno(code)),
     }
+}
+
+/// The open(2) flags the kernel passes on, every bit kept.
+fn open_flags(flags: i32) -> OFlags {
+    OFlags::from_bits_retain(flags as u32)
 }
 
 fn name_of(name: &OsStr) -> Option<String> {
@@ -107,7 +114,7 @@ fn kind_of(kind: Kind) -> FileType {
 impl<R: Remote> Filesystem for Fuse<R> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name_of(name) else {
-            return reply.error(errno(libc::ENOENT));
+            return reply.error(Errno::ENOENT);
         };
         self.spawn(|fs| async move {
             let ttl = fs.ttl();
@@ -183,7 +190,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
         reply: ReplyEntry,
     ) {
         let Some(name) = name_of(name) else {
-            return reply.error(errno(libc::EINVAL));
+            return reply.error(Errno::EINVAL);
         };
         let caller = caller(req);
         self.spawn(|fs| async move {
@@ -202,7 +209,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
     ) {
         let (Some(name), Some(target)) = (name_of(link_name), target.to_str().map(str::to_owned))
         else {
-            return reply.error(errno(libc::EINVAL));
+            return reply.error(Errno::EINVAL);
         };
         let caller = caller(req);
         self.spawn(|fs| async move {
@@ -217,14 +224,14 @@ impl<R: Remote> Filesystem for Fuse<R> {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Some(name) = name_of(name) else {
-            return reply.error(errno(libc::ENOENT));
+            return reply.error(Errno::ENOENT);
         };
         self.spawn(|fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let Some(name) = name_of(name) else {
-            return reply.error(errno(libc::ENOENT));
+            return reply.error(Errno::ENOENT);
         };
         self.spawn(|fs| async move { reply_empty(reply, fs.rmdir(parent.0, &name).await) });
     }
@@ -240,11 +247,11 @@ impl<R: Remote> Filesystem for Fuse<R> {
         reply: ReplyEmpty,
     ) {
         let (Some(name), Some(newname)) = (name_of(name), name_of(newname)) else {
-            return reply.error(errno(libc::EINVAL));
+            return reply.error(Errno::EINVAL);
         };
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             // Two objects cannot trade names at once in S3.
-            return reply.error(errno(libc::EINVAL));
+            return reply.error(Errno::EINVAL);
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         self.spawn(|fs| async move {
@@ -258,7 +265,7 @@ impl<R: Remote> Filesystem for Fuse<R> {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let caller = caller(req);
         self.spawn(|fs| async move {
-            match fs.open(ino.0, flags.0, caller).await {
+            match fs.open(ino.0, open_flags(flags.0), caller).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(code) => reply.error(errno(code)),
             }
@@ -403,11 +410,14 @@ impl<R: Remote> Filesystem for Fuse<R> {
         reply: ReplyCreate,
     ) {
         let Some(name) = name_of(name) else {
-            return reply.error(errno(libc::EINVAL));
+            return reply.error(Errno::EINVAL);
         };
         let caller = caller(req);
         self.spawn(|fs| async move {
-            match fs.create(parent.0, &name, mode, flags, caller).await {
+            match fs
+                .create(parent.0, &name, mode, open_flags(flags), caller)
+                .await
+            {
                 Ok((attr, fh)) => reply.created(
                     &fs.ttl(),
                     &file_attr(&attr),
@@ -430,11 +440,11 @@ impl<R: Remote> Filesystem for Fuse<R> {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(errno(libc::ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(errno(libc::ENOSYS));
+        reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

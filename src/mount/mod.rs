@@ -105,8 +105,8 @@ struct MountOptions {
 }
 
 fn mount_options(args: &MountArgs) -> Result<MountOptions, String> {
-    // SAFETY: getuid and getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
     let mut options = MountOptions {
         allow_other: args.allow_other,
         read_only: args.read_only,
@@ -338,10 +338,11 @@ fn start_in_background(args: &MountArgs, mountpoint: &Path) -> ExitCode {
                 command.stderr(std::process::Stdio::null());
             }
         }
-        // SAFETY: setsid is async-signal-safe; the child leaves the terminal's session.
+        // SAFETY: setsid is async-signal-safe (one system call, no allocation); the child
+        // leaves the terminal's session.
         unsafe {
             command.pre_exec(|| {
-                libc::setsid();
+                let _ = rustix::process::setsid();
                 Ok(())
             });
         }
@@ -423,15 +424,9 @@ async fn unmounted(path: &Path) {
     }
 }
 
+/// Detaches the mount (MNT_DETACH): the kernel ends it once its open files are closed.
 fn lazy_unmount(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid C string; MNT_DETACH only detaches the mount.
-    unsafe {
-        libc::umount2(c_path.as_ptr(), libc::MNT_DETACH);
-    }
+    let _ = rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH);
 }
 
 #[cfg(test)]

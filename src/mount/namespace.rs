@@ -59,7 +59,7 @@ impl<R: Remote> Fs<R> {
                 };
                 Ok(self.record(path, kind, Some(&meta)))
             }
-            None => Err(libc::ENOENT),
+            None => Err(Errno::NOENT),
         }
     }
 
@@ -77,7 +77,7 @@ impl<R: Remote> Fs<R> {
             let (_, name) = split(path);
             match inodes.listing(parent_path, ttl) {
                 Some(listing) => match listing.entries.get(name) {
-                    None => return Err(libc::ENOENT),
+                    None => return Err(Errno::NOENT),
                     Some(listed) => Some((listed.clone(), listing.at)),
                 },
                 None => None,
@@ -130,12 +130,12 @@ impl<R: Remote> Fs<R> {
         let (meta, body) = if listed.size <= SMALL_OBJECT {
             match self.remote.get_whole(&key).await.map_err(errno)? {
                 Some((meta, body)) => (meta, Some(body)),
-                None => return Err(libc::ENOENT),
+                None => return Err(Errno::NOENT),
             }
         } else {
             match self.remote.head(&key).await.map_err(errno)? {
                 Some(meta) => (meta, None),
-                None => return Err(libc::ENOENT),
+                None => return Err(Errno::NOENT),
             }
         };
         if let Some(body) = body {
@@ -165,7 +165,7 @@ impl<R: Remote> Fs<R> {
     pub(super) async fn exists_now(&self, path: &str) -> Result<bool, Errno> {
         match self.stat_path(path).await {
             Ok(_) => Ok(true),
-            Err(libc::ENOENT) => Ok(false),
+            Err(Errno::NOENT) => Ok(false),
             Err(err) => Err(err),
         }
     }
@@ -185,7 +185,7 @@ impl<R: Remote> Fs<R> {
     pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
         let (path, fresh) = {
             let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            let node = inodes.get(ino).ok_or(Errno::NOENT)?;
             if ino == ROOT || node.unlinked || node.is_fresh(self.settings.ttl) {
                 return Ok(self.attr_of(node, ino));
             }
@@ -200,7 +200,7 @@ impl<R: Remote> Fs<R> {
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, Errno> {
         let (path, kind) = self.path_of(ino)?;
         if kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(Errno::NOTDIR);
         }
         let listing = self
             .remote
@@ -290,7 +290,7 @@ impl<R: Remote> Fs<R> {
             .expect("dirs lock")
             .get(&fh)
             .cloned()
-            .ok_or(libc::EBADF)
+            .ok_or(Errno::BADF)
     }
 
     pub fn releasedir(&self, fh: u64) {
@@ -303,8 +303,8 @@ impl<R: Remote> Fs<R> {
         self.refuse_if_read_only()?;
         let path = self.child_path(parent, name)?;
         match self.peek(parent, name).await {
-            Ok(_) => Err(libc::EEXIST),
-            Err(libc::ENOENT) => Ok(path),
+            Ok(_) => Err(Errno::EXIST),
+            Err(Errno::NOENT) => Ok(path),
             Err(err) => Err(err),
         }
     }
@@ -374,11 +374,11 @@ impl<R: Remote> Fs<R> {
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
         let attr = self.getattr(ino).await?;
         if attr.kind != Kind::Symlink {
-            return Err(libc::EINVAL);
+            return Err(Errno::INVAL);
         }
         let (key, etag) = {
             let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
+            let node = inodes.get(ino).ok_or(Errno::NOENT)?;
             (self.key(&node.path), node.etag.clone())
         };
         let mut target = Vec::new();
@@ -400,11 +400,11 @@ impl<R: Remote> Fs<R> {
         let path = self.child_path(parent, name)?;
         let attr = self.peek(parent, name).await?;
         if attr.kind != Kind::Dir {
-            return Err(libc::ENOTDIR);
+            return Err(Errno::NOTDIR);
         }
         let marker = self.dir_key(&path);
         if !self.is_empty_dir(&path).await? {
-            return Err(libc::ENOTEMPTY);
+            return Err(Errno::NOTEMPTY);
         }
         self.remote.delete(&marker).await.map_err(errno)?;
         self.inodes().unlink(&path);
@@ -426,7 +426,7 @@ impl<R: Remote> Fs<R> {
         let path = self.child_path(parent, name)?;
         let attr = self.peek(parent, name).await?;
         if attr.kind == Kind::Dir {
-            return Err(libc::EISDIR);
+            return Err(Errno::ISDIR);
         }
         let pending = self
             .inodes()
@@ -446,6 +446,7 @@ impl<R: Remote> Fs<R> {
 /// otherwise, and the mount's RSS would stay at its peak after the kernel forgot a walk.
 fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // libc, not rustix: malloc_trim is glibc's allocator, not a system call.
     // SAFETY: malloc_trim only releases free memory at the heap's top and in its bins.
     unsafe {
         libc::malloc_trim(0);
@@ -490,7 +491,7 @@ mod tests {
             names(&fs, empty.ino).await.is_empty(),
             "the marker is not a file"
         );
-        assert_eq!(fs.lookup(ROOT, "nope").await, Err(libc::ENOENT));
+        assert_eq!(fs.lookup(ROOT, "nope").await, Err(Errno::NOENT));
     }
 
     #[tokio::test]
@@ -516,7 +517,7 @@ mod tests {
         assert!(names(&fs, ROOT).await.is_empty());
         remote.insert("m/new", b"from elsewhere");
         // Within the TTL the fresh listing answers; after it, the server does.
-        assert_eq!(fs.lookup(ROOT, "new").await, Err(libc::ENOENT));
+        assert_eq!(fs.lookup(ROOT, "new").await, Err(Errno::NOENT));
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(fs.lookup(ROOT, "new").await.unwrap().size, 14);
         remote.insert("m/new", b"changed");
@@ -528,7 +529,7 @@ mod tests {
         let dir = fs.mkdir(ROOT, "dir", 0o755, ME).await.unwrap();
         assert_eq!(remote.get("m/dir/").unwrap(), b"");
         write_file(&fs, dir.ino, "inside", b"").await;
-        assert_eq!(fs.rmdir(ROOT, "dir").await, Err(libc::ENOTEMPTY));
+        assert_eq!(fs.rmdir(ROOT, "dir").await, Err(Errno::NOTEMPTY));
         fs.unlink(dir.ino, "inside").await.unwrap();
         fs.rmdir(ROOT, "dir").await.unwrap();
         assert!(remote.keys().is_empty());
@@ -543,7 +544,7 @@ mod tests {
         names(&fs, ROOT).await;
         let before = remote.request_count();
         fs.lookup(ROOT, "f").await.unwrap();
-        assert_eq!(fs.lookup(ROOT, "g").await, Err(libc::ENOENT));
+        assert_eq!(fs.lookup(ROOT, "g").await, Err(Errno::NOENT));
         assert_eq!(remote.request_count(), before);
     }
 

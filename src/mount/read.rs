@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use rustix::fs::OFlags;
+
 use super::fs::{errno, Caller, Errno, Fs, Handle, Kind};
 use super::remote::Remote;
 use super::staging::Target;
@@ -11,25 +13,25 @@ use super::staging::Target;
 impl<R: Remote> Fs<R> {
     /// Opens a file. For writing, its bytes are staged (fetched only when first needed;
     /// with O_TRUNC not at all); the upload comes at fsync or close.
-    pub async fn open(&self, ino: u64, flags: i32, caller: Caller) -> Result<u64, Errno> {
+    pub async fn open(&self, ino: u64, flags: OFlags, caller: Caller) -> Result<u64, Errno> {
         let attr = self.getattr(ino).await?;
         if attr.kind == Kind::Dir {
-            return Err(libc::EISDIR);
+            return Err(Errno::ISDIR);
         }
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let write = flags & OFlags::ACCMODE != OFlags::RDONLY;
         if write {
             self.refuse_if_read_only()?;
         }
         let (key, etag, size) = {
             let mut inodes = self.inodes();
-            let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
+            let node = inodes.get_mut(ino).ok_or(Errno::NOENT)?;
             node.opens += 1;
             (self.key(&node.path), node.etag.clone(), node.size)
         };
         let handle = Handle {
             ino,
             write,
-            append: flags & libc::O_APPEND != 0,
+            append: flags.contains(OFlags::APPEND),
             key,
             etag,
             size,
@@ -38,7 +40,7 @@ impl<R: Remote> Fs<R> {
         if write {
             let staged = self.stage(ino);
             let truncated = match staged {
-                Ok(()) if flags & libc::O_TRUNC != 0 => self.truncate(ino, 0).await,
+                Ok(()) if flags.contains(OFlags::TRUNC) => self.truncate(ino, 0).await,
                 other => other,
             };
             if let Err(err) = truncated {
@@ -75,8 +77,8 @@ impl<R: Remote> Fs<R> {
     pub(super) async fn load_staged(&self, ino: u64) -> Result<(), Errno> {
         let (staged, key, etag) = {
             let inodes = self.inodes();
-            let node = inodes.get(ino).ok_or(libc::ENOENT)?;
-            let staged = node.staged.clone().ok_or(libc::EBADF)?;
+            let node = inodes.get(ino).ok_or(Errno::NOENT)?;
+            let staged = node.staged.clone().ok_or(Errno::BADF)?;
             (staged, self.key(&node.path), node.etag.clone())
         };
         let mut file = staged.file.lock().await;
@@ -106,9 +108,12 @@ mod tests {
     async fn a_file_is_readable_while_another_descriptor_writes_it() {
         let remote = Arc::new(MemoryRemote::default());
         let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        let (attr, writer) = fs.create(ROOT, "log", 0o644, 0, ME).await.unwrap();
+        let (attr, writer) = fs
+            .create(ROOT, "log", 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         fs.write(writer, 0, b"first line\n", ME.pid).await.unwrap();
-        let reader = fs.open(attr.ino, libc::O_RDONLY, ME).await.unwrap();
+        let reader = fs.open(attr.ino, OFlags::RDONLY, ME).await.unwrap();
         assert_eq!(fs.read(reader, 0, 100).await.unwrap(), b"first line\n");
         fs.write(writer, 11, b"second\n", ME.pid).await.unwrap();
         assert_eq!(fs.read(reader, 11, 100).await.unwrap(), b"second\n");
@@ -131,7 +136,7 @@ mod tests {
         let (fs, _dir) = fs(&remote, Duration::from_secs(60));
         let attr = fs.lookup(ROOT, "small").await.unwrap();
         let before = remote.request_count();
-        let fh = fs.open(attr.ino, libc::O_RDONLY, ME).await.unwrap();
+        let fh = fs.open(attr.ino, OFlags::RDONLY, ME).await.unwrap();
         assert_eq!(fs.read(fh, 0, 1 << 20).await.unwrap(), b"tiny");
         assert_eq!(remote.request_count() - before, 1, "one GetObject");
     }

@@ -34,25 +34,25 @@ impl<R: Remote> Fs<R> {
             return Ok(());
         }
         if source.kind == Kind::Dir && to.starts_with(&format!("{from}/")) {
-            return Err(libc::EINVAL);
+            return Err(Errno::INVAL);
         }
         let target = match self.peek(new_parent, new_name).await {
             Ok(attr) => Some(attr),
-            Err(libc::ENOENT) => None,
+            Err(Errno::NOENT) => None,
             Err(err) => return Err(err),
         };
         if let Some(target) = &target {
             match (target.kind, source.kind) {
-                _ if no_replace => return Err(libc::EEXIST),
+                _ if no_replace => return Err(Errno::EXIST),
                 (Kind::Dir, Kind::Dir) => {}
-                (_, Kind::Dir) => return Err(libc::ENOTDIR),
-                (Kind::Dir, _) => return Err(libc::EISDIR),
+                (_, Kind::Dir) => return Err(Errno::NOTDIR),
+                (Kind::Dir, _) => return Err(Errno::ISDIR),
                 _ => {}
             }
         }
         let target_dir = target.as_ref().is_some_and(|t| t.kind == Kind::Dir);
         if target_dir && !self.is_empty_dir(&to).await? {
-            return Err(libc::ENOTEMPTY);
+            return Err(Errno::NOTEMPTY);
         }
         // What is staged under the old name goes up first, so the copy has it.
         self.upload_staged_below(&from).await?;
@@ -86,7 +86,7 @@ impl<R: Remote> Fs<R> {
                 "rename {from} to {to}: the copy is made, but {}",
                 err.message
             );
-            libc::EIO
+            Errno::IO
         })
     }
 
@@ -127,7 +127,7 @@ impl<R: Remote> Fs<R> {
             .await
             .map_err(|err| {
                 tracing::warn!("rename {from} to {to}: copies made, but {}", err.message);
-                libc::EIO
+                Errno::IO
             })?;
         Ok(())
     }
@@ -140,7 +140,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::mount::fs::testing::{fs, read_file, write_file, ME};
-    use crate::mount::fs::ROOT;
+    use crate::mount::fs::{Errno, ROOT};
     use crate::mount::remote::memory::MemoryRemote;
 
     #[tokio::test]
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(remote.get("m/old").unwrap(), b"new bytes");
         assert!(remote.get("m/.tmp").is_none());
         assert_eq!(read_file(&fs, ROOT, "old").await, b"new bytes");
-        assert_eq!(fs.lookup(ROOT, ".tmp").await, Err(libc::ENOENT));
+        assert_eq!(fs.lookup(ROOT, ".tmp").await, Err(Errno::NOENT));
 
         let d = fs.mkdir(ROOT, "d", 0o755, ME).await.unwrap();
         let sub = fs.mkdir(d.ino, "sub", 0o755, ME).await.unwrap();
@@ -166,15 +166,15 @@ mod tests {
         assert_eq!(read_file(&fs, sub.ino, "f").await, b"deep");
         assert_eq!(
             fs.rename(ROOT, "old", ROOT, "e", false).await,
-            Err(libc::EISDIR)
+            Err(Errno::ISDIR)
         );
         assert_eq!(
             fs.rename(ROOT, "e", ROOT, "old", false).await,
-            Err(libc::ENOTDIR)
+            Err(Errno::NOTDIR)
         );
         assert_eq!(
             fs.rename(ROOT, "e", ROOT, "old", true).await,
-            Err(libc::EEXIST)
+            Err(Errno::EXIST)
         );
     }
 
@@ -187,7 +187,7 @@ mod tests {
         remote.fail_copies.store(true, Ordering::Relaxed);
         assert_eq!(
             fs.rename(ROOT, "new", ROOT, "target", false).await,
-            Err(libc::EIO)
+            Err(Errno::IO)
         );
         assert_eq!(remote.get("m/target").unwrap(), b"old");
         assert_eq!(remote.get("m/new").unwrap(), b"new");

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use tempfile::NamedTempFile;
 
+use super::fs::Errno;
 use super::remote::{ErrorKind, Remote, RemoteError, StoredAttrs};
 
 /// Parts of one file uploaded at once.
@@ -432,10 +433,10 @@ impl Stream {
 }
 
 /// The errno for a failed upload.
-pub fn upload_errno(err: &RemoteError) -> i32 {
+pub fn upload_errno(err: &RemoteError) -> Errno {
     match err.kind {
-        ErrorKind::Denied => libc::EACCES,
-        _ => libc::EIO,
+        ErrorKind::Denied => Errno::ACCESS,
+        _ => Errno::IO,
     }
 }
 

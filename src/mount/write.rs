@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use rustix::fs::OFlags;
+
 use super::fs::{Attr, Caller, Errno, Fs, Kind};
 use super::remote::{ObjectMeta, Remote, RemoteError};
 use super::staging::{upload_errno, Staged, StagedFile, Target};
@@ -16,7 +18,7 @@ impl<R: Remote> Fs<R> {
     /// needed.
     pub(super) fn stage(&self, ino: u64) -> Result<(), Errno> {
         let mut inodes = self.inodes();
-        let node = inodes.get_mut(ino).ok_or(libc::ENOENT)?;
+        let node = inodes.get_mut(ino).ok_or(Errno::NOENT)?;
         if node.staged.is_some() {
             return Ok(());
         }
@@ -38,7 +40,7 @@ impl<R: Remote> Fs<R> {
             "staging a file in {}: {err}",
             self.settings.staging_dir.display()
         );
-        err.raw_os_error().unwrap_or(libc::EIO)
+        Errno::from_io_error(&err).unwrap_or(Errno::IO)
     }
 
     fn target<'a>(&'a self, key: &'a str) -> Target<'a, R> {
@@ -56,12 +58,12 @@ impl<R: Remote> Fs<R> {
         parent: u64,
         name: &str,
         mode: u32,
-        flags: i32,
+        flags: OFlags,
         caller: Caller,
     ) -> Result<(Attr, u64), Errno> {
         self.refuse_if_read_only()?;
         let path = self.child_path(parent, name)?;
-        if flags & libc::O_EXCL != 0 {
+        if flags.contains(OFlags::EXCL) {
             // Lock files rely on this: ask the bucket, not what was cached (a file made
             // here and not uploaded yet counts too).
             let made_here = self
@@ -69,11 +71,11 @@ impl<R: Remote> Fs<R> {
                 .node_at(&path)
                 .is_some_and(|n| n.staged.is_some());
             if made_here || self.exists_now(&path).await? {
-                return Err(libc::EEXIST);
+                return Err(Errno::EXIST);
             }
-        } else if let Err(libc::EEXIST) = self.new_name(parent, name).await {
+        } else if let Err(Errno::EXIST) = self.new_name(parent, name).await {
             let attr = self.lookup(parent, name).await?;
-            let fh = self.open(attr.ino, flags | libc::O_WRONLY, caller).await?;
+            let fh = self.open(attr.ino, flags | OFlags::WRONLY, caller).await?;
             return Ok((self.attr(attr.ino)?, fh));
         }
         let attrs = self.new_attrs(Kind::File, mode, caller);
@@ -103,7 +105,7 @@ impl<R: Remote> Fs<R> {
             let handle = super::fs::Handle {
                 ino,
                 write: true,
-                append: flags & libc::O_APPEND != 0,
+                append: flags.contains(OFlags::APPEND),
                 key: self.key(&path),
                 etag: String::new(),
                 size: 0,
@@ -118,10 +120,10 @@ impl<R: Remote> Fs<R> {
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8], pid: u32) -> Result<u32, Errno> {
         let handle = self.handle(fh)?;
         if !handle.write {
-            return Err(libc::EBADF);
+            return Err(Errno::BADF);
         }
         self.load_staged(handle.ino).await?;
-        let staged = self.staged_of(handle.ino).ok_or(libc::EBADF)?;
+        let staged = self.staged_of(handle.ino).ok_or(Errno::BADF)?;
         let key = self.key(&self.path_or_unlinked(handle.ino)?);
         let mut file = staged.file.lock().await;
         let offset = if handle.append { file.size() } else { offset };
@@ -138,7 +140,7 @@ impl<R: Remote> Fs<R> {
         self.inodes()
             .get(ino)
             .map(|n| n.path.clone())
-            .ok_or(libc::ENOENT)
+            .ok_or(Errno::NOENT)
     }
 
     /// Keeps the node's size and mtime those of the staged copy.
@@ -155,7 +157,7 @@ impl<R: Remote> Fs<R> {
         if size > 0 {
             self.load_staged(ino).await?;
         }
-        let staged = self.staged_of(ino).ok_or(libc::EBADF)?;
+        let staged = self.staged_of(ino).ok_or(Errno::BADF)?;
         let key = self.key(&self.path_or_unlinked(ino)?);
         let mut file = staged.file.lock().await;
         file.set_len(&self.target(&key), size)
@@ -335,7 +337,10 @@ mod tests {
     async fn written_files_are_in_the_bucket_when_close_returns() {
         let remote = Arc::new(MemoryRemote::default());
         let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        let (attr, fh) = fs.create(ROOT, "small", 0o644, 0, ME).await.unwrap();
+        let (attr, fh) = fs
+            .create(ROOT, "small", 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         fs.write(fh, 0, b"abc", ME.pid).await.unwrap();
         assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 3);
         assert!(
@@ -348,7 +353,10 @@ mod tests {
         assert_eq!((stored.mode, stored.uid), (Some(0o100644), Some(1000)));
 
         // Bigger than a part (5 bytes here): parts go while the file is written.
-        let (_, fh) = fs.create(ROOT, "big", 0o644, 0, ME).await.unwrap();
+        let (_, fh) = fs
+            .create(ROOT, "big", 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         let data: Vec<u8> = (0..23u8).collect();
         for (i, chunk) in data.chunks(4).enumerate() {
             fs.write(fh, i as u64 * 4, chunk, ME.pid).await.unwrap();
@@ -368,7 +376,7 @@ mod tests {
         let attr = fs.lookup(ROOT, "f").await.unwrap();
         // Append (`echo >> f`).
         let fh = fs
-            .open(attr.ino, libc::O_WRONLY | libc::O_APPEND, ME)
+            .open(attr.ino, OFlags::WRONLY | OFlags::APPEND, ME)
             .await
             .unwrap();
         fs.write(fh, 0, b"ab", ME.pid).await.unwrap();
@@ -376,7 +384,7 @@ mod tests {
         fs.release(fh).await;
         assert_eq!(remote.get("m/f").unwrap(), b"0123456789ab");
         // A write in the middle, without truncation.
-        let fh = fs.open(attr.ino, libc::O_RDWR, ME).await.unwrap();
+        let fh = fs.open(attr.ino, OFlags::RDWR, ME).await.unwrap();
         fs.write(fh, 1, b"XY", ME.pid).await.unwrap();
         assert_eq!(fs.read(fh, 0, 5).await.unwrap(), b"0XY34");
         fs.fsync(fh).await.unwrap();
@@ -385,7 +393,7 @@ mod tests {
         // Overwrite (`echo > f`): truncated at open, the old bytes never fetched.
         let requests = remote.request_count();
         let fh = fs
-            .open(attr.ino, libc::O_WRONLY | libc::O_TRUNC, ME)
+            .open(attr.ino, OFlags::WRONLY | OFlags::TRUNC, ME)
             .await
             .unwrap();
         fs.write(fh, 0, b"new", ME.pid).await.unwrap();
@@ -414,9 +422,12 @@ mod tests {
         remote.fail_writes.store(true, Ordering::Relaxed);
         for size in [3usize, 12] {
             let name = format!("f{size}");
-            let (_, fh) = fs.create(ROOT, &name, 0o644, 0, ME).await.unwrap();
+            let (_, fh) = fs
+                .create(ROOT, &name, 0o644, OFlags::empty(), ME)
+                .await
+                .unwrap();
             fs.write(fh, 0, &vec![1; size], ME.pid).await.unwrap();
-            assert_eq!(fs.flush(fh, ME.pid).await, Err(libc::EIO), "{size} bytes");
+            assert_eq!(fs.flush(fh, ME.pid).await, Err(Errno::IO), "{size} bytes");
             fs.release(fh).await;
             // Still there, readable, for another try.
             assert_eq!(read_file(&fs, ROOT, &name).await, vec![1; size]);
@@ -424,11 +435,11 @@ mod tests {
         // An overwrite that fails leaves the old object as it was.
         let attr = fs.lookup(ROOT, "old").await.unwrap();
         let fh = fs
-            .open(attr.ino, libc::O_WRONLY | libc::O_TRUNC, ME)
+            .open(attr.ino, OFlags::WRONLY | OFlags::TRUNC, ME)
             .await
             .unwrap();
         fs.write(fh, 0, b"new", ME.pid).await.unwrap();
-        assert_eq!(fs.flush(fh, ME.pid).await, Err(libc::EIO));
+        assert_eq!(fs.flush(fh, ME.pid).await, Err(Errno::IO));
         assert_eq!(remote.get("m/old").unwrap(), b"old");
         fs.release(fh).await;
         assert_eq!(remote.keys(), ["m/old"]);
@@ -436,7 +447,7 @@ mod tests {
         // A retry succeeds once the bucket takes writes again.
         remote.fail_writes.store(false, Ordering::Relaxed);
         let attr = fs.lookup(ROOT, "f3").await.unwrap();
-        let fh = fs.open(attr.ino, libc::O_WRONLY, ME).await.unwrap();
+        let fh = fs.open(attr.ino, OFlags::WRONLY, ME).await.unwrap();
         fs.fsync(fh).await.unwrap();
         fs.release(fh).await;
         assert_eq!(remote.get("m/f3").unwrap(), vec![1; 3]);
@@ -457,22 +468,22 @@ mod tests {
         assert!(crate::mount::fs::testing::names(&fs, ROOT).await.is_empty());
         remote.insert("m/lock", b"held elsewhere");
         // The cached listing says it is not there; O_EXCL asks anyway.
-        let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+        let excl = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY;
         assert_eq!(
             fs.create(ROOT, "lock", 0o644, excl, ME).await.err(),
-            Some(libc::EEXIST)
+            Some(Errno::EXIST)
         );
         write_file(&fs, ROOT, "mine", b"").await;
         assert_eq!(
             fs.create(ROOT, "mine", 0o644, excl, ME).await.err(),
-            Some(libc::EEXIST)
+            Some(Errno::EXIST)
         );
         // A file made here, still open and not in the bucket yet, is taken as well.
         let (_, fh) = fs.create(ROOT, "open.lock", 0o644, excl, ME).await.unwrap();
         fs.write(fh, 0, b"pid", ME.pid).await.unwrap();
         assert_eq!(
             fs.create(ROOT, "open.lock", 0o644, excl, ME).await.err(),
-            Some(libc::EEXIST)
+            Some(Errno::EXIST)
         );
         fs.flush(fh, ME.pid).await.unwrap();
     }
@@ -481,7 +492,10 @@ mod tests {
     async fn a_close_by_a_process_that_did_not_write_does_not_upload() {
         let remote = Arc::new(MemoryRemote::default());
         let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        let (_, fh) = fs.create(ROOT, "f", 0o644, 0, ME).await.unwrap();
+        let (_, fh) = fs
+            .create(ROOT, "f", 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         fs.write(fh, 0, b"hi", ME.pid).await.unwrap();
         fs.flush(fh, ME.pid + 1).await.unwrap();
         assert!(remote.get("m/f").is_none());
@@ -493,7 +507,10 @@ mod tests {
     async fn a_file_removed_while_open_is_not_uploaded_again() {
         let remote = Arc::new(MemoryRemote::default());
         let (fs, _dir) = fs(&remote, Duration::from_secs(1));
-        let (attr, fh) = fs.create(ROOT, "journal", 0o644, 0, ME).await.unwrap();
+        let (attr, fh) = fs
+            .create(ROOT, "journal", 0o644, OFlags::empty(), ME)
+            .await
+            .unwrap();
         fs.write(fh, 0, b"x", ME.pid).await.unwrap();
         fs.unlink(ROOT, "journal").await.unwrap();
         fs.write(fh, 1, b"y", ME.pid).await.unwrap();

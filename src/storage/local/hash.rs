@@ -135,7 +135,7 @@ pub async fn read_small(
 /// `None`.
 #[cfg(target_os = "linux")]
 fn read_if_cached(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
-    use std::os::fd::AsRawFd;
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len() as usize;
     // One spare byte, to see the end of the file.
@@ -147,33 +147,17 @@ fn read_if_cached(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
             // The file grew since the stat: the blocking read takes it as it is.
             return Ok(None);
         }
-        let iov = libc::iovec {
-            iov_base: rest.as_mut_ptr().cast(),
-            iov_len: rest.len(),
+        let mut iov = [std::io::IoSliceMut::new(rest)];
+        let n = match preadv2(&file, &mut iov, filled as u64, ReadWriteFlags::NOWAIT) {
+            Ok(n) => n,
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INTR) => return Ok(None),
+            Err(err) => return Err(err.into()),
         };
-        // SAFETY: the iovec describes `rest`, a live, exclusively borrowed buffer, for
-        // the duration of the call.
-        let n = unsafe {
-            libc::preadv2(
-                file.as_raw_fd(),
-                &iov,
-                1,
-                filled as libc::off_t,
-                libc::RWF_NOWAIT,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::EINTR) => Ok(None),
-                _ => Err(err),
-            };
-        }
         if n == 0 {
             data.truncate(filled);
             return Ok(Some(data));
         }
-        filled += n as usize;
+        filled += n;
     }
 }
 

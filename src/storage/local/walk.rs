@@ -89,8 +89,8 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
         let meta = match fs::metadata(&path) {
             Ok(meta) => meta,
             Err(err) if child.is_link => {
-                let why = match err.raw_os_error() {
-                    Some(libc::ELOOP) => Skip::LinkLoop,
+                let why = match rustix::io::Errno::from_io_error(&err) {
+                    Some(rustix::io::Errno::LOOP) => Skip::LinkLoop,
                     _ => Skip::DanglingLink,
                 };
                 if !send(tx, Ok(passed_over(key, &path, why))) {

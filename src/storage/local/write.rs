@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use futures::{StreamExt, TryStreamExt};
+use rustix::fs::OFlags;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::{file_digests, LocalStore, TEMP_PREFIX};
@@ -291,7 +292,7 @@ async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .await
 }
