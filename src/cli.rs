@@ -320,10 +320,11 @@ pub struct SyncArgs {
     pub compare: CompareArg,
 
     /// Write every object with this additional checksum, which the server verifies
-    /// [default with --compare checksum: crc32c]
+    /// (any case: CRC32C as the AWS CLI spells it) [default with --compare checksum: crc32c]
     #[arg(
         long,
         value_enum,
+        ignore_case = true,
         value_name = "ALGORITHM",
         env = "S3MIRROR_CHECKSUM_ALGORITHM"
     )]

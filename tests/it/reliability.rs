@@ -288,7 +288,7 @@ async fn a_download_failing_its_stated_checksum_says_so_with_both_values() {
         &[("one.txt".into(), b"one small object".to_vec())],
     );
     let url = format!("s3://{bucket}");
-    let crc = ["--checksum-algorithm", "crc32c"];
+    let crc = ["--checksum-algorithm", "CRC32C"];
     s3mirror(&[&[work.path().to_str().unwrap(), &url][..], &crc].concat()).assert_code(0);
     let proxy = proxy(Faults {
         corrupt: 1.0,
@@ -320,6 +320,63 @@ async fn a_download_failing_its_stated_checksum_says_so_with_both_values() {
         tree_contents(dest.path()).is_empty(),
         "nothing damaged lands"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_keeping_no_checksums_gets_multipart_uploads_checked_by_etag() {
+    const MIB: usize = 1 << 20;
+    let server = garage();
+    let client = server.client();
+    let (bucket, strict) = (
+        server.new_bucket("nochecksums").await,
+        server.new_bucket("nochecksums-strict").await,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..12 * MIB + 5).map(|i| (i % 253) as u8).collect();
+    write_tree(work.path(), &[("big.bin".into(), big.clone())]);
+    let proxy = proxy(Faults {
+        strip_checksums: true,
+        ..Faults::default()
+    })
+    .await;
+    let src = work.path().to_str().unwrap();
+    let parts = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let (url, strict_url) = (format!("s3://{bucket}"), format!("s3://{strict}"));
+    let lenient = run_through(&proxy, &[&[src, &url][..], &parts].concat()).await;
+    lenient.assert_code(0);
+    assert!(
+        lenient.stderr.contains("checked by their ETag instead"),
+        "{}",
+        lenient.stderr
+    );
+    assert_eq!(bucket_contents(&client, &bucket, "").await["big.bin"], big);
+    let again = run_through(&proxy, &[&[src, &url][..], &parts].concat()).await;
+    again.assert_code(0);
+    assert_eq!(again.count("copied"), 0);
+
+    // Asked for, a checksum the server does not keep is a failure that says so.
+    let asked = [src, &strict_url, "--checksum-algorithm", "CRC32C"];
+    let refused = run_through(&proxy, &[&asked[..], &parts].concat()).await;
+    refused.assert_code(1);
+    assert!(
+        refused
+            .stderr
+            .contains("did not confirm the CRC32C checksum sent with the object"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("--compare etag"),
+        "{}",
+        refused.stderr
+    );
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&strict)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "no upload left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

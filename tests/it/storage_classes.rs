@@ -1,6 +1,7 @@
-//! Storage classes, archived objects and tags, against moto's server (Garage keeps no
-//! storage classes): archived objects that are not restored are passed over and counted,
-//! restored ones are copied, and copies keep the source's class and tags.
+//! What Garage does not do, against moto's server: storage classes, archived objects and
+//! tags (archived objects that are not restored are passed over and counted, restored
+//! ones are copied, and copies keep the source's class and tags), and a server that
+//! states wrong checksums for multipart uploads.
 
 use aws_sdk_s3::types::StorageClass;
 use aws_sdk_s3::Client;
@@ -305,4 +306,47 @@ async fn copies_keep_the_storage_class_and_tags_on_every_path() {
     for key in ["small-ia.bin", "big-onezone.bin", "plain.bin"] {
         assert_eq!(class_of(&client, &overridden, key).await, "GLACIER_IR");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_to_a_server_stating_wrong_checksums_are_checked_by_etag() {
+    let server = moto();
+    let client = server.client();
+    let (lenient, strict) = (
+        server.new_bucket("wrongcrc").await,
+        server.new_bucket("wrongcrc-strict").await,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..11 * MIB + 3).map(|i| (i % 241) as u8).collect();
+    crate::write_tree(work.path(), &[("big.bin".into(), big.clone())]);
+    let src = work.path().to_str().unwrap().to_owned();
+    let (a, b) = (format!("s3://{lenient}"), format!("s3://{strict}"));
+    let parts = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let (ok, refused) = tokio::task::spawn_blocking(move || {
+        (
+            server.run(&[&[src.as_str(), &a][..], &parts].concat()),
+            server.run(
+                &[
+                    &[src.as_str(), &b, "--checksum-algorithm", "crc32c"][..],
+                    &parts,
+                ]
+                .concat(),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    ok.assert_code(0);
+    assert_eq!(ok.count("copied"), 1);
+    assert_eq!(bucket_contents(&client, &lenient, "").await["big.bin"], big);
+    refused.assert_code(1);
+    // moto confirms no checksum in its answer, and stores a wrong one.
+    assert!(
+        refused.stderr.contains("CRC32C")
+            && refused
+                .stderr
+                .contains("run without --checksum-algorithm for this server"),
+        "{}",
+        refused.stderr
+    );
 }

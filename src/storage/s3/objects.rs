@@ -193,10 +193,16 @@ impl S3Store {
         };
         let cause = match stated {
             Some(stated) if stated == *expected => return Ok(()),
-            Some(stated) => format!("the server stored checksum {stated}; expected {expected}"),
+            Some(stated) => format!(
+                "the server answered that it stored checksum {stated}, but the bytes sent \
+                 hash to {expected}; it does not keep {} checksums faithfully: run without \
+                 --checksum-algorithm for this server",
+                expected.algorithm.name()
+            ),
             None => format!(
-                "the server did not confirm the {} checksum sent with the object, so it does \
-                 not keep S3 additional checksums; use --compare etag with this server",
+                "the server did not confirm the {} checksum sent with the object (its answer \
+                 has no x-amz-checksum-*), so it does not keep S3 additional checksums: run \
+                 without --checksum-algorithm for this server",
                 expected.algorithm.name()
             ),
         };

@@ -4,9 +4,10 @@
 //! committed.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::CompletedPart;
+use aws_sdk_s3::types::{CompletedPart, ServerSideEncryption};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
@@ -19,7 +20,7 @@ use super::upload_steps::{with_checksum_algorithm, PartRequest};
 use super::S3Store;
 use crate::storage::checksum::{b64, HashKind};
 use crate::storage::local::{DigestRequest, Digests};
-use crate::storage::{local, Checksum, ChecksumAlgorithm, Entry, ObjectError};
+use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
 
 const READ_BUFFER: usize = 256 * 1024;
 /// The checksum that protects the parts of an upload when no algorithm is configured:
@@ -123,10 +124,69 @@ impl S3Store {
             }
             let object = Some(&checksums.object);
             let whole = object.filter(|c| c.parts.is_none());
-            let (_, stated) = self.complete(key, &upload_id, completed, whole).await?;
-            self.confirm_checksum("CompleteMultipartUpload", key, object, stated)
+            let (etag, stated) = self.complete(key, &upload_id, completed, whole).await?;
+            let confirmed = stated.as_ref() == object;
+            if confirmed || self.write.checksum.is_some() {
+                // Checksums the user asked for must be kept: no other check stands in.
+                return self.confirm_checksum("CompleteMultipartUpload", key, object, stated);
+            }
+            self.confirm_by_etag(key, path, part_size, etag, stated)
+                .await
         };
         self.run_registered(registered, upload).await
+    }
+
+    /// Checks an upload whose CRC the server did not confirm (it keeps no additional
+    /// checksums, or states a wrong one) by its multipart ETag instead, the MD5 of the
+    /// parts' MD5s, for which the file is read again. The user asked for no checksum,
+    /// so this is as strong a check as an upload without one gets. ETags of SSE-KMS
+    /// objects are not MD5s: there the parts' own checks have to do.
+    async fn confirm_by_etag(
+        &self,
+        key: &str,
+        path: &Path,
+        part_size: u64,
+        etag: Option<ETag>,
+        stated: Option<Checksum>,
+    ) -> Result<(), ObjectError> {
+        static NOTED: AtomicBool = AtomicBool::new(false);
+        if !NOTED.swap(true, Ordering::Relaxed) {
+            let answer = match &stated {
+                Some(stated) => format!("stated {stated}"),
+                None => "stated none".to_owned(),
+            };
+            tracing::warn!(
+                "the server did not confirm the CRC32C of a multipart upload ({answer}); \
+                 multipart uploads are checked by their ETag instead"
+            );
+        }
+        let opaque = matches!(
+            self.write.sse,
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        );
+        if opaque {
+            return Ok(());
+        }
+        let request = DigestRequest {
+            kind: HashKind::Md5,
+            part_sizes: vec![part_size],
+        };
+        let mut read = local::file_digests(path.to_path_buf(), vec![request])
+            .await
+            .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
+        let sent = ETag::multipart(&read.digests.remove(0).parts[0]);
+        match etag {
+            Some(etag) if etag == sent => Ok(()),
+            answered => Err(ObjectError::transient(
+                "CompleteMultipartUpload",
+                self.describe(key),
+                format!(
+                    "the server confirmed no checksum and its ETag ({}) is not the multipart \
+                     ETag of the bytes sent ({sent}); the object is uploaded again",
+                    answered.map_or("none".to_owned(), |e| e.to_string())
+                ),
+            )),
+        }
     }
 
     async fn upload_part(

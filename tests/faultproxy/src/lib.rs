@@ -51,6 +51,9 @@ pub struct Faults {
     /// Forward an object GET, then flip one bit in the middle of a successful answer's
     /// body, keeping its length: damage only a checksum can catch.
     pub corrupt: f64,
+    /// Remove every additional checksum from the server's answers (`x-amz-checksum-*`
+    /// headers, `<Checksum...>` elements), as a server that keeps none would answer.
+    pub strip_checksums: bool,
 }
 
 /// What the proxy did, counted per kind.
@@ -154,6 +157,7 @@ impl State {
             let _ = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
         }
         let write = matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE);
+        let post = req.method() == Method::POST;
         if faults.fail_writes && write {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             return Ok(s3_error(
@@ -214,6 +218,9 @@ impl State {
             Ok(response) => response,
             Err(err) => return Err(err),
         };
+        if faults.strip_checksums {
+            return strip_checksums(response, post).await;
+        }
         let damage = truncate || (corrupt && response.status().is_success());
         if !damage {
             return Ok(response.map(|b| b.map_err(io_error).boxed()));
@@ -254,6 +261,46 @@ impl State {
             Err(err) => Err(io_error(err)),
         }
     }
+}
+
+/// The answer without additional checksums in its headers or its XML body (an answer
+/// to a POST, such as CompleteMultipartUpload, is XML whatever its content type says).
+async fn strip_checksums(
+    response: Response<Incoming>,
+    post: bool,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = response.into_parts();
+    let checksum_headers: Vec<_> = parts
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-amz-checksum"))
+        .cloned()
+        .collect();
+    for name in checksum_headers {
+        parts.headers.remove(name);
+    }
+    let xml = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().ends_with(b"xml"))
+        || post;
+    if !xml {
+        return Ok(Response::from_parts(parts, body.map_err(io_error).boxed()));
+    }
+    let bytes = body.collect().await.map_err(io_error)?.to_bytes();
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    while let Some(start) = text.find("<Checksum") {
+        let name_end = start + text[start..].find('>').unwrap_or(0);
+        let name = text[start + 1..name_end].to_owned();
+        let close = format!("</{name}>");
+        let Some(end) = text[start..].find(&close) else {
+            break;
+        };
+        text.replace_range(start..start + end + close.len(), "");
+    }
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    let body = Full::new(Bytes::from(text)).map_err(|never: Infallible| match never {});
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 fn io_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> ProxyError {
