@@ -2,15 +2,20 @@
 # Runs every test: unit tests, integration tests against a real Garage server (and a
 # one-node Slurm cluster) that the test harness starts on loopback, then the Debian
 # package test. Installs what they need first when missing: Garage, Python's Prometheus
-# text parser, and as root Slurm, munge, man-db, systemd, rsync and s3fs from Debian.
+# text parser and moto's S3 server, and as root Slurm, munge, man-db, systemd, rsync and s3fs from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 garage_install
-PROMETHEUS_CLIENT_VERSION=0.26.0
-if ! python3 -c "import importlib.metadata as m; assert m.version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
-fi
+# Python packages, pinned: Prometheus's text parser checks the metrics file, and moto's
+# S3 server stands in for the AWS APIs Garage lacks (storage classes, restores, tags).
+pip_pin() {
+    if ! python3 -c "import importlib.metadata as m; assert m.version('$1') == '$2'" 2>/dev/null; then
+        python3 -m pip install --quiet --disable-pip-version-check "$1${3:-}==$2"
+    fi
+}
+pip_pin prometheus-client 0.26.0
+pip_pin moto 5.2.5 '[server]'
 
 # Debian packages the tests use: Slurm for the cluster test, man and systemd-analyze for
 # the package test, programs the mount tests run on a mounted bucket (rsync), and

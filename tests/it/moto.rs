@@ -60,9 +60,10 @@ impl Moto {
         // PR_SET_PDEATHSIG fires only when the test process dies.
         std::thread::spawn(move || {
             use std::os::unix::process::CommandExt;
-            let mut command = Command::new("moto_server");
+            // As a module of the Python that pip installed it into, whatever PATH holds.
+            let mut command = Command::new("python3");
             command
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("AWS_DEFAULT_REGION", REGION)
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file)
@@ -75,7 +76,7 @@ impl Moto {
             }
             let mut child = command
                 .spawn()
-                .expect("moto_server is needed for these tests: pip install 'moto[server]==5.2.5'");
+                .expect("python3 is needed to run moto's server for these tests");
             pid_tx.send(child.id() as i32).unwrap();
             let _ = child.wait();
         });
@@ -84,7 +85,7 @@ impl Moto {
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "moto_server did not start; see {}",
+                "moto's server did not start (pip install 'moto[server]==5.2.5'); see {}",
                 log.display()
             );
             std::thread::sleep(Duration::from_millis(100));
