@@ -194,6 +194,12 @@ pub struct CommonArgs {
     #[arg(long, env = "S3MIRROR_NO_FOLLOW_SYMLINKS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub no_follow_symlinks: bool,
 
+    /// Keep symbolic links as links: a link NAME is stored as the object NAME.rclonelink
+    /// holding its target (as rclone's --links does), and such objects become links again
+    /// in a local destination
+    #[arg(short = 'l', long, conflicts_with = "no_follow_symlinks", env = "S3MIRROR_LINKS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub links: bool,
+
     /// At most this many S3 requests per second, over all transfers and both sides
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "S3MIRROR_MAX_RPS")]
     pub max_rps: Option<u64>,

@@ -15,6 +15,7 @@ use crate::keylist::read_keys;
 use crate::location::{Location, LocationError};
 use crate::plan::CompareMode;
 use crate::shard::{parse_boundaries, Shard};
+use crate::storage::local::LinkMode;
 use crate::storage::s3::{
     ClientSettings, Pacing, Restore, RestoreTier, WriteOptions, MIN_PART_SIZE,
 };
@@ -80,8 +81,8 @@ pub struct SyncSettings {
     pub compare: CompareMode,
     /// Common prefixes of a bucket listed at once.
     pub list_width: usize,
-    /// Whether local walks follow symbolic links.
-    pub follow_links: bool,
+    /// What local walks do with symbolic links, and whether links are made again.
+    pub links: LinkMode,
     /// Where uploads in progress are recorded; `None` when no directory is known.
     pub state_dir: Option<PathBuf>,
     pub transfer: TransferSettings,
@@ -264,7 +265,11 @@ impl SyncSettings {
             threads: args.threads,
             pacing: Pacing::new(args.max_rps, args.max_bandwidth.filter(|&b| b > 0)),
             list_width: usize::from(args.list_parallelism),
-            follow_links: !args.no_follow_symlinks,
+            links: match (args.links, args.no_follow_symlinks) {
+                (true, _) => LinkMode::Store,
+                (false, true) => LinkMode::Skip,
+                (false, false) => LinkMode::Follow,
+            },
             state_dir: None,
             dry_run: false,
             verify_after: false,

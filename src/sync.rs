@@ -372,7 +372,7 @@ async fn open_stores(
             .with_endpoint(endpoint),
         ),
         (Location::Local(path), _) => {
-            Store::Local(LocalStore::new(path.clone()).with_follow_links(settings.follow_links))
+            Store::Local(LocalStore::new(path.clone()).with_links(settings.links))
         }
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };

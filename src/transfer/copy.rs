@@ -4,7 +4,7 @@
 use tokio::io::BufReader;
 
 use super::{Route, Transfer};
-use crate::storage::local::Incoming;
+use crate::storage::local::{self, Incoming};
 use crate::storage::{Entry, Expected, ObjectError, Store};
 
 const READ_BUFFER: usize = 256 * 1024;
@@ -15,6 +15,12 @@ impl Transfer {
         let sizes = &self.sizes;
         if entry.is_marker() {
             return self.copy_marker(key).await;
+        }
+        if let Some(target) = self.link_target(entry).await? {
+            return match &self.dest {
+                Store::S3(dest) => dest.put_link(key, target, entry.mtime).await,
+                Store::Local(dest) => dest.write_link(key, target, entry.mtime).await,
+            };
         }
         if let Store::Local(dest) = &self.dest {
             // Refused before a byte is read: a key no file can be named after.
@@ -95,6 +101,40 @@ impl Transfer {
                 };
                 dest.write(key, reader, incoming).await
             }
+        }
+    }
+
+    /// The target of a symbolic link kept as an object (`--links`): a local link's, or
+    /// the content of a `NAME.rclonelink` object that becomes a link in a local
+    /// destination (checked against its ETag like any download). None for anything else.
+    async fn link_target(&self, entry: &Entry) -> Result<Option<Vec<u8>>, ObjectError> {
+        let key = entry.key.as_str();
+        match (&self.source, &self.dest) {
+            (Store::Local(source), _) => source.read_link(key).await,
+            (Store::S3(source), Store::Local(dest)) if dest.makes_links(key) => {
+                if entry.size > local::MAX_LINK_TARGET {
+                    let why = local::not_a_target(entry.size);
+                    return Err(ObjectError::new("make link", dest.describe(key), why));
+                }
+                let download = source.get(key).await?;
+                let target = download
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|err| ObjectError::transient("receive", source.describe(key), err))?
+                    .to_vec();
+                if let Some(request) = download.expected.request() {
+                    let digests = local::bytes_digests(&target, &[request]);
+                    download
+                        .expected
+                        .check(&digests.digests[0])
+                        .map_err(|why| {
+                            ObjectError::transient("verify", source.describe(key), why)
+                        })?;
+                }
+                Ok(Some(target))
+            }
+            _ => Ok(None),
         }
     }
 

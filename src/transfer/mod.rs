@@ -134,10 +134,11 @@ impl Transfer {
             Some(parts) => candidate_part_sizes(job.source.size, parts, self.parts.part_size),
             None => Vec::new(),
         };
-        let path = local_path(store, key)?;
-        let (digests, _) = local::md5_digests(path, candidates)
-            .await
-            .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
+        let request = DigestRequest {
+            kind: HashKind::Md5,
+            part_sizes: candidates,
+        };
+        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
         let matches = match remote_tag.parts() {
             Some(_) => digests
                 .parts
@@ -229,11 +230,7 @@ impl Transfer {
             kind: HashKind::Checksum(checksum.algorithm),
             part_sizes,
         };
-        let path = local_path(store, key)?;
-        let mut out = local::file_digests(path, vec![request])
-            .await
-            .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
-        let digests = out.digests.remove(0);
+        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
         Ok(match checksum.parts {
             Some(_) => digests
                 .parts
@@ -328,18 +325,18 @@ fn same_content(matches: bool) -> Decision {
     }
 }
 
-fn local_path(store: &LocalStore, key: &str) -> Result<std::path::PathBuf, ObjectError> {
-    store
-        .path_for(key)
-        .map_err(|why| ObjectError::new("hash", store.describe(key), why))
-}
-
 /// A local file's CRC32C, for comparing two local files under `--compare checksum`.
 async fn whole_file_checksum(store: &LocalStore, key: &str) -> Result<Vec<u8>, ObjectError> {
-    let (digest, _) = local::file_checksum(local_path(store, key)?, ChecksumAlgorithm::Crc32c)
-        .await
-        .map_err(|err| ObjectError::new("hash", store.describe(key), err))?;
-    Ok(digest)
+    let request = DigestRequest {
+        kind: HashKind::Checksum(ChecksumAlgorithm::Crc32c),
+        part_sizes: Vec::new(),
+    };
+    Ok(store
+        .digests(key, vec![request])
+        .await?
+        .digests
+        .remove(0)
+        .whole)
 }
 
 /// Part sizes that split `size` bytes into exactly `parts` parts, most likely first:

@@ -63,7 +63,14 @@ impl Moto {
             // As a module of the Python that pip installed it into, whatever PATH holds.
             let mut command = Command::new("python3");
             command
-                .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
                 .env("AWS_DEFAULT_REGION", REGION)
                 .stdout(log_file.try_clone().unwrap())
                 .stderr(log_file)

@@ -186,6 +186,95 @@ async fn links_that_lead_nowhere_are_skipped_with_a_warning_not_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_kept_as_rclonelink_objects_round_trip_and_delete() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("links-kept").await;
+    let work = tempfile::tempdir().unwrap();
+    let (src, outside) = (work.path().join("src"), work.path().join("outside"));
+    tree_with_links(&src, &outside);
+    let (back, plain) = (work.path().join("back"), work.path().join("plain"));
+    let paths = [&src, &back, &plain].map(|p| p.to_str().unwrap().to_owned());
+    let url = format!("s3://{bucket}");
+    let (up, up_again, down, down_again, verify, as_files) = tokio::task::spawn_blocking({
+        let (paths, url) = (paths.clone(), url.clone());
+        move || {
+            (
+                s3mirror(&[&paths[0], &url, "--links"]),
+                s3mirror(&[&paths[0], &url, "-l"]),
+                s3mirror(&[&url, &paths[1], "--links"]),
+                s3mirror(&[&url, &paths[1], "--links"]),
+                s3mirror(&["verify", &paths[0], &paths[1], "--links"]),
+                s3mirror(&[&url, &paths[2]]),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    for run in [&up, &up_again, &down, &down_again, &verify, &as_files] {
+        run.assert_code(0);
+    }
+    assert_eq!(up.count("copied"), 6);
+    assert_eq!(up_again.count("copied"), 0, "{}", up_again.stderr);
+    assert_eq!(down_again.count("copied"), 0, "{}", down_again.stderr);
+    let stored = bucket_contents(&client, &bucket, "").await;
+    let outside_target = outside.to_str().unwrap().as_bytes().to_vec();
+    let want: Vec<(&str, &[u8])> = vec![
+        ("docs/dangling.rclonelink", b"/nonexistent/target"),
+        ("docs/itself.rclonelink", b"itself"),
+        ("docs/loop.rclonelink", b"."),
+        ("docs/real.txt", b"real"),
+        ("docs/to-dir.rclonelink", &outside_target),
+        ("docs/to-file.rclonelink", b"real.txt"),
+    ];
+    let got: Vec<(&str, &[u8])> = stored
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    assert_eq!(got, want, "links are stored, never followed");
+    for (name, target) in [
+        ("dangling", "/nonexistent/target"),
+        ("itself", "itself"),
+        ("loop", "."),
+        ("to-file", "real.txt"),
+        ("to-dir", outside.to_str().unwrap()),
+    ] {
+        let link = back.join("docs").join(name);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap().to_str().unwrap(),
+            target,
+            "{name}"
+        );
+    }
+    assert_eq!(std::fs::read(back.join("docs/real.txt")).unwrap(), b"real");
+    // Without --links, the objects are what rclone gives too: files holding the target.
+    assert_eq!(
+        std::fs::read(plain.join("docs/to-file.rclonelink")).unwrap(),
+        b"real.txt"
+    );
+
+    // A link gone from the bucket is removed by --delete, the link only.
+    client
+        .delete_object()
+        .bucket(&bucket)
+        .key("docs/to-dir.rclonelink")
+        .send()
+        .await
+        .unwrap();
+    let pruned =
+        tokio::task::spawn_blocking(move || s3mirror(&[&url, &paths[1], "--links", "--delete"]))
+            .await
+            .unwrap();
+    pruned.assert_code(0);
+    assert_eq!(pruned.count("deleted"), 1, "{}", pruned.stderr);
+    assert!(std::fs::symlink_metadata(back.join("docs/to-dir")).is_err());
+    assert_eq!(
+        std::fs::read(outside.join("shared.txt")).unwrap(),
+        b"shared"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symlinked_directory_in_the_destination_is_never_written_through() {
     let server = garage();
     let client = server.client();

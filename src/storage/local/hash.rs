@@ -51,7 +51,37 @@ pub async fn file_digests(
 ) -> std::io::Result<FileDigests> {
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
-        let mut hashers: Vec<RequestHasher> = requests
+        let mut hashers = RequestHashers::new(&requests);
+        let mut buffer = vec![0; READ_BUFFER];
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hashers.update(&buffer[..n]);
+        }
+        Ok(hashers.finish())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Answers every request for bytes in memory (a link's target kept as an object).
+pub fn bytes_digests(data: &[u8], requests: &[DigestRequest]) -> FileDigests {
+    let mut hashers = RequestHashers::new(requests);
+    hashers.update(data);
+    hashers.finish()
+}
+
+/// One hasher per request, fed the same bytes.
+struct RequestHashers {
+    hashers: Vec<RequestHasher>,
+    len: u64,
+}
+
+impl RequestHashers {
+    fn new(requests: &[DigestRequest]) -> Self {
+        let hashers = requests
             .iter()
             .map(|request| RequestHasher {
                 whole: Hasher::new(request.kind),
@@ -62,32 +92,33 @@ pub async fn file_digests(
                     .collect(),
             })
             .collect();
-        let mut buffer = vec![0; READ_BUFFER];
-        let mut len = 0u64;
-        loop {
-            let n = file.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            for hasher in &mut hashers {
-                hasher.whole.update(&buffer[..n]);
-                for part in &mut hasher.parts {
-                    part.update(&buffer[..n]);
-                }
+        Self { hashers, len: 0 }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        for hasher in &mut self.hashers {
+            hasher.whole.update(data);
+            for part in &mut hasher.parts {
+                part.update(data);
             }
         }
-        let digests = hashers
+    }
+
+    fn finish(self) -> FileDigests {
+        let digests = self
+            .hashers
             .into_iter()
             .map(|mut hasher| Digests {
                 whole: hasher.whole.finalize_reset(),
                 parts: hasher.parts.into_iter().map(PartHasher::finish).collect(),
             })
             .collect();
-        Ok(FileDigests { digests, len })
-    })
-    .await
-    .map_err(std::io::Error::other)?
+        FileDigests {
+            digests,
+            len: self.len,
+        }
+    }
 }
 
 /// MD5 of the whole file and of its parts for each part size: what ETags are made of.

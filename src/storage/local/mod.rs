@@ -2,6 +2,7 @@
 //! leave a partial file under its final name.
 
 mod hash;
+mod links;
 mod walk;
 mod write;
 
@@ -10,9 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::storage::{KeyRange, Listing};
 
 pub use hash::{
-    as_md5, file_checksum, file_digests, md5_digests, read_small, DigestRequest, Digests,
-    Md5Digest, SmallFile,
+    as_md5, bytes_digests, file_checksum, file_digests, md5_digests, read_small, DigestRequest,
+    Digests, FileDigests, Md5Digest, SmallFile,
 };
+pub use links::{not_a_target, LinkMode, LINK_SUFFIX, MAX_TARGET as MAX_LINK_TARGET};
 pub use write::{remove_temps_in_flight, Incoming};
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
@@ -21,20 +23,21 @@ pub const TEMP_PREFIX: &str = ".s3mirror-tmp-";
 
 pub struct LocalStore {
     root: PathBuf,
-    /// Whether a walk follows symbolic links (the default) or passes over every one.
-    follow_links: bool,
+    /// What a walk does with symbolic links, and whether `NAME.rclonelink` keys are
+    /// links here.
+    links: LinkMode,
 }
 
 impl LocalStore {
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
-            follow_links: true,
+            links: LinkMode::Follow,
         }
     }
 
-    pub fn with_follow_links(mut self, follow: bool) -> Self {
-        self.follow_links = follow;
+    pub fn with_links(mut self, links: LinkMode) -> Self {
+        self.links = links;
         self
     }
 
@@ -61,8 +64,8 @@ impl LocalStore {
     /// Walks the tree, skipping directories that hold no key of `range`.
     pub fn list(&self, range: KeyRange) -> Listing {
         let (tx, listing) = Listing::channel();
-        let (root, follow) = (self.root.clone(), self.follow_links);
-        tokio::task::spawn_blocking(move || walk::walk(&root, &range, follow, &tx));
+        let (root, links) = (self.root.clone(), self.links);
+        tokio::task::spawn_blocking(move || walk::walk(&root, &range, links, &tx));
         listing
     }
 
@@ -108,6 +111,9 @@ impl LocalStore {
         let fail = |err: &dyn std::fmt::Display| {
             crate::storage::ObjectError::new("stat", self.describe(key), err)
         };
+        if let Some(link) = self.stat_link(key) {
+            return link.map_err(|err| fail(&err));
+        }
         let path = self.path_for(key).map_err(|why| fail(&why))?;
         let meta = tokio::fs::metadata(&path).await.map_err(|err| fail(&err))?;
         Ok(crate::storage::Entry {
@@ -118,6 +124,23 @@ impl LocalStore {
             skip: None,
             storage_class: None,
         })
+    }
+
+    /// Answers digest requests for the content of `key`: a file's, or a link's target
+    /// when links are kept as objects.
+    pub async fn digests(
+        &self,
+        key: &str,
+        requests: Vec<DigestRequest>,
+    ) -> Result<FileDigests, crate::storage::ObjectError> {
+        let fail = |why: &dyn std::fmt::Display| {
+            crate::storage::ObjectError::new("hash", self.describe(key), why)
+        };
+        if let Some(target) = self.read_link(key).await? {
+            return Ok(bytes_digests(&target, &requests));
+        }
+        let path = self.path_for(key).map_err(|why| fail(&why))?;
+        file_digests(path, requests).await.map_err(|err| fail(&err))
     }
 
     /// Makes the directory a folder marker stands for (`key` ends with `/`).
@@ -149,9 +172,12 @@ impl LocalStore {
                 crate::storage::ObjectError::new("delete", self.describe(key), err)
             });
         }
-        let path = self
-            .path_for(key)
-            .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
+        let path = match self.link_for(key) {
+            Some(link) => link,
+            None => self.path_for(key).map_err(|why| {
+                crate::storage::ObjectError::new("delete", self.describe(key), why)
+            })?,
+        };
         self.refuse_links_above(&path)
             .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
         tokio::fs::remove_file(&path)

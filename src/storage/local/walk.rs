@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
+use super::links::{link_entry, LinkMode, LINK_SUFFIX};
 use super::TEMP_PREFIX;
 use crate::storage::{Entry, KeyRange, ListError, ListItem, Skip};
 
@@ -37,9 +38,10 @@ type Unlistable = Vec<ListError>;
 
 /// Walks `root` and sends every regular file as an entry; blocking, so run it on a
 /// blocking thread. Stops early when the receiver goes away. Symbolic links are followed
-/// when `follow` is set; a link that leads nowhere or back into the walk, and every link
-/// when `follow` is not set, is sent as an entry to pass over (`Skip`), never a failure.
-pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListItem>) {
+/// (`LinkMode::Follow`), where a link that leads nowhere or back into the walk is sent as
+/// an entry to pass over (`Skip`), never a failure; passed over every one
+/// (`LinkMode::Skip`); or sent as themselves, `NAME.rclonelink` (`LinkMode::Store`).
+pub fn walk(root: &Path, range: &KeyRange, links: LinkMode, tx: &mpsc::Sender<ListItem>) {
     let root_meta = match fs::metadata(root) {
         Ok(meta) => meta,
         // A destination that does not exist yet (as in a dry run) is empty.
@@ -51,7 +53,7 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
     };
     let mut on_path: HashSet<(u64, u64)> = HashSet::new();
     let mut stack = Vec::new();
-    match open_frame(root.to_path_buf(), String::new(), &root_meta) {
+    match open_frame(root.to_path_buf(), String::new(), &root_meta, links) {
         Ok((frame, unlistable)) => {
             on_path.insert(frame.id);
             stack.push(frame);
@@ -78,10 +80,24 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
         if child.is_dir && !range.may_hold_prefix(&key) {
             continue;
         }
-        let name = child.component.trim_end_matches('/');
+        let name = match child.is_link && links == LinkMode::Store {
+            true => child
+                .component
+                .strip_suffix(LINK_SUFFIX)
+                .unwrap_or(&child.component),
+            false => child.component.trim_end_matches('/'),
+        };
         let path = frame.dir.join(name);
-        if child.is_link && !follow {
-            if !send(tx, Ok(passed_over(key, &path, Skip::Link))) {
+        let listed = match links {
+            _ if !child.is_link => None,
+            LinkMode::Follow => None,
+            LinkMode::Skip => Some(Ok(passed_over(key.clone(), &path, Skip::Link))),
+            LinkMode::Store => {
+                Some(link_entry(key.clone(), &path).map_err(|e| entry_error(&path, e)))
+            }
+        };
+        if let Some(item) = listed {
+            if !send(tx, item) {
                 return;
             }
             continue;
@@ -107,7 +123,7 @@ pub fn walk(root: &Path, range: &KeyRange, follow: bool, tx: &mpsc::Sender<ListI
         };
         let item = if child.is_dir {
             if meta.is_dir() {
-                match open_frame(path.clone(), key.clone(), &meta) {
+                match open_frame(path.clone(), key.clone(), &meta, links) {
                     Ok((next, _)) if on_path.contains(&next.id) => {
                         // Keyed with its `/`, where it sorts among its siblings.
                         if !send(tx, Ok(passed_over(key, &path, Skip::LinkLoop))) {
@@ -187,8 +203,9 @@ fn open_frame(
     dir: PathBuf,
     prefix: String,
     meta: &fs::Metadata,
+    links: LinkMode,
 ) -> std::io::Result<(Frame, Unlistable)> {
-    let (children, unlistable) = read_sorted(&dir)?;
+    let (children, unlistable) = read_sorted(&dir, links)?;
     let frame = Frame {
         dir,
         prefix,
@@ -201,13 +218,14 @@ fn open_frame(
 /// The names in one directory in S3 key order, directories with `/` appended; names
 /// that cannot be keys are left out.
 pub fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
-    let (children, _) = read_sorted(dir)?;
+    let (children, _) = read_sorted(dir, LinkMode::Follow)?;
     Ok(children.into_iter().map(|c| c.component).collect())
 }
 
 /// Reads one directory and sorts it by S3 key order. Names that are not UTF-8 cannot be
 /// keys: they are returned as errors for the listing to report, never dropped silently.
-fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
+/// A link kept as an object sorts by its key, `NAME.rclonelink`.
+fn read_sorted(dir: &Path, links: LinkMode) -> std::io::Result<(Vec<Child>, Unlistable)> {
     let mut children = Vec::new();
     let mut unlistable = Vec::new();
     for dirent in fs::read_dir(dir)? {
@@ -233,12 +251,16 @@ fn read_sorted(dir: &Path) -> std::io::Result<(Vec<Child>, Unlistable)> {
             continue;
         }
         let file_type = dirent.file_type()?;
-        let is_dir = if file_type.is_symlink() {
-            fs::metadata(dirent.path()).is_ok_and(|m| m.is_dir())
-        } else {
-            file_type.is_dir()
+        let is_dir = match file_type.is_symlink() {
+            true if links == LinkMode::Store => false,
+            true => fs::metadata(dirent.path()).is_ok_and(|m| m.is_dir()),
+            false => file_type.is_dir(),
         };
-        let component = if is_dir { format!("{name}/") } else { name };
+        let component = match (is_dir, file_type.is_symlink() && links == LinkMode::Store) {
+            (true, _) => format!("{name}/"),
+            (false, true) => format!("{name}{LINK_SUFFIX}"),
+            (false, false) => name,
+        };
         children.push(Child {
             component,
             is_dir,
@@ -258,16 +280,16 @@ mod tests {
     }
 
     fn keys_in(root: &Path, range: &KeyRange) -> Vec<String> {
-        entries(root, range, true)
+        entries(root, range, LinkMode::Follow)
             .into_iter()
             .filter(|e| e.skip.is_none())
             .map(|e| e.key)
             .collect()
     }
 
-    fn entries(root: &Path, range: &KeyRange, follow: bool) -> Vec<Entry> {
+    fn entries(root: &Path, range: &KeyRange, links: LinkMode) -> Vec<Entry> {
         let (tx, mut rx) = mpsc::channel(1024);
-        walk(root, range, follow, &tx);
+        walk(root, range, links, &tx);
         drop(tx);
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
@@ -307,10 +329,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), dir.path().join("d/loop")).unwrap();
         std::os::unix::fs::symlink("nowhere", dir.path().join("d/gone")).unwrap();
         std::os::unix::fs::symlink("f", dir.path().join("d/to-f")).unwrap();
-        let walked: Vec<(String, Option<Skip>)> = entries(dir.path(), &KeyRange::default(), true)
-            .into_iter()
-            .map(|e| (e.key, e.skip))
-            .collect();
+        let walked: Vec<(String, Option<Skip>)> =
+            entries(dir.path(), &KeyRange::default(), LinkMode::Follow)
+                .into_iter()
+                .map(|e| (e.key, e.skip))
+                .collect();
         assert_eq!(
             walked,
             [
@@ -320,13 +343,42 @@ mod tests {
                 ("d/to-f".to_owned(), None),
             ]
         );
-        let unfollowed: Vec<Option<Skip>> = entries(dir.path(), &KeyRange::default(), false)
-            .into_iter()
-            .map(|e| e.skip)
-            .collect();
+        let unfollowed: Vec<Option<Skip>> =
+            entries(dir.path(), &KeyRange::default(), LinkMode::Skip)
+                .into_iter()
+                .map(|e| e.skip)
+                .collect();
         assert_eq!(
             unfollowed,
             [None, Some(Skip::Link), Some(Skip::Link), Some(Skip::Link)]
+        );
+    }
+
+    #[test]
+    fn links_kept_as_objects_are_listed_as_themselves_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/f"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("d/loop")).unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("d/gone")).unwrap();
+        // Sorts by its key: `d/e.rclonelink` after `d/e-`, before `d/e/`.
+        std::os::unix::fs::symlink("f", dir.path().join("d/e")).unwrap();
+        fs::write(dir.path().join("d/e-"), "y").unwrap();
+        let walked: Vec<(String, u64, Option<Skip>)> =
+            entries(dir.path(), &KeyRange::default(), LinkMode::Store)
+                .into_iter()
+                .map(|e| (e.key, e.size, e.skip))
+                .collect();
+        let root_len = dir.path().as_os_str().len() as u64;
+        assert_eq!(
+            walked,
+            [
+                ("d/e-".to_owned(), 1, None),
+                ("d/e.rclonelink".to_owned(), 1, None),
+                ("d/f".to_owned(), 1, None),
+                ("d/gone.rclonelink".to_owned(), 7, None),
+                ("d/loop.rclonelink".to_owned(), root_len, None),
+            ]
         );
     }
 

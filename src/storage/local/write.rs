@@ -300,7 +300,7 @@ async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
 /// `.s3mirror-tmp-OWNER.N.RANDOM`: the process that owns it (see `liveness`), so that a
 /// later run can tell one left by a killed process, and a part no one can guess, so
 /// that no link can be planted at the name beforehand.
-fn temp_path(dir: &Path) -> PathBuf {
+pub(super) fn temp_path(dir: &Path) -> PathBuf {
     use std::hash::{BuildHasher, Hasher};
     static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let owner = OWNER.get_or_init(crate::liveness::owner_id);

@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::http::Response;
 
 use super::copy::PartCopies;
 use super::list::{decoded, whole_page};
-use super::metadata::{content_type_for, copy_source};
+use super::metadata::{content_type_for, copy_source, format_mtime, MTIME_METADATA};
 use super::parts::{part_size_for, MAX_COPY_OBJECT};
 use super::uploads::ActiveUpload;
 use super::{describe_sdk_error, journal::Recorded, S3Store};
@@ -308,6 +308,24 @@ impl S3Store {
     pub async fn put_marker(&self, key: &str) -> Result<(), crate::storage::ObjectError> {
         let full = self.url.full_key(key);
         self.put_bytes(&full, Vec::new(), HashMap::new())
+            .await
+            .map(drop)
+            .map_err(|err| {
+                crate::storage::ObjectError::new("PutObject", self.describe(key), err.message)
+            })
+    }
+
+    /// Writes a symbolic link kept as an object (`--links`): `target` is its content,
+    /// and the link's own mtime goes into the metadata as a file's does.
+    pub async fn put_link(
+        &self,
+        key: &str,
+        target: Vec<u8>,
+        mtime: SystemTime,
+    ) -> Result<(), crate::storage::ObjectError> {
+        let full = self.url.full_key(key);
+        let metadata = HashMap::from([(MTIME_METADATA.to_owned(), format_mtime(mtime))]);
+        self.put_bytes(&full, target, metadata)
             .await
             .map(drop)
             .map_err(|err| {

@@ -109,7 +109,7 @@ pub fn describe_body_error(err: &std::io::Error, stated: Option<&Checksum>) -> S
         }
         cause = current.source();
     }
-    chain(err)
+    err.to_string()
 }
 
 /// Why an answer could not be parsed: the deepest cause, which names the problem (an
