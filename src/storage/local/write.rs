@@ -128,7 +128,7 @@ impl LocalStore {
     /// target, checks its content against what was expected (with the verdict `fill`
     /// reached while streaming, or by reading the file back), then makes it durable,
     /// gives it its mtime and renames it into place. The temporary file is removed on
-    /// any failure.
+    /// any failure, and when the copy is dropped half-way.
     async fn commit_via_temp<F, Fut>(
         &self,
         key: &str,
@@ -161,18 +161,17 @@ impl LocalStore {
             }
         })?;
         let temp = temp_path(parent);
-        {
-            // Checked under the lock that interruption takes, so no file slips past it.
-            let mut temps = in_flight();
-            if CLOSED.load(Ordering::SeqCst) {
-                return Err(ObjectError::new(
-                    "write",
-                    target,
-                    "the run is being interrupted",
-                ));
-            }
-            temps.push(temp.clone());
-        }
+        let Some(_listed) = InFlight::list(&temp) else {
+            return Err(ObjectError::new(
+                "write",
+                target,
+                "the run is being interrupted",
+            ));
+        };
+        // Removes the file when this ends in any way but its rename into place: an
+        // error, a panic, or the task being dropped mid-copy.
+        let unfinished =
+            tempfile::TempPath::try_from_path(&temp).map_err(io_error("create", &target))?;
         let result = async {
             let streamed = fill(temp.clone()).await?;
             let verdict = match (streamed, incoming.expected.request()) {
@@ -213,10 +212,10 @@ impl LocalStore {
             })
         }
         .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&temp).await;
+        if result.is_ok() {
+            // Renamed: nothing is left at the temporary name to remove.
+            let _ = unfinished.keep();
         }
-        in_flight().retain(|path| path != &temp);
         result
     }
 }
@@ -336,6 +335,28 @@ fn in_flight() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A temporary file's place in `IN_FLIGHT`, for as long as this lives.
+struct InFlight(PathBuf);
+
+impl InFlight {
+    /// Lists `path`, unless the run is being interrupted (checked under the lock that
+    /// interruption takes, so no file slips past it).
+    fn list(path: &Path) -> Option<Self> {
+        let mut temps = in_flight();
+        if CLOSED.load(Ordering::SeqCst) {
+            return None;
+        }
+        temps.push(path.to_path_buf());
+        Some(Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        in_flight().retain(|path| path != &self.0);
+    }
+}
+
 /// Set once the run is interrupted: no temporary file is made after it.
 static CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -364,6 +385,27 @@ mod tests {
             source: "s3://b/k",
             expected,
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_dropped_half_way_leaves_no_temporary_file() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let (mut sender, receiver) = tokio::io::duplex(64);
+        sender.write_all(b"the first bytes").await.unwrap();
+        let reader = tokio::io::BufReader::new(receiver);
+        let write = store.write(
+            "sub/k",
+            reader,
+            incoming(1000, SystemTime::now(), &Expected::Unknown),
+        );
+        // The rest never comes: the copy is dropped while it waits for it.
+        let dropped = tokio::time::timeout(Duration::from_millis(200), write).await;
+        assert!(dropped.is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!in_flight().iter().any(|p| p.starts_with(dir.path())));
     }
 
     #[tokio::test]
