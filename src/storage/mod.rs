@@ -260,6 +260,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_glacier_and_deep_archive_are_archived_and_standard_is_no_class() {
+        assert_eq!(StorageClass::named("STANDARD"), None);
+        assert_eq!(StorageClass::named("SOMETHING_ELSE"), None);
+        let archived: Vec<&str> = StorageClass::KNOWN
+            .iter()
+            .filter(|name| StorageClass::named(name).unwrap().is_archived())
+            .copied()
+            .collect();
+        assert_eq!(archived, ["DEEP_ARCHIVE", "GLACIER"]);
+        assert_eq!(StorageClass::named("GLACIER_IR").unwrap().name(), "GLACIER_IR");
+    }
+
+    #[test]
     fn ranges_hold_what_they_say() {
         let range = KeyRange {
             start: Some("b/".into()),
