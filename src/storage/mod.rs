@@ -269,7 +269,10 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(archived, ["DEEP_ARCHIVE", "GLACIER"]);
-        assert_eq!(StorageClass::named("GLACIER_IR").unwrap().name(), "GLACIER_IR");
+        assert_eq!(
+            StorageClass::named("GLACIER_IR").unwrap().name(),
+            "GLACIER_IR"
+        );
     }
 
     #[test]
