@@ -401,6 +401,22 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"], env = "S3MIRROR_MANIFEST_OUT")]
     pub manifest_out: Option<std::path::PathBuf>,
 
+    /// Before an object of the destination is overwritten or deleted, move it here
+    /// (s3://bucket/prefix on the destination's endpoint, or a directory for a local
+    /// destination), under its key relative to the destination
+    #[arg(long, value_name = "LOCATION", env = "S3MIRROR_BACKUP_DIR")]
+    pub backup_dir: Option<String>,
+
+    /// Append SUFFIX to the keys moved to --backup-dir (e.g. -2026-12-01)
+    #[arg(
+        long,
+        value_name = "SUFFIX",
+        requires = "backup_dir",
+        allow_hyphen_values = true,
+        env = "S3MIRROR_SUFFIX"
+    )]
+    pub suffix: Option<String>,
+
     /// Request a restore of each archived source object (GLACIER, DEEP_ARCHIVE) not
     /// restored yet; a later run copies it once restored. Without this, such objects are
     /// passed over and counted as archived, never failed

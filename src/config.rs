@@ -39,6 +39,8 @@ pub enum SettingsError {
     Shard(String),
     #[error("--manifest-out needs an S3 source: S3 Batch Operations copies from a bucket")]
     ManifestSource,
+    #[error("--backup-dir {dir}: {why}")]
+    Backup { dir: String, why: String },
     #[error("--files-from {}: {cause}", path.display())]
     FilesFrom { path: PathBuf, cause: String },
     #[error("{option} {value:?}: {why}; expected http(s)://HOST[:PORT][/PATH]")]
@@ -95,6 +97,15 @@ pub struct SyncSettings {
     pub shard: Option<ShardSettings>,
     /// `--manifest-out` (the run is then a dry run).
     pub manifest_out: Option<PathBuf>,
+    /// `--backup-dir` and `--suffix`.
+    pub backup: Option<BackupSettings>,
+}
+
+/// Where a run moves what it would overwrite or delete in the destination.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub location: Location,
+    pub suffix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +178,10 @@ impl SyncSettings {
             allow_empty_source: args.allow_empty_source,
             max_delete: args.max_delete,
         });
+        settings.backup = match &args.backup_dir {
+            Some(dir) => Some(backup_settings(&settings, dir, args.suffix.as_deref())?),
+            None => None,
+        };
         Ok(settings)
     }
 
@@ -298,6 +313,7 @@ impl SyncSettings {
             },
             shard,
             manifest_out: None,
+            backup: None,
         })
     }
 }
@@ -473,6 +489,46 @@ fn absolute(path: &Path) -> std::path::PathBuf {
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `--backup-dir`: on the destination's side (a bucket on its endpoint, or a directory
+/// for a local destination), holding neither the destination nor the source, nor held
+/// by them: a move would otherwise land in what the run lists or overwrites.
+fn backup_settings(
+    settings: &SyncSettings,
+    dir: &str,
+    suffix: Option<&str>,
+) -> Result<BackupSettings, SettingsError> {
+    let refuse = |why: String| SettingsError::Backup {
+        dir: dir.to_owned(),
+        why,
+    };
+    let location = Location::parse(dir).map_err(|err| refuse(err.to_string()))?;
+    if location.is_s3() != settings.dest.is_s3() {
+        return Err(refuse(match settings.dest.is_s3() {
+            true => "the destination is a bucket, so the backup dir must be one too (s3://bucket/prefix), on the same endpoint".to_owned(),
+            false => "the destination is a local directory, so the backup dir must be one too".to_owned(),
+        }));
+    }
+    if location.overlaps(&settings.dest) {
+        return Err(refuse(
+            "it overlaps the destination: the backup dir must be outside it (e.g. s3://bucket/current as destination, s3://bucket/changed/DATE as backup dir)".to_owned(),
+        ));
+    }
+    let same_connection = !location.is_s3() || settings.source_client == settings.dest_client;
+    if same_connection && location.overlaps(&settings.source) {
+        return Err(refuse("it overlaps the source".to_owned()));
+    }
+    let suffix = suffix.unwrap_or_default();
+    if suffix.contains('/') || suffix.contains('\0') {
+        return Err(refuse(format!(
+            "--suffix {suffix:?}: a suffix cannot hold '/' or NUL"
+        )));
+    }
+    Ok(BackupSettings {
+        location,
+        suffix: suffix.to_owned(),
+    })
 }
 
 #[cfg(test)]

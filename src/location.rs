@@ -80,6 +80,35 @@ impl fmt::Display for S3Url {
     }
 }
 
+/// An absolute path without `.` and `..`, through the links of the part that exists, so
+/// that two spellings of one directory compare equal.
+fn normalised(path: &std::path::Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    // The longest existing ancestor, resolved; the rest as written.
+    let mut existing = out.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => rest.push(name.to_owned()),
+            None => break,
+        }
+        existing.pop();
+    }
+    let mut resolved = std::fs::canonicalize(&existing).unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved
+}
+
 /// Bucket names as S3-compatible servers accept them. AWS is stricter (lowercase, no `_`),
 /// but older buckets and other servers allow more, so only what can never work is refused.
 fn validate_bucket(bucket: &str) -> Result<(), &'static str> {
@@ -103,6 +132,22 @@ pub enum Location {
 }
 
 impl Location {
+    /// Whether one location holds the other (or they are the same): the same bucket
+    /// with one prefix starting the other, or one directory inside the other.
+    pub fn overlaps(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::S3(a), Location::S3(b)) => {
+                a.bucket() == b.bucket()
+                    && (a.prefix().starts_with(b.prefix()) || b.prefix().starts_with(a.prefix()))
+            }
+            (Location::Local(a), Location::Local(b)) => {
+                let (a, b) = (normalised(a), normalised(b));
+                a.starts_with(&b) || b.starts_with(&a)
+            }
+            _ => false,
+        }
+    }
+
     pub fn parse(input: &str) -> Result<Self, LocationError> {
         if input.is_empty() {
             return Err(LocationError::Empty);
@@ -150,6 +195,25 @@ mod tests {
             bucket: bucket.into(),
             prefix: prefix.into(),
         })
+    }
+
+    #[test]
+    fn locations_overlap_when_one_holds_the_other() {
+        let parse = |s: &str| Location::parse(s).unwrap();
+        let cases = [
+            ("s3://b/current", "s3://b/changed/2026-12-01", false),
+            ("s3://b/current", "s3://b/current-old", false),
+            ("s3://b/current", "s3://b/current/old", true),
+            ("s3://b", "s3://b/x", true),
+            ("s3://b/x", "s3://c/x", false),
+            ("/srv/data", "/srv/data/../data/sub", true),
+            ("/srv/data", "/srv/data-old", false),
+            ("/srv/data", "s3://b/srv/data", false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(parse(a).overlaps(&parse(b)), want, "{a} {b}");
+            assert_eq!(parse(b).overlaps(&parse(a)), want, "{b} {a}");
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Stats {
     copied_bytes: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
+    /// Destination objects moved to `--backup-dir` before an overwrite or a delete.
+    backed_up: AtomicU64,
     /// Archived objects (GLACIER, DEEP_ARCHIVE) not copied for want of a restored copy,
     /// and how many of them got a restore requested.
     archived: AtomicU64,
@@ -84,6 +86,7 @@ pub struct Snapshot {
     pub copied_bytes: u64,
     pub skipped: u64,
     pub deleted: u64,
+    pub backed_up: u64,
     pub archived: u64,
     pub restores_requested: u64,
     pub passed_over: u64,
@@ -127,6 +130,7 @@ impl Stats {
             copied_bytes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            backed_up: AtomicU64::new(0),
             archived: AtomicU64::new(0),
             restores_requested: AtomicU64::new(0),
             passed_over: AtomicU64::new(0),
@@ -207,6 +211,10 @@ impl Stats {
         bump(&self.deleted, 1);
     }
 
+    pub fn backed_up(&self) {
+        bump(&self.backed_up, 1);
+    }
+
     /// A planned object found archived and not restored: not copied, not a failure.
     pub fn archived_planned(&self, bytes: u64, restore_requested: bool) {
         self.finish_planned(bytes);
@@ -278,6 +286,7 @@ impl Stats {
             copied_bytes: get(&self.copied_bytes),
             skipped: get(&self.skipped),
             deleted: get(&self.deleted),
+            backed_up: get(&self.backed_up),
             archived: get(&self.archived),
             restores_requested: get(&self.restores_requested),
             passed_over: get(&self.passed_over),

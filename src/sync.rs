@@ -20,7 +20,7 @@ use crate::storage::s3::{
 };
 use crate::storage::{KeyRange, LocalStore, S3Store, Store};
 use crate::transfer::AdaptiveConcurrency;
-use crate::transfer::{Route, Transfer};
+use crate::transfer::{Backup, Route, Transfer};
 use crate::ui::{Console, MetricsFile};
 
 /// Why a run stopped before it could account for every object.
@@ -116,6 +116,16 @@ async fn run_pipeline(
             Arc::clone(stats),
         )
     });
+    let backup = backup_store(settings, &dest);
+    if let Some(Backup {
+        store: Store::S3(store),
+        ..
+    }) = &backup
+    {
+        if store.url().bucket() != dest_bucket(&dest) {
+            abort_orphans(store, console.as_ref()).await;
+        }
+    }
     let join = MergeJoin::new(source.list(&range), dest.list(&range));
     let transfer = Arc::new(Transfer {
         source,
@@ -138,6 +148,7 @@ async fn run_pipeline(
             })?),
             None => None,
         },
+        backup,
     });
 
     let progress = console.start_progress(Arc::clone(stats));
@@ -202,6 +213,30 @@ async fn run_pipeline(
             .map_err(|err| RunError::Setup(format!("--manifest-out {}: {err}", path.display())))?;
     }
     Ok(planned?)
+}
+
+/// The `--backup-dir` location, on the destination's side: a bucket reached with the
+/// destination's client, or a directory.
+fn backup_store(settings: &SyncSettings, dest: &Store) -> Option<Backup> {
+    let backup = settings.backup.as_ref()?;
+    let store = match (&backup.location, dest) {
+        (Location::S3(url), Store::S3(dest)) => Store::S3(dest.sibling(url.clone())),
+        (Location::Local(path), Store::Local(_)) => {
+            Store::Local(LocalStore::new(path.clone()).with_links(settings.links))
+        }
+        _ => unreachable!("the settings put the backup dir on the destination's side"),
+    };
+    Some(Backup {
+        store,
+        suffix: backup.suffix.clone(),
+    })
+}
+
+fn dest_bucket(dest: &Store) -> &str {
+    match dest {
+        Store::S3(s3) => s3.url().bucket(),
+        Store::Local(_) => "",
+    }
 }
 
 /// The keys this process handles: all of them, or its shard's range.

@@ -48,6 +48,13 @@ pub enum Event<'a> {
         storage_class: &'a str,
         restore: Option<&'a str>,
     },
+    /// An object of the destination moved to `--backup-dir` before being overwritten or
+    /// deleted (or, in a dry run, that would be).
+    BackedUp {
+        key: &'a str,
+        target: &'a str,
+        dry_run: bool,
+    },
     /// Said once per run, such as why bytes are streamed through this machine.
     Notice(&'a str),
 }

@@ -102,7 +102,7 @@ impl Planner<'_> {
                         .as_mut()
                         .filter(|_| self.filters.selects(&dest, self.now))
                     {
-                        queue.push(&dest.key).map_err(|err| {
+                        queue.push(&dest.key, dest.size).map_err(|err| {
                             PlanFailed(format!("cannot record keys to delete: {err}"))
                         })?;
                     }

@@ -13,6 +13,8 @@ use crate::storage::Store;
 const DELETE_BATCH: usize = 1_000;
 /// DeleteObjects requests in flight at once.
 const DELETE_CONCURRENCY: usize = 4;
+/// Moves to the backup location in flight at once, per batch of deletions.
+const BACKUP_CONCURRENCY: usize = 16;
 
 impl Transfer {
     /// Deletes the queued keys, unless a listing was incomplete, the source was empty
@@ -64,7 +66,8 @@ impl Transfer {
         let mut keys = queue.into_keys()?;
         let mut batches = Vec::new();
         loop {
-            let batch: Vec<String> = keys.by_ref().take(DELETE_BATCH).collect::<Result<_, _>>()?;
+            let batch: Vec<(String, u64)> =
+                keys.by_ref().take(DELETE_BATCH).collect::<Result<_, _>>()?;
             if batch.is_empty() {
                 break;
             }
@@ -78,13 +81,37 @@ impl Transfer {
         Ok(())
     }
 
-    async fn delete_batches(&self, batches: Vec<Vec<String>>) {
+    async fn delete_batches(&self, batches: Vec<Vec<(String, u64)>>) {
         futures::stream::iter(batches)
             .for_each_concurrent(DELETE_CONCURRENCY, |batch| self.delete_batch(batch))
             .await;
     }
 
-    async fn delete_batch(&self, keys: Vec<String>) {
+    /// Deletes one batch, each key moved to the backup location first where there is
+    /// one; a key whose move failed is not deleted.
+    async fn delete_batch(&self, batch: Vec<(String, u64)>) {
+        let keys: Vec<String> = match self.backup {
+            None => batch.into_iter().map(|(key, _)| key).collect(),
+            Some(_) => {
+                let moved = futures::stream::iter(batch)
+                    .map(|(key, size)| async move {
+                        match self.back_up(&key, size).await {
+                            Ok(()) => Some(key),
+                            Err(err) => {
+                                self.delete_failed(key, err.to_string());
+                                None
+                            }
+                        }
+                    })
+                    .buffered(BACKUP_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await;
+                moved.into_iter().flatten().collect()
+            }
+        };
+        if keys.is_empty() {
+            return;
+        }
         if self.dry_run {
             for key in &keys {
                 self.deleted(key);

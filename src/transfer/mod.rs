@@ -4,10 +4,12 @@
 //! a failure is reported and the pool goes on.
 
 mod adaptive;
+mod backup;
 mod copy;
 mod delete;
 
 pub use adaptive::AdaptiveConcurrency;
+pub use backup::Backup;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct Transfer {
     pub reporter: Arc<dyn Reporter>,
     /// `--manifest-out`: what would be copied is written here (the run is a dry run).
     pub manifest: Option<Manifest>,
+    /// `--backup-dir`: where objects go before they are overwritten or deleted.
+    pub backup: Option<Backup>,
 }
 
 impl Transfer {
@@ -93,6 +97,11 @@ impl Transfer {
             Err(err) => return self.fail(&job, err),
         };
         let started = std::time::Instant::now();
+        if let Some(existing) = job.dest.as_ref().filter(|_| reason != CopyReason::Missing) {
+            if let Err(err) = self.back_up(&existing.key, existing.size).await {
+                return self.fail(&job, err);
+            }
+        }
         if !self.dry_run {
             match self.copy_with_retries(&job.source).await {
                 Ok(()) => {}

@@ -49,6 +49,15 @@ impl JsonLines {
                 "target": target,
             }),
             Event::Extra { key } => json!({"action": "extra", "key": key}),
+            Event::BackedUp {
+                key,
+                target,
+                dry_run,
+            } => json!({
+                "action": if dry_run { "would_backup" } else { "backup" },
+                "key": key,
+                "target": target,
+            }),
             Event::PassedOver { key, reason } => {
                 json!({"action": "skipped", "key": key, "reason": reason})
             }
@@ -110,6 +119,7 @@ impl JsonLines {
             "unchanged": snap.skipped,
             "failed": snap.failed,
             "deleted": snap.deleted,
+            "backed_up": snap.backed_up,
             "skipped": snap.passed_over,
             "archived": snap.archived,
             "restores_requested": snap.restores_requested,

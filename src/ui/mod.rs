@@ -199,6 +199,17 @@ impl Reporter for Console {
                     self.line_out(&format!("deleted {target}"));
                 }
             }
+            Event::BackedUp {
+                key,
+                target,
+                dry_run,
+            } => {
+                if dry_run && self.verbosity > Verbosity::Quiet {
+                    self.line_out(&format!("would back up {key} to {target}"));
+                } else if self.verbosity == Verbosity::Verbose {
+                    self.line_out(&format!("backed up {key} to {target}"));
+                }
+            }
             Event::Failed { message, .. } => self.line_err(&format!("error: {message}")),
             Event::Retrying {
                 message,

@@ -62,6 +62,18 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
         let verb = if dry_run { "would delete" } else { "deleted" };
         let _ = writeln!(out, "  {verb:<10} {}", snap.deleted);
     }
+    if snap.backed_up > 0 {
+        let verb = if dry_run {
+            "would back up"
+        } else {
+            "backed up"
+        };
+        let _ = writeln!(
+            out,
+            "  {verb:<10} {} (moved to --backup-dir)",
+            snap.backed_up
+        );
+    }
     if snap.passed_over > 0 {
         let _ = writeln!(
             out,

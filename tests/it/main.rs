@@ -1,5 +1,6 @@
 //! Integration tests: the s3mirror binary against a real S3 server (Garage) on loopback.
 
+mod backups;
 mod checksum;
 mod delete;
 mod errors;

@@ -3,6 +3,7 @@
 
 mod hash;
 mod links;
+mod moves;
 mod walk;
 mod write;
 
@@ -180,9 +181,13 @@ impl LocalStore {
         };
         self.refuse_links_above(&path)
             .map_err(|why| crate::storage::ObjectError::new("delete", self.describe(key), why))?;
-        tokio::fs::remove_file(&path)
-            .await
-            .map_err(|err| crate::storage::ObjectError::new("delete", self.describe(key), err))?;
+        match tokio::fs::remove_file(&path).await {
+            // Gone already (moved to --backup-dir, or by someone else): as wanted.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            done => done.map_err(|err| {
+                crate::storage::ObjectError::new("delete", self.describe(key), err)
+            })?,
+        }
         let mut dir = path.parent();
         while let Some(parent) = dir.filter(|d| *d != self.root) {
             if tokio::fs::remove_dir(parent).await.is_err() {

@@ -21,11 +21,20 @@ use crate::storage::{Checksum, ChecksumAlgorithm, ObjectError, StorageClass};
 /// A multipart copy of one object: `size` bytes in parts of `part_size`, made to end
 /// with `checksum` (the source's) when checksums are on.
 struct MultipartCopy<'a> {
-    source: &'a S3Url,
+    source: CopySource<'a>,
     key: &'a str,
-    size: u64,
     part_size: u64,
     checksum: Option<Checksum>,
+}
+
+/// An object to copy from: where it is, and what its listing says of it.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySource<'a> {
+    pub url: &'a S3Url,
+    pub key: &'a str,
+    pub size: u64,
+    /// Kept on the copy unless `--storage-class` names another.
+    pub class: Option<StorageClass>,
 }
 
 /// The parts of one multipart copy: `size` bytes of `copy_source` into the upload
@@ -49,9 +58,7 @@ pub(super) struct PartCopyFailed {
 
 impl S3Store {
     /// Copies an object from another location reachable with this store's client,
-    /// server-side: CopyObject, or UploadPartCopy above `multipart_threshold`. With
-    /// checksums on, the copy is made so that its checksum equals the source's: the same
-    /// algorithm, and for a composite checksum the source's part layout.
+    /// server-side, to the same relative key.
     pub async fn copy_object_from(
         &self,
         source: &S3Url,
@@ -61,15 +68,43 @@ impl S3Store {
         multipart_threshold: u64,
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
+        let source = CopySource {
+            url: source,
+            key,
+            size,
+            class,
+        };
+        self.copy_object_to(source, key, multipart_threshold, parts)
+            .await
+    }
+
+    /// Copies an object from a location reachable with this store's client to relative
+    /// `key` here, server-side: CopyObject, or UploadPartCopy above
+    /// `multipart_threshold`. With checksums on, the copy is made so that its checksum
+    /// equals the source's: the same algorithm, and for a composite checksum the
+    /// source's part layout.
+    pub async fn copy_object_to(
+        &self,
+        source: CopySource<'_>,
+        key: &str,
+        multipart_threshold: u64,
+        parts: &PartSettings,
+    ) -> Result<(), ObjectError> {
+        let CopySource {
+            url,
+            key: source_key,
+            size,
+            ..
+        } = source;
         let checksums = self.write.checksum.is_some();
         if size <= multipart_threshold && !checksums {
-            return self.copy_from(source, key, class, None).await;
+            return self.copy_from(&source, key, None).await;
         }
-        let head = self.head(source, key, None).await?;
+        let head = self.head(url, source_key, None).await?;
         let checksum = checksum_from!(&head).filter(|_| checksums);
         let part_size = match &checksum {
             Some(c) if c.parts.is_some() => {
-                Some(self.source_part_size(source, key, size, c).await?)
+                Some(self.source_part_size(url, source_key, size, c).await?)
             }
             // A whole-object SHA cannot be rebuilt from parts; CopyObject keeps it.
             Some(c) if !c.algorithm.is_crc() && size <= MAX_COPY_OBJECT => None,
@@ -79,13 +114,12 @@ impl S3Store {
         match part_size {
             None => {
                 let algorithm = checksum.map(|c| c.algorithm).or(self.write.checksum);
-                self.copy_from(source, key, class, algorithm).await
+                self.copy_from(&source, key, algorithm).await
             }
             Some(part_size) => {
                 let copy = MultipartCopy {
                     source,
                     key,
-                    size,
                     part_size,
                     checksum,
                 };
@@ -100,18 +134,17 @@ impl S3Store {
     /// algorithm, the server computes that checksum of the copy.
     async fn copy_from(
         &self,
-        source: &S3Url,
+        source: &CopySource<'_>,
         key: &str,
-        class: Option<StorageClass>,
         checksum: Option<ChecksumAlgorithm>,
     ) -> Result<(), ObjectError> {
         let copy = self
             .client
             .copy_object()
-            .copy_source(copy_source(source, key))
+            .copy_source(copy_source(source.url, source.key))
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
-            .set_storage_class(class.map(|c| c.name().into()))
+            .set_storage_class(source.class.map(|c| c.name().into()))
             .set_checksum_algorithm(checksum.map(ChecksumAlgorithm::sdk));
         with_write_options!(copy, self.write)
             .send()
@@ -155,16 +188,16 @@ impl S3Store {
         let MultipartCopy {
             source,
             key,
-            size,
             part_size,
             checksum,
         } = copy;
+        let size = source.size;
         let headers = ObjectHeaders::from_head(head);
         let registered = self
             .create_copy_upload(key, headers, checksum.as_ref())
             .await?;
         let upload_id = registered.upload_id.clone();
-        let copy_source = copy_source(source, key);
+        let copy_source = copy_source(source.url, source.key);
         let upload = async {
             let full_key = self.url.full_key(key);
             let copies = PartCopies {
@@ -185,7 +218,7 @@ impl S3Store {
             self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
         self.run_registered(registered, upload).await?;
-        self.copy_tags(source, key).await
+        self.copy_tags(source.url, source.key, key).await
     }
 
     /// UploadPartCopy of every part, in order, each completed with the ETag and checksum

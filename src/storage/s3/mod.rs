@@ -86,6 +86,7 @@ use crate::location::S3Url;
 use crate::storage::{ChecksumAlgorithm, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
+pub use copy::CopySource;
 pub use error::{describe_body_error, describe_sdk_error};
 pub use journal::Journal;
 pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
@@ -130,6 +131,19 @@ impl S3Store {
             uploads,
             list_width: 1,
             endpoint: "aws".to_owned(),
+        }
+    }
+
+    /// A store for another location reached with the same client, options and record of
+    /// uploads (the backup location of a destination).
+    pub fn sibling(&self, url: S3Url) -> Self {
+        Self {
+            client: self.client.clone(),
+            url,
+            write: self.write.clone(),
+            uploads: Arc::clone(&self.uploads),
+            list_width: self.list_width,
+            endpoint: self.endpoint.clone(),
         }
     }
 

@@ -13,8 +13,13 @@ use crate::storage::ObjectError;
 
 impl S3Store {
     /// Copies object tags where the server supports tagging; warns once where it does not.
-    pub(super) async fn copy_tags(&self, source: &S3Url, key: &str) -> Result<(), ObjectError> {
-        let tags = self.tags_of(source, key).await?;
+    pub(super) async fn copy_tags(
+        &self,
+        source: &S3Url,
+        source_key: &str,
+        key: &str,
+    ) -> Result<(), ObjectError> {
+        let tags = self.tags_of(source, source_key).await?;
         if tags.is_empty() {
             return Ok(());
         }
