@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Make DST hold every object of SRC (the default subcommand)
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Compare SRC and DST and list every difference: missing, extra, size, content.
     /// Exit 0 when identical, 1 when they differ, 2 on error
     Verify(VerifyArgs),

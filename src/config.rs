@@ -540,7 +540,7 @@ mod tests {
         let cli = Cli::parse_with_default(std::iter::once("s3mirror").chain(args.iter().copied()))
             .unwrap();
         match cli.command {
-            Command::Sync(sync) => SyncSettings::from_args(sync),
+            Command::Sync(sync) => SyncSettings::from_args(*sync),
             Command::Verify(verify) => SyncSettings::for_verify(verify),
             Command::Plan(plan) => SyncSettings::for_plan(plan),
             _ => panic!("not a sync"),

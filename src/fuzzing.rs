@@ -55,7 +55,7 @@ pub fn command_line(data: &[u8]) {
         return;
     };
     let settings = match cli.command {
-        Command::Sync(args) => SyncSettings::from_args(args),
+        Command::Sync(args) => SyncSettings::from_args(*args),
         Command::Verify(args) => SyncSettings::for_verify(args),
         Command::Plan(args) => SyncSettings::for_plan(args),
         Command::Mount(_) | Command::Completions(_) | Command::Man(_) => return,

@@ -201,14 +201,14 @@ mod tests {
     fn locations_overlap_when_one_holds_the_other() {
         let parse = |s: &str| Location::parse(s).unwrap();
         let cases = [
-            ("s3://b/current", "s3://b/changed/2026-12-01", false),
-            ("s3://b/current", "s3://b/current-old", false),
-            ("s3://b/current", "s3://b/current/old", true),
-            ("s3://b", "s3://b/x", true),
-            ("s3://b/x", "s3://c/x", false),
+            ("s3://bkt/current", "s3://bkt/changed/2026-12-01", false),
+            ("s3://bkt/current", "s3://bkt/current-old", false),
+            ("s3://bkt/current", "s3://bkt/current/old", true),
+            ("s3://bkt", "s3://bkt/x", true),
+            ("s3://bkt/x", "s3://cat/x", false),
             ("/srv/data", "/srv/data/../data/sub", true),
             ("/srv/data", "/srv/data-old", false),
-            ("/srv/data", "s3://b/srv/data", false),
+            ("/srv/data", "s3://bkt/srv/data", false),
         ];
         for (a, b, want) in cases {
             assert_eq!(parse(a).overlaps(&parse(b)), want, "{a} {b}");

@@ -63,7 +63,7 @@ fn main() -> std::process::ExitCode {
     }
     init_logging(common.verbose);
     let (settings, verify, plan) = match cli.command {
-        Command::Sync(args) => (SyncSettings::from_args(args), false, None),
+        Command::Sync(args) => (SyncSettings::from_args(*args), false, None),
         Command::Verify(args) => (SyncSettings::for_verify(args), true, None),
         Command::Plan(args) => {
             let shards = args.shards as usize;

@@ -203,6 +203,6 @@ fn scheduled_backup_examples_are_valid() {
     let Command::Sync(sync) = cli.command else {
         panic!("not a sync");
     };
-    let settings = SyncSettings::from_args(sync).expect("valid settings");
+    let settings = SyncSettings::from_args(*sync).expect("valid settings");
     assert!(settings.verify_after && settings.output.json);
 }
