@@ -118,6 +118,14 @@ impl Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CutoffArg {
+    /// the copies in flight finish
+    Soft,
+    /// the copies in flight are aborted at the deadline
+    Hard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RestoreTierArg {
     /// within hours (3-5 for GLACIER, 12 for DEEP_ARCHIVE)
     Standard,
@@ -400,6 +408,20 @@ pub struct SyncArgs {
     /// Operations CSV manifest (bucket,key), for AWS to copy them (objects up to 5GiB)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"], env = "S3MIRROR_MANIFEST_OUT")]
     pub manifest_out: Option<std::path::PathBuf>,
+
+    /// Start no new copy after this long (e.g. 4h, 90m); the copies in flight finish
+    /// (see --cutoff), and the run exits 4 so that a rerun continues
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION", env = "S3MIRROR_MAX_DURATION")]
+    pub max_duration: Option<std::time::Duration>,
+
+    /// Start no new copy once this many bytes were sent (e.g. 500GiB); the run exits 4
+    #[arg(long, value_parser = parse_size_arg, value_name = "SIZE", env = "S3MIRROR_MAX_TRANSFER")]
+    pub max_transfer: Option<u64>,
+
+    /// At --max-duration, let the copies in flight finish (soft), or abort them and
+    /// their multipart uploads at once (hard)
+    #[arg(long, value_enum, default_value_t = CutoffArg::Soft, env = "S3MIRROR_CUTOFF")]
+    pub cutoff: CutoffArg,
 
     /// Before an object of the destination is overwritten or deleted, move it here
     /// (s3://bucket/prefix on the destination's endpoint, or a directory for a local

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{
-    CommonArgs, CompareArg, ConnectionArgs, PlanArgs, RestoreTierArg, SyncArgs, VerifyArgs,
+    CommonArgs, CompareArg, ConnectionArgs, CutoffArg, PlanArgs, RestoreTierArg, SyncArgs,
+    VerifyArgs,
 };
 use crate::filter::{Filters, PatternError};
 use crate::keylist::read_keys;
@@ -99,6 +100,17 @@ pub struct SyncSettings {
     pub manifest_out: Option<PathBuf>,
     /// `--backup-dir` and `--suffix`.
     pub backup: Option<BackupSettings>,
+    /// `--max-duration`, `--max-transfer` and `--cutoff`.
+    pub budget: BudgetSettings,
+}
+
+/// The run's budgets; none by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetSettings {
+    pub max_duration: Option<std::time::Duration>,
+    pub max_transfer: Option<u64>,
+    /// At the deadline, abort the copies in flight instead of letting them finish.
+    pub hard_cutoff: bool,
 }
 
 /// Where a run moves what it would overwrite or delete in the destination.
@@ -178,6 +190,11 @@ impl SyncSettings {
             allow_empty_source: args.allow_empty_source,
             max_delete: args.max_delete,
         });
+        settings.budget = BudgetSettings {
+            max_duration: args.max_duration,
+            max_transfer: args.max_transfer,
+            hard_cutoff: args.cutoff == CutoffArg::Hard,
+        };
         settings.backup = match &args.backup_dir {
             Some(dir) => Some(backup_settings(&settings, dir, args.suffix.as_deref())?),
             None => None,
@@ -314,6 +331,7 @@ impl SyncSettings {
             shard,
             manifest_out: None,
             backup: None,
+            budget: BudgetSettings::default(),
         })
     }
 }

@@ -11,6 +11,9 @@ pub enum ExitCode {
     /// The run could not proceed: a listing failed, a bucket or directory is missing,
     /// or credentials were refused.
     Fatal = 3,
+    /// Stopped at `--max-duration` or `--max-transfer`: what was copied is in place, and
+    /// a rerun continues with the rest.
+    Budget = 4,
     /// Stopped by SIGINT or SIGTERM; multipart uploads in progress were aborted.
     Interrupted = 130,
 }

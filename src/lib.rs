@@ -4,6 +4,7 @@
 //! decisions flow through a bounded channel to a pool of workers (`transfer`); `stats`
 //! counts and `ui` prints. `cli` and `config` turn arguments into settings.
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -138,6 +138,7 @@ fn print(text: &[u8]) -> std::process::ExitCode {
 
 fn sync_code(result: Result<Outcome, RunError>) -> ExitCode {
     match result {
+        Ok(outcome) if outcome.failed == 0 && outcome.stopped_by.is_some() => ExitCode::Budget,
         Ok(outcome) if outcome.failed == 0 => ExitCode::Success,
         Ok(_) => ExitCode::ObjectsFailed,
         Err(err) => {

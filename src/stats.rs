@@ -43,6 +43,8 @@ pub struct Stats {
     copied: AtomicU64,
     copied_bytes: AtomicU64,
     skipped: AtomicU64,
+    /// Planned copies a budget kept from starting.
+    not_started: AtomicU64,
     deleted: AtomicU64,
     /// Destination objects moved to `--backup-dir` before an overwrite or a delete.
     backed_up: AtomicU64,
@@ -85,6 +87,7 @@ pub struct Snapshot {
     pub copied: u64,
     pub copied_bytes: u64,
     pub skipped: u64,
+    pub not_started: u64,
     pub deleted: u64,
     pub backed_up: u64,
     pub archived: u64,
@@ -129,6 +132,7 @@ impl Stats {
             copied: AtomicU64::new(0),
             copied_bytes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            not_started: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             backed_up: AtomicU64::new(0),
             archived: AtomicU64::new(0),
@@ -205,6 +209,12 @@ impl Stats {
     pub fn skipped_planned(&self, bytes: u64) {
         self.finish_planned(bytes);
         bump(&self.skipped, 1);
+    }
+
+    /// A planned copy a budget kept from starting.
+    pub fn not_started(&self, bytes: u64) {
+        self.finish_planned(bytes);
+        bump(&self.not_started, 1);
     }
 
     pub fn deleted(&self) {
@@ -285,6 +295,7 @@ impl Stats {
             copied: get(&self.copied),
             copied_bytes: get(&self.copied_bytes),
             skipped: get(&self.skipped),
+            not_started: get(&self.not_started),
             deleted: get(&self.deleted),
             backed_up: get(&self.backed_up),
             archived: get(&self.archived),

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::budget::{Budget, Limit};
 use crate::config::SyncSettings;
 use crate::location::Location;
 use std::time::SystemTime;
@@ -42,6 +43,8 @@ pub struct Outcome {
     pub failed: u64,
     /// Destination-only keys a verify found.
     pub extra: u64,
+    /// The budget that stopped the run before every object was handled.
+    pub stopped_by: Option<Limit>,
 }
 
 /// Runs one sync (or verify); `metrics` receives its counters while it runs and at the
@@ -60,12 +63,23 @@ pub async fn run(
     })?);
     let requests = Arc::new(RequestCounts::default());
     let stats = Arc::new(Stats::new(Arc::clone(&requests)));
-    let result = run_pipeline(&settings, &console, &stats, &requests).await;
+    let budget = Arc::new(Budget::new(
+        settings.budget.max_duration,
+        settings.budget.max_transfer,
+    ));
+    let result = run_pipeline(&settings, &console, &stats, &requests, &budget).await;
     let error = result.as_ref().err();
     // A run refused before it started has nothing to sum up for people.
     let started = !matches!(error, Some(RunError::Setup(_)));
     let message = error.map(ToString::to_string);
-    console.finish(&stats, settings.dry_run, started, message.as_deref());
+    let stopped_by = budget.stopped().filter(|_| error.is_none());
+    console.finish(
+        &stats,
+        settings.dry_run,
+        started,
+        stopped_by,
+        message.as_deref(),
+    );
     result?;
     let snap = stats.snapshot();
     Ok(Outcome {
@@ -73,6 +87,7 @@ pub async fn run(
         skipped: snap.skipped,
         failed: snap.failed,
         extra: snap.extra,
+        stopped_by,
     })
 }
 
@@ -81,6 +96,7 @@ async fn run_pipeline(
     console: &Arc<Console>,
     stats: &Arc<Stats>,
     requests: &Arc<RequestCounts>,
+    budget: &Arc<Budget>,
 ) -> Result<(), RunError> {
     let uploads = Arc::new(
         match (&settings.state_dir, &settings.dest, settings.dry_run) {
@@ -127,6 +143,7 @@ async fn run_pipeline(
         }
     }
     let join = MergeJoin::new(source.list(&range), dest.list(&range));
+    let budget = Arc::clone(budget);
     let transfer = Arc::new(Transfer {
         source,
         dest,
@@ -149,6 +166,7 @@ async fn run_pipeline(
             None => None,
         },
         backup,
+        budget: Arc::clone(&budget),
     });
 
     let progress = console.start_progress(Arc::clone(stats));
@@ -163,6 +181,7 @@ async fn run_pipeline(
         stats,
         reporter: console.as_ref(),
         report_extras: settings.output.verify,
+        budget: &budget,
     };
     let deletes = match settings.delete {
         Some(_) => Some(DeleteQueue::new().map_err(|err| {
@@ -181,8 +200,31 @@ async fn run_pipeline(
         }
         Ok::<(), crate::plan::PlanFailed>(())
     };
+    let hard_deadline = settings
+        .budget
+        .hard_cutoff
+        .then(|| budget.deadline())
+        .flatten();
     let planned = tokio::select! {
         planned = pipeline => planned,
+        () = deadline(hard_deadline) => {
+            // `--cutoff hard`: what is in flight is abandoned as at an interrupt.
+            budget.cut_off();
+            crate::storage::local::remove_temps_in_flight();
+            let aborted = uploads.abort_all().await;
+            crate::storage::local::remove_temps_in_flight();
+            close_journal(&uploads);
+            progress.stop();
+            if let Some(census) = &census {
+                census.abort();
+            }
+            if aborted > 0 {
+                console.report(Event::Notice(&format!(
+                    "--max-duration reached: {aborted} multipart upload(s) in flight were aborted"
+                )));
+            }
+            return Ok(());
+        }
         () = shutdown_signal() => {
             // A second signal ends the process at once, whatever is still being aborted.
             tokio::spawn(async {
@@ -313,6 +355,14 @@ async fn abort_orphans(dest: &S3Store, console: &Console) {
 fn close_journal(uploads: &ActiveUploads) {
     if let Some(journal) = uploads.journal() {
         journal.close();
+    }
+}
+
+/// Resolves at `at`; never without it.
+async fn deadline(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

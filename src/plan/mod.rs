@@ -18,6 +18,7 @@ pub use delete_queue::DeleteQueue;
 pub use events::{Event, Reporter};
 pub use merge::{JoinItem, MergeJoin, Pair, Side};
 
+use crate::budget::Budget;
 use crate::filter::Filters;
 
 use crate::stats::{Failure, Stats};
@@ -45,6 +46,8 @@ pub struct Planned {
     pub listing_errors: u64,
     /// Source entries the filters let through.
     pub source_selected: u64,
+    /// The listing was left unfinished because a budget was reached.
+    pub cut_short: bool,
 }
 
 pub struct Planner<'a> {
@@ -56,6 +59,8 @@ pub struct Planner<'a> {
     pub reporter: &'a dyn Reporter,
     /// Report destination-only keys (a verify).
     pub report_extras: bool,
+    /// Once a budget is reached, the listing stops.
+    pub budget: &'a Budget,
 }
 
 impl Planner<'_> {
@@ -69,7 +74,12 @@ impl Planner<'_> {
     ) -> Result<Planned, PlanFailed> {
         let mut listing_errors = 0;
         let mut source_selected = 0;
+        let mut cut_short = false;
         while let Some(item) = join.next().await {
+            if self.budget.stopped().is_some() {
+                cut_short = true;
+                break;
+            }
             let (source, dest) = match item {
                 Ok(Pair::SourceOnly(source)) => (source, None),
                 Ok(Pair::Both { source, dest }) => {
@@ -156,11 +166,14 @@ impl Planner<'_> {
                 break;
             }
         }
-        self.stats.listing_complete();
+        if !cut_short {
+            self.stats.listing_complete();
+        }
         Ok(Planned {
             deletes,
             listing_errors,
             source_selected,
+            cut_short,
         })
     }
 }

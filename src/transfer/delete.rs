@@ -20,6 +20,14 @@ impl Transfer {
     /// Deletes the queued keys, unless a listing was incomplete, the source was empty
     /// (without `allow_empty_source`) or there are more than `max_delete`.
     pub async fn delete_extras(&self, planned: Planned, settings: DeleteSettings) {
+        if planned.cut_short {
+            // Not a failure: the budget's stop is what the exit code reports.
+            self.reporter.report(Event::Notice(
+                "the run stopped at a budget before the end of the listing, so nothing was \
+                 deleted; a run that covers the whole listing deletes",
+            ));
+            return;
+        }
         let Some(queue) = planned.deletes.filter(|q| !q.is_empty()) else {
             return;
         };

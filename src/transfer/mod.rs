@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use crate::budget::Budget;
 use crate::config::TransferSettings;
 use crate::keylist::Manifest;
 use crate::plan::{CopyReason, Decision, Event, Job, Reporter};
@@ -51,6 +52,8 @@ pub struct Transfer {
     pub manifest: Option<Manifest>,
     /// `--backup-dir`: where objects go before they are overwritten or deleted.
     pub backup: Option<Backup>,
+    /// `--max-duration`, `--max-transfer`: no copy starts once one is reached.
+    pub budget: Arc<Budget>,
 }
 
 impl Transfer {
@@ -96,6 +99,9 @@ impl Transfer {
             Ok(_) => return self.stats.skipped_planned(size),
             Err(err) => return self.fail(&job, err),
         };
+        if !self.budget.admit(size) {
+            return self.stats.not_started(size);
+        }
         let started = std::time::Instant::now();
         if let Some(existing) = job.dest.as_ref().filter(|_| reason != CopyReason::Missing) {
             if let Err(err) = self.back_up(&existing.key, existing.size).await {

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
+use crate::budget::Limit;
 use crate::plan::{CopyReason, Event};
 use crate::stats::Snapshot;
 
@@ -93,12 +94,19 @@ impl JsonLines {
 
     /// The last line: the counts of the run and how it ended (`error` when it could
     /// not finish).
-    pub fn summary(&self, snap: &Snapshot, dry_run: bool, error: Option<&str>) {
+    pub fn summary(
+        &self,
+        snap: &Snapshot,
+        dry_run: bool,
+        stopped_by: Option<Limit>,
+        error: Option<&str>,
+    ) {
         let differences = snap.copied + snap.extra;
         let result = match (error, snap.failed, self.verify) {
             (Some(_), _, _) => "error",
             (None, 0, true) if differences == 0 => "identical",
             (None, 0, true) => "differ",
+            (None, 0, false) if stopped_by.is_some() => "stopped",
             (None, 0, false) => "ok",
             (None, _, _) => "failed",
         };
@@ -120,6 +128,8 @@ impl JsonLines {
             "failed": snap.failed,
             "deleted": snap.deleted,
             "backed_up": snap.backed_up,
+            "stopped_by": stopped_by.map(Limit::option),
+            "not_started": snap.not_started,
             "skipped": snap.passed_over,
             "archived": snap.archived,
             "restores_requested": snap.restores_requested,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 
+use crate::budget::Limit;
 use crate::keylist::FailedKeys;
 use crate::plan::{CopyReason, Event, Reporter};
 use crate::stats::Stats;
@@ -102,21 +103,30 @@ impl Console {
     /// Prints the final summary (and the list of failures) on stderr, unless the run
     /// never `started`, and with `--json` the summary line on stdout; `error` is why the
     /// run could not finish.
-    pub fn finish(&self, stats: &Stats, dry_run: bool, started: bool, error: Option<&str>) {
+    /// The summary: on stderr for people, as JSON, in the metrics. `stopped_by` is the
+    /// budget that ended the run early, if one did.
+    pub fn finish(
+        &self,
+        stats: &Stats,
+        dry_run: bool,
+        started: bool,
+        stopped_by: Option<Limit>,
+        error: Option<&str>,
+    ) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
         let snap = stats.snapshot();
         let text = match self.verify {
             true => format_verify_summary(&snap, &stats.failures()),
-            false => format_summary(&snap, &stats.failures(), dry_run),
+            false => format_summary(&snap, &stats.failures(), dry_run, stopped_by),
         };
         let show = self.verbosity > Verbosity::Quiet || snap.failed > 0;
         if show && started {
             let _ = std::io::stderr().write_all(text.as_bytes());
         }
         if let Some(json) = &self.json {
-            json.summary(&snap, dry_run, error);
+            json.summary(&snap, dry_run, stopped_by, error);
         }
         if let Some(keys) = &self.failed_keys {
             keys.flush();

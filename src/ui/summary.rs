@@ -5,6 +5,7 @@ use std::fmt::Write;
 use indicatif::HumanBytes;
 
 use super::progress::per_second;
+use crate::budget::Limit;
 use crate::stats::{Failure, Snapshot};
 
 /// The end of a verify: what differs, by kind, and the keys that could not be compared.
@@ -33,7 +34,12 @@ pub fn format_verify_summary(snap: &Snapshot, failures: &[Failure]) -> String {
     out
 }
 
-pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> String {
+pub fn format_summary(
+    snap: &Snapshot,
+    failures: &[Failure],
+    dry_run: bool,
+    stopped_by: Option<Limit>,
+) -> String {
     let mut out = String::new();
     let verb = if dry_run { "would copy" } else { "copied" };
     let secs = snap.elapsed.as_secs_f64();
@@ -87,6 +93,13 @@ pub fn format_summary(snap: &Snapshot, failures: &[Failure], dry_run: bool) -> S
             n => format!("restore requested for {n}; a later run copies them once restored"),
         };
         let _ = writeln!(out, "  archived   {} ({what})", snap.archived);
+    }
+    if let Some(limit) = stopped_by {
+        let _ = writeln!(
+            out,
+            "  stopped    at {limit}: {} objects not started; a rerun continues",
+            snap.not_started
+        );
     }
     let _ = writeln!(out, "  failed     {}", snap.failed);
     let _ = writeln!(
@@ -166,7 +179,7 @@ mod tests {
             key: "bad key".into(),
             message: "PutObject s3://b/bad key: AccessDenied".into(),
         }];
-        let text = format_summary(&snap, &failures, false);
+        let text = format_summary(&snap, &failures, false, None);
         assert!(
             text.contains("listed     3 source, 1 destination"),
             "{text}"

@@ -1,6 +1,7 @@
 //! Integration tests: the s3mirror binary against a real S3 server (Garage) on loopback.
 
 mod backups;
+mod budgets;
 mod checksum;
 mod delete;
 mod errors;

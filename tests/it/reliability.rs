@@ -8,7 +8,7 @@ use faultproxy::{Faults, Proxy};
 use crate::garage::garage;
 use crate::{bucket_contents, s3mirror, tree_contents, write_tree, Run};
 
-async fn proxy(faults: Faults) -> Proxy {
+pub async fn proxy(faults: Faults) -> Proxy {
     let upstream: SocketAddr = garage()
         .endpoint
         .trim_start_matches("http://")
@@ -18,7 +18,7 @@ async fn proxy(faults: Faults) -> Proxy {
 }
 
 /// Runs s3mirror against the proxy, off the runtime that serves the proxy.
-async fn run_through(proxy: &Proxy, args: &[&str]) -> Run {
+pub async fn run_through(proxy: &Proxy, args: &[&str]) -> Run {
     let endpoint = format!("http://{}", proxy.addr);
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     args.extend(["--endpoint-url".to_owned(), endpoint]);
