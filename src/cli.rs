@@ -118,6 +118,16 @@ impl Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerSideCopyArg {
+    /// server-side when both sides share credentials and endpoint
+    Auto,
+    /// server-side with the destination's credentials, whatever the source's
+    Always,
+    /// every byte streamed through this machine
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CutoffArg {
     /// the copies in flight finish
     Soft,
@@ -408,6 +418,12 @@ pub struct SyncArgs {
     /// Operations CSV manifest (bucket,key), for AWS to copy them (objects up to 5GiB)
     #[arg(long, value_name = "FILE", conflicts_with_all = ["delete", "verify"], env = "S3MIRROR_MANIFEST_OUT")]
     pub manifest_out: Option<std::path::PathBuf>,
+
+    /// Between buckets: copy server-side (CopyObject) when both sides use the same
+    /// credentials and endpoint (auto), always with the destination's credentials (the
+    /// source bucket's policy must let them read it), or never (stream through here)
+    #[arg(long, value_enum, default_value_t = ServerSideCopyArg::Auto, env = "S3MIRROR_SERVER_SIDE_COPY")]
+    pub server_side_copy: ServerSideCopyArg,
 
     /// Start no new copy after this long (e.g. 4h, 90m); the copies in flight finish
     /// (see --cutoff), and the run exits 4 so that a rerun continues

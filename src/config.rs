@@ -8,8 +8,8 @@ use std::sync::Arc;
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{
-    CommonArgs, CompareArg, ConnectionArgs, CutoffArg, PlanArgs, RestoreTierArg, SyncArgs,
-    VerifyArgs,
+    CommonArgs, CompareArg, ConnectionArgs, CutoffArg, PlanArgs, RestoreTierArg, ServerSideCopyArg,
+    SyncArgs, VerifyArgs,
 };
 use crate::filter::{Filters, PatternError};
 use crate::keylist::read_keys;
@@ -40,6 +40,8 @@ pub enum SettingsError {
     Shard(String),
     #[error("--manifest-out needs an S3 source: S3 Batch Operations copies from a bucket")]
     ManifestSource,
+    #[error("--server-side-copy always {0}")]
+    ServerSideCopy(&'static str),
     #[error("--backup-dir {dir}: {why}")]
     Backup { dir: String, why: String },
     #[error("--files-from {}: {cause}", path.display())]
@@ -102,6 +104,19 @@ pub struct SyncSettings {
     pub backup: Option<BackupSettings>,
     /// `--max-duration`, `--max-transfer` and `--cutoff`.
     pub budget: BudgetSettings,
+    /// `--server-side-copy`.
+    pub server_side_copy: ServerSideCopy,
+}
+
+/// When a copy between buckets is made server-side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ServerSideCopy {
+    /// When both sides share a connection (endpoint and credentials).
+    #[default]
+    Auto,
+    /// With the destination's credentials, whatever the source's.
+    Always,
+    Never,
 }
 
 /// The run's budgets; none by default.
@@ -190,6 +205,23 @@ impl SyncSettings {
             allow_empty_source: args.allow_empty_source,
             max_delete: args.max_delete,
         });
+        settings.server_side_copy = match args.server_side_copy {
+            ServerSideCopyArg::Auto => ServerSideCopy::Auto,
+            ServerSideCopyArg::Never => ServerSideCopy::Never,
+            ServerSideCopyArg::Always => {
+                if !(settings.source.is_s3() && settings.dest.is_s3()) {
+                    return Err(SettingsError::ServerSideCopy(
+                        "copies server-side between two buckets; one side here is a local directory",
+                    ));
+                }
+                if settings.source_client.endpoint_url != settings.dest_client.endpoint_url {
+                    return Err(SettingsError::ServerSideCopy(
+                        "needs both buckets on one endpoint: CopyObject cannot read from another server; use auto or never",
+                    ));
+                }
+                ServerSideCopy::Always
+            }
+        };
         settings.budget = BudgetSettings {
             max_duration: args.max_duration,
             max_transfer: args.max_transfer,
@@ -332,6 +364,7 @@ impl SyncSettings {
             manifest_out: None,
             backup: None,
             budget: BudgetSettings::default(),
+            server_side_copy: ServerSideCopy::Auto,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::budget::{Budget, Limit};
-use crate::config::SyncSettings;
+use crate::config::{ServerSideCopy, SyncSettings};
 use crate::location::Location;
 use std::time::SystemTime;
 
@@ -112,12 +112,33 @@ async fn run_pipeline(
     if let Store::S3(dest) = &dest {
         abort_orphans(dest, console.as_ref()).await;
     }
-    if route == Route::ThroughClient {
-        console.report(Event::Notice(
-            "source and destination use different endpoints or credentials: objects are streamed \
-             through this machine (GetObject, then PutObject) instead of copied server-side",
-        ));
+    let same_endpoint = settings.source_client.endpoint_url == settings.dest_client.endpoint_url;
+    match (route, settings.server_side_copy) {
+        (Route::ThroughClient, ServerSideCopy::Never) => console.report(Event::Notice(
+            "--server-side-copy never: objects are streamed through this machine (GetObject, \
+             then PutObject)",
+        )),
+        (Route::ThroughClient, _) if same_endpoint => console.report(Event::Notice(
+            "source and destination use different credentials: objects are streamed through \
+             this machine (GetObject, then PutObject); where the destination's credentials may \
+             read the source bucket, --server-side-copy always copies server-side",
+        )),
+        (Route::ThroughClient, _) => console.report(Event::Notice(
+            "source and destination use different endpoints: objects are streamed through this \
+             machine (GetObject, then PutObject) instead of copied server-side",
+        )),
+        _ => {}
     }
+    let reader = (route == Route::ServerSide
+        && settings.source.is_s3()
+        && settings.dest.is_s3()
+        && settings.source_client != settings.dest_client)
+        .then(|| match &settings.dest_client.profile {
+            Some(profile) => format!("the destination's credentials (profile {profile})"),
+            None => "the destination's credentials (the default chain: environment, \
+                     ~/.aws, SSO or instance role)"
+                .to_owned(),
+        });
 
     let pairing = Pairing::new(settings.source.is_s3(), settings.dest.is_s3());
     let range = shard_range(settings, &source, console).await?;
@@ -167,6 +188,7 @@ async fn run_pipeline(
         },
         backup,
         budget: Arc::clone(&budget),
+        source_reader: reader,
     });
 
     let progress = console.start_progress(Arc::clone(stats));
@@ -461,10 +483,11 @@ async fn open_stores(
         }
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };
-    let route = if shared {
-        Route::ServerSide
-    } else {
-        Route::ThroughClient
+    let route = match settings.server_side_copy {
+        ServerSideCopy::Always => Route::ServerSide,
+        ServerSideCopy::Never => Route::ThroughClient,
+        ServerSideCopy::Auto if shared => Route::ServerSide,
+        ServerSideCopy::Auto => Route::ThroughClient,
     };
     let both_s3 = settings.source.is_s3() && settings.dest.is_s3();
     (

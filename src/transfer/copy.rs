@@ -33,6 +33,7 @@ impl Transfer {
                 let class = entry.storage_class;
                 dest.copy_object_from(source.url(), key, entry.size, class, threshold, &self.parts)
                     .await
+                    .map_err(|err| self.explain_refused_read(err))
             }
             (Store::S3(source), Store::S3(dest)) => {
                 let download = source.with_tags(key, source.get(key).await?).await?;
@@ -101,6 +102,27 @@ impl Transfer {
                 };
                 dest.write(key, reader, incoming).await
             }
+        }
+    }
+
+    /// A server-side copy the source refused to the destination's credentials: says
+    /// whose, and which grant the source bucket's policy lacks.
+    fn explain_refused_read(&self, err: ObjectError) -> ObjectError {
+        let (Some(reader), Store::S3(source)) = (&self.source_reader, &self.source) else {
+            return err;
+        };
+        if !err.cause.contains("AccessDenied") {
+            return err;
+        }
+        let bucket = source.url().bucket();
+        ObjectError {
+            cause: format!(
+                "{}; with --server-side-copy always, {reader} read s3://{bucket}: its bucket \
+                 policy must allow them s3:GetObject and s3:GetObjectTagging on \
+                 arn:aws:s3:::{bucket}/* (or use --server-side-copy auto to stream)",
+                err.cause
+            ),
+            ..err
         }
     }
 

@@ -54,6 +54,9 @@ pub struct Transfer {
     pub backup: Option<Backup>,
     /// `--max-duration`, `--max-transfer`: no copy starts once one is reached.
     pub budget: Arc<Budget>,
+    /// Who reads the source in a server-side copy when that is not the source's own
+    /// credentials (`--server-side-copy always`), to explain a refusal.
+    pub source_reader: Option<String>,
 }
 
 impl Transfer {

@@ -194,3 +194,130 @@ async fn a_local_backup_dir_receives_overwritten_and_deleted_files() {
     assert_eq!(tree_contents(&dest)["a.txt"], b"new");
     assert!(!dest.join("sub/extra.txt").exists());
 }
+
+/// Runs s3mirror with per-side profiles from `credentials` and no credentials in the
+/// environment.
+fn run_with_profiles(credentials: &std::path::Path, args: &[&str]) -> crate::Run {
+    let mut command = crate::s3mirror_command(args);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
+        .env("AWS_CONFIG_FILE", credentials.with_file_name("config"));
+    crate::Run::from(command.output().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_copy_always_reads_the_source_with_the_destinations_credentials() {
+    const READER: (&str, &str) = (
+        "GK00000000000000000000a11c",
+        "a11ce00000000000000000000000000000000000000000000000000000000000",
+    );
+    const WRITER: (&str, &str) = (
+        "GK00000000000000000000b0b0",
+        "b0b0000000000000000000000000000000000000000000000000000000000000",
+    );
+    let server = garage();
+    let client = server.client();
+    let (prod, copy, refused) = (
+        server.new_shared_bucket("xacct-src"),
+        server.new_shared_bucket("xacct-dst"),
+        server.new_shared_bucket("xacct-refused"),
+    );
+    put_object(&client, &prod, "small.txt", b"small").await;
+    put_object(&client, &prod, "big.bin", &vec![3u8; 12 << 20]).await;
+    // The backup account may read the source and write its own bucket; another may
+    // only write.
+    server.import_key(READER.0, READER.1);
+    server.import_key(WRITER.0, WRITER.1);
+    server.allow(&prod, READER.0, true, false);
+    server.allow(&copy, READER.0, true, true);
+    server.allow(&refused, WRITER.0, true, true);
+    let work = tempfile::tempdir().unwrap();
+    let credentials = work.path().join("credentials");
+    std::fs::write(work.path().join("config"), "").unwrap();
+    std::fs::write(
+        &credentials,
+        format!(
+            "[prod]\naws_access_key_id = {}\naws_secret_access_key = {}\n\
+             [reader]\naws_access_key_id = {}\naws_secret_access_key = {}\n\
+             [writer]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            crate::garage::ACCESS_KEY,
+            crate::garage::SECRET_KEY,
+            READER.0,
+            READER.1,
+            WRITER.0,
+            WRITER.1
+        ),
+    )
+    .unwrap();
+    let (src, dst, no) = (
+        format!("s3://{prod}"),
+        format!("s3://{copy}"),
+        format!("s3://{refused}"),
+    );
+    let (always, denied, streamed) = tokio::task::spawn_blocking(move || {
+        let sides = |dest_profile: &'static str| {
+            ["--source-profile", "prod", "--dest-profile", dest_profile]
+        };
+        let parts = ["--multipart-copy-threshold", "5MiB", "--part-size", "5MiB"];
+        (
+            run_with_profiles(
+                &credentials,
+                &[
+                    &[src.as_str(), &dst, "--server-side-copy", "always"][..],
+                    &sides("reader"),
+                    &parts,
+                ]
+                .concat(),
+            ),
+            run_with_profiles(
+                &credentials,
+                &[
+                    &[src.as_str(), &no, "--server-side-copy", "always"][..],
+                    &sides("writer"),
+                ]
+                .concat(),
+            ),
+            run_with_profiles(
+                &credentials,
+                &[&[src.as_str(), &no][..], &sides("writer")].concat(),
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    always.assert_code(0);
+    assert_eq!(always.count("copied"), 2);
+    assert_eq!(
+        always.requests("GetObject"),
+        0,
+        "server-side: {}",
+        always.stderr
+    );
+    assert!(always.requests("UploadPartCopy") > 0, "{}", always.stderr);
+    assert_eq!(
+        bucket_contents(&client, &copy, "").await["big.bin"].len(),
+        12 << 20
+    );
+
+    denied.assert_code(1);
+    assert!(
+        denied.stderr.contains("with --server-side-copy always, the destination's credentials (profile writer) read s3://")
+            && denied.stderr.contains("s3:GetObject"),
+        "{}",
+        denied.stderr
+    );
+    assert!(!denied.stderr.contains(WRITER.1), "no secret printed");
+
+    // The default streams through this machine, since the credentials differ.
+    streamed.assert_code(0);
+    assert_eq!(streamed.requests("GetObject"), 2, "{}", streamed.stderr);
+    assert!(
+        streamed
+            .stderr
+            .contains("--server-side-copy always copies server-side"),
+        "{}",
+        streamed.stderr
+    );
+}

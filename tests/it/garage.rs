@@ -18,6 +18,8 @@ pub const REGION: &str = "garage-test";
 pub struct Garage {
     pub endpoint: String,
     pub port: u16,
+    binary: PathBuf,
+    config: PathBuf,
 }
 
 static SERVER: OnceLock<Garage> = OnceLock::new();
@@ -154,7 +156,53 @@ api_bind_addr = "127.0.0.1:{port}"
         Garage {
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
+            binary,
+            config,
         }
+    }
+
+    /// Runs the garage CLI against this server.
+    fn admin(&self, args: &[&str]) {
+        let output = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Another access key (an id of `GK` and 24 hex digits, a secret of 64), allowed
+    /// nothing until `allow` says so.
+    pub fn import_key(&self, id: &str, secret: &str) {
+        self.admin(&["key", "import", "--yes", "-n", id, id, secret]);
+    }
+
+    /// A bucket under a global name, which other keys can be allowed to (a bucket made
+    /// through the S3 API is named for its creator's key only); the default key may
+    /// read, write and own it.
+    pub fn new_shared_bucket(&self, label: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{label}-{}-{n}", std::process::id());
+        self.admin(&["bucket", "create", &name]);
+        self.admin(&[
+            "bucket", "allow", "--read", "--write", "--owner", &name, "--key", ACCESS_KEY,
+        ]);
+        name
+    }
+
+    /// Allows key `id` to read and/or write `bucket`.
+    pub fn allow(&self, bucket: &str, id: &str, read: bool, write: bool) {
+        let mut args = vec!["bucket", "allow"];
+        args.extend(read.then_some("--read"));
+        args.extend(write.then_some("--write"));
+        args.extend([bucket, "--key", id]);
+        self.admin(&args);
     }
 
     /// An SDK client for setting up and checking buckets from tests.

@@ -69,9 +69,11 @@ impl S3Store {
     }
 
     /// The tags of an object this store's client reaches; none where the server does not
-    /// support tagging (warned once).
+    /// support tagging, or where these credentials may not read them (a source bucket
+    /// shared for GetObject only): warned once, since the copy itself is in place.
     async fn tags_of(&self, location: &S3Url, key: &str) -> Result<Vec<Tag>, ObjectError> {
         static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+        static DENIED_WARNED: AtomicBool = AtomicBool::new(false);
         match self
             .client
             .get_object_tagging()
@@ -90,6 +92,21 @@ impl S3Store {
                 if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the source server does not support object tagging; tags are not copied"
+                    );
+                }
+                Ok(Vec::new())
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
+                    == Some("AccessDenied") =>
+            {
+                if !DENIED_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "GetObjectTagging on s3://{} is refused to these credentials \
+                         (AccessDenied); tags are not copied",
+                        location.bucket()
                     );
                 }
                 Ok(Vec::new())
