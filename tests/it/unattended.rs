@@ -205,4 +205,21 @@ fn scheduled_backup_examples_are_valid() {
     };
     let settings = SyncSettings::from_args(*sync).expect("valid settings");
     assert!(settings.verify_after && settings.output.json);
+
+    // The daily job at the top, as a shell would pass it (with the date substituted).
+    let daily = doc.split("```\n").nth(1).unwrap();
+    let words: Vec<String> = daily
+        .replace("\\\n", " ")
+        .replace("$(date +%F)", "2026-12-01")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(words[0], "s3mirror");
+    let cli = Cli::parse_with_default(words).expect("the daily job parses");
+    let Command::Sync(sync) = cli.command else {
+        panic!("not a sync");
+    };
+    let settings = SyncSettings::from_args(*sync).expect("valid settings");
+    assert!(settings.backup.is_some() && settings.delete.is_some());
+    assert!(settings.budget.max_duration.is_some());
 }
