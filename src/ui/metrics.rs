@@ -160,6 +160,8 @@ pub fn format_metrics(exposition: &Exposition<'_>) -> String {
                 ("deleted", snap.deleted),
                 ("archived", snap.archived),
                 ("passed_over", snap.passed_over),
+                ("backed_up", snap.backed_up),
+                ("not_started", snap.not_started),
             ],
         ),
     };
