@@ -232,14 +232,8 @@ async fn run_pipeline(
         () = deadline(hard_deadline) => {
             // `--cutoff hard`: what is in flight is abandoned as at an interrupt.
             budget.cut_off();
-            crate::storage::local::remove_temps_in_flight();
-            let aborted = uploads.abort_all().await;
-            crate::storage::local::remove_temps_in_flight();
-            close_journal(&uploads);
-            progress.stop();
-            if let Some(census) = &census {
-                census.abort();
-            }
+            let aborted = abandon_in_flight(&uploads).await;
+            finish_side_tasks(&uploads, progress, census.as_ref());
             if aborted > 0 {
                 console.report(Event::Notice(&format!(
                     "--max-duration reached: {aborted} multipart upload(s) in flight were aborted"
@@ -254,23 +248,12 @@ async fn run_pipeline(
                 crate::storage::local::remove_temps_in_flight();
                 std::process::exit(crate::exit::INTERRUPTED);
             });
-            // Downloads under way never reach their names: their temporary files go.
-            crate::storage::local::remove_temps_in_flight();
-            let aborted = uploads.abort_all().await;
-            crate::storage::local::remove_temps_in_flight();
-            close_journal(&uploads);
-            progress.stop();
-            if let Some(census) = &census {
-                census.abort();
-            }
+            let aborted = abandon_in_flight(&uploads).await;
+            finish_side_tasks(&uploads, progress, census.as_ref());
             return Err(RunError::Interrupted(aborted));
         }
     };
-    close_journal(&uploads);
-    progress.stop();
-    if let Some(census) = &census {
-        census.abort();
-    }
+    finish_side_tasks(&uploads, progress, census.as_ref());
     if let (Some(manifest), Some(path)) = (&transfer.manifest, &settings.manifest_out) {
         manifest
             .finish()
@@ -377,6 +360,29 @@ async fn abort_orphans(dest: &S3Store, console: &Console) {
 fn close_journal(uploads: &ActiveUploads) {
     if let Some(journal) = uploads.journal() {
         journal.close();
+    }
+}
+
+/// Ends the copies in flight when the run stops before them: downloads under way never
+/// reach their names (their temporary files go, before and after the aborts, since one
+/// may be made meanwhile), and every multipart upload is aborted; returns how many.
+async fn abandon_in_flight(uploads: &ActiveUploads) -> usize {
+    crate::storage::local::remove_temps_in_flight();
+    let aborted = uploads.abort_all().await;
+    crate::storage::local::remove_temps_in_flight();
+    aborted
+}
+
+/// Closes the record of uploads and stops the progress output and the census.
+fn finish_side_tasks(
+    uploads: &ActiveUploads,
+    progress: crate::ui::ProgressTask,
+    census: Option<&tokio::task::JoinHandle<()>>,
+) {
+    close_journal(uploads);
+    progress.stop();
+    if let Some(census) = census {
+        census.abort();
     }
 }
 

@@ -7,6 +7,7 @@
 mod json;
 mod metrics;
 mod progress;
+pub use progress::ProgressTask;
 mod summary;
 
 use std::io::{IsTerminal, Write};

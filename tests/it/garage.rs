@@ -4,11 +4,10 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::Client;
 
 pub const ACCESS_KEY: &str = "GK0123456789abcdef01234567";
@@ -186,9 +185,7 @@ api_bind_addr = "127.0.0.1:{port}"
     /// through the S3 API is named for its creator's key only); the default key may
     /// read, write and own it.
     pub fn new_shared_bucket(&self, label: &str) -> String {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{label}-{}-{n}", std::process::id());
+        let name = crate::unique_name(label);
         self.admin(&["bucket", "create", &name]);
         self.admin(&[
             "bucket", "allow", "--read", "--write", "--owner", &name, "--key", ACCESS_KEY,
@@ -207,22 +204,12 @@ api_bind_addr = "127.0.0.1:{port}"
 
     /// An SDK client for setting up and checking buckets from tests.
     pub fn client(&self) -> Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .build();
-        Client::from_conf(config)
+        crate::sdk_client(&self.endpoint, REGION, (ACCESS_KEY, SECRET_KEY), true)
     }
 
     /// Creates a bucket with a name no other test uses.
     pub async fn new_bucket(&self, label: &str) -> String {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{label}-{}-{n}", std::process::id());
+        let name = crate::unique_name(label);
         self.client()
             .create_bucket()
             .bucket(&name)

@@ -116,6 +116,36 @@ pub fn s3mirror_command(args: &[&str]) -> Command {
     command
 }
 
+/// A bucket name no other test of this process uses.
+pub fn unique_name(label: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{label}-{}-{n}", std::process::id())
+}
+
+/// An SDK client for a test server, for setting buckets up and checking them as another
+/// tool would. `check_reads` validates the checksums a server states on reads.
+pub fn sdk_client(endpoint: &str, region: &str, key: (&str, &str), check_reads: bool) -> Client {
+    use aws_sdk_s3::config::{
+        BehaviorVersion, Credentials, Region, RequestChecksumCalculation,
+        ResponseChecksumValidation,
+    };
+    let validation = match check_reads {
+        true => ResponseChecksumValidation::WhenSupported,
+        false => ResponseChecksumValidation::WhenRequired,
+    };
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(Credentials::new(key.0, key.1, None, None, "test"))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(validation)
+        .build();
+    Client::from_conf(config)
+}
+
 /// Puts one object with the SDK, as another tool would.
 pub async fn put_object(client: &Client, bucket: &str, key: &str, body: &[u8]) {
     client

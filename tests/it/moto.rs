@@ -4,13 +4,10 @@
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::Client;
 
 use crate::Run;
@@ -102,24 +99,13 @@ impl Moto {
         }
     }
 
+    /// moto states wrong CRC32Cs for multipart objects: this client's reads check none.
     pub fn client(&self) -> Client {
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            // moto states wrong CRC32Cs for multipart objects: reads check nothing.
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .build();
-        Client::from_conf(config)
+        crate::sdk_client(&self.endpoint, REGION, (ACCESS_KEY, SECRET_KEY), false)
     }
 
     pub async fn new_bucket(&self, label: &str) -> String {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{label}-{}-{n}", std::process::id());
+        let name = crate::unique_name(label);
         self.client()
             .create_bucket()
             .bucket(&name)

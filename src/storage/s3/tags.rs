@@ -74,48 +74,43 @@ impl S3Store {
     async fn tags_of(&self, location: &S3Url, key: &str) -> Result<Vec<Tag>, ObjectError> {
         static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
         static DENIED_WARNED: AtomicBool = AtomicBool::new(false);
-        match self
+        let answer = self
             .client
             .get_object_tagging()
             .bucket(location.bucket())
             .key(location.full_key(key))
             .send()
-            .await
-        {
-            Ok(out) => Ok(out.tag_set),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
-                    == Some("NotImplemented") =>
-            {
-                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the source server does not support object tagging; tags are not copied"
-                    );
-                }
-                Ok(Vec::new())
+            .await;
+        let err = match answer {
+            Ok(out) => return Ok(out.tag_set),
+            Err(err) => err,
+        };
+        let code = err
+            .as_service_error()
+            .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code);
+        let (warned, why) = match code {
+            Some("NotImplemented") => (
+                &UNSUPPORTED_WARNED,
+                "the source server does not support object tagging".to_owned(),
+            ),
+            Some("AccessDenied") => (
+                &DENIED_WARNED,
+                format!(
+                    "GetObjectTagging on s3://{} is refused to these credentials (AccessDenied)",
+                    location.bucket()
+                ),
+            ),
+            _ => {
+                return Err(ObjectError::new(
+                    "GetObjectTagging",
+                    format!("s3://{}/{}", location.bucket(), location.full_key(key)),
+                    describe_sdk_error(&err),
+                ))
             }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
-                    == Some("AccessDenied") =>
-            {
-                if !DENIED_WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "GetObjectTagging on s3://{} is refused to these credentials \
-                         (AccessDenied); tags are not copied",
-                        location.bucket()
-                    );
-                }
-                Ok(Vec::new())
-            }
-            Err(err) => Err(ObjectError::new(
-                "GetObjectTagging",
-                format!("s3://{}/{}", location.bucket(), location.full_key(key)),
-                describe_sdk_error(&err),
-            )),
+        };
+        if !warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{why}; tags are not copied");
         }
+        Ok(Vec::new())
     }
 }
