@@ -167,6 +167,7 @@ mod tests {
             etag: etag.map(ETag::parse),
             skip: None,
             storage_class: None,
+            version: None,
         }
     }
 

@@ -123,6 +123,7 @@ impl LocalStore {
             etag: None,
             skip: None,
             storage_class: None,
+            version: None,
         })
     }
 
