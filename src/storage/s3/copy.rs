@@ -16,13 +16,14 @@ use super::metadata::{copy_source, ObjectHeaders};
 use super::parts::{part_ranges, part_size_for, PartSettings, MAX_COPY_OBJECT};
 use super::S3Store;
 use crate::location::S3Url;
-use crate::storage::{Checksum, ChecksumAlgorithm, ObjectError, StorageClass};
+use crate::storage::{Checksum, ChecksumAlgorithm, Entry, ObjectError, StorageClass};
 
 /// A multipart copy of one object: `size` bytes in parts of `part_size`, made to end
 /// with `checksum` (the source's) when checksums are on.
 struct MultipartCopy<'a> {
     source: &'a S3Url,
     key: &'a str,
+    version: Option<&'a str>,
     size: u64,
     part_size: u64,
     checksum: Option<Checksum>,
@@ -49,27 +50,28 @@ pub(super) struct PartCopyFailed {
 
 impl S3Store {
     /// Copies an object from another location reachable with this store's client,
-    /// server-side: CopyObject, or UploadPartCopy above `multipart_threshold`. With
+    /// server-side: CopyObject, or UploadPartCopy above `multipart_threshold`, of the
+    /// version the entry names (else the current one), into the same key here. With
     /// checksums on, the copy is made so that its checksum equals the source's: the same
     /// algorithm, and for a composite checksum the source's part layout.
     pub async fn copy_object_from(
         &self,
         source: &S3Url,
-        key: &str,
-        size: u64,
-        class: Option<StorageClass>,
+        entry: &Entry,
         multipart_threshold: u64,
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
+        let (key, size, class) = (entry.key.as_str(), entry.size, entry.storage_class);
+        let version = entry.version.as_deref();
         let checksums = self.write.checksum.is_some();
         if size <= multipart_threshold && !checksums {
-            return self.copy_from(source, key, class, None).await;
+            return self.copy_from(source, key, version, class, None).await;
         }
-        let head = self.head(source, key, None).await?;
+        let head = self.head(source, key, version, None).await?;
         let checksum = checksum_from!(&head).filter(|_| checksums);
         let part_size = match &checksum {
             Some(c) if c.parts.is_some() => {
-                Some(self.source_part_size(source, key, size, c).await?)
+                Some(self.source_part_size(source, key, version, size, c).await?)
             }
             // A whole-object SHA cannot be rebuilt from parts; CopyObject keeps it.
             Some(c) if !c.algorithm.is_crc() && size <= MAX_COPY_OBJECT => None,
@@ -79,12 +81,13 @@ impl S3Store {
         match part_size {
             None => {
                 let algorithm = checksum.map(|c| c.algorithm).or(self.write.checksum);
-                self.copy_from(source, key, class, algorithm).await
+                self.copy_from(source, key, version, class, algorithm).await
             }
             Some(part_size) => {
                 let copy = MultipartCopy {
                     source,
                     key,
+                    version,
                     size,
                     part_size,
                     checksum,
@@ -102,13 +105,14 @@ impl S3Store {
         &self,
         source: &S3Url,
         key: &str,
+        version: Option<&str>,
         class: Option<StorageClass>,
         checksum: Option<ChecksumAlgorithm>,
     ) -> Result<(), ObjectError> {
         let copy = self
             .client
             .copy_object()
-            .copy_source(copy_source(source, key))
+            .copy_source(copy_source(source, key, version))
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .set_storage_class(class.map(|c| c.name().into()))
@@ -125,10 +129,11 @@ impl S3Store {
         &self,
         source: &S3Url,
         key: &str,
+        version: Option<&str>,
         size: u64,
         checksum: &Checksum,
     ) -> Result<u64, ObjectError> {
-        let first = self.head(source, key, Some(1)).await?;
+        let first = self.head(source, key, version, Some(1)).await?;
         let part_size = first.content_length().unwrap_or(0).max(0) as u64;
         let parts = u64::from(checksum.parts.unwrap_or(1));
         if part_size > 0 && size.div_ceil(part_size) == parts {
@@ -155,6 +160,7 @@ impl S3Store {
         let MultipartCopy {
             source,
             key,
+            version,
             size,
             part_size,
             checksum,
@@ -164,7 +170,7 @@ impl S3Store {
             .create_copy_upload(key, headers, checksum.as_ref())
             .await?;
         let upload_id = registered.upload_id.clone();
-        let copy_source = copy_source(source, key);
+        let copy_source = copy_source(source, key, version);
         let upload = async {
             let full_key = self.url.full_key(key);
             let copies = PartCopies {
@@ -185,7 +191,7 @@ impl S3Store {
             self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
         self.run_registered(registered, upload).await?;
-        self.copy_tags(source, key).await
+        self.copy_tags(source, key, version).await
     }
 
     /// UploadPartCopy of every part, in order, each completed with the ETag and checksum
