@@ -11,8 +11,9 @@
 use std::cmp::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
-use aws_sdk_s3::types::{BucketVersioningStatus, DeleteMarkerEntry, EncodingType, ObjectVersion};
+use aws_sdk_s3::types::{DeleteMarkerEntry, EncodingType, ObjectVersion};
 use aws_sdk_s3::Client;
 use tokio::sync::mpsc;
 
@@ -265,23 +266,10 @@ impl S3Store {
     /// versions made while it was enabled.
     pub async fn check_versioned(&self) -> Result<(), String> {
         let bucket = self.url.bucket();
-        let out = self
-            .client
-            .get_bucket_versioning()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(|err| {
-                format!(
-                    "GetBucketVersioning s3://{bucket}: {}",
-                    describe_sdk_error(&err)
-                )
-            })?;
-        match out.status() {
-            Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended) => Ok(()),
+        match self.versioning_status().await?.as_deref() {
+            Some("Enabled" | "Suspended") => Ok(()),
             Some(other) => Err(format!(
-                "--as-of needs a versioned bucket, and s3://{bucket} states versioning {:?}",
-                other.as_str()
+                "--as-of needs a versioned bucket, and s3://{bucket} states versioning {other:?}"
             )),
             None => Err(format!(
                 "--as-of needs a versioned bucket: versioning was never enabled on \
@@ -289,6 +277,40 @@ impl S3Store {
             )),
         }
     }
+
+    /// GetBucketVersioning's Status; None when versioning was never enabled.
+    async fn versioning_status(&self) -> Result<Option<String>, String> {
+        let bucket = self.url.bucket();
+        let err = match self
+            .client
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => return Ok(out.status().map(|s| s.as_str().to_owned())),
+            Err(err) => err,
+        };
+        // Some servers (moto) name the answer's root element otherwise, which the SDK
+        // refuses as a whole; the Status is then read from the answer itself.
+        if let SdkError::ServiceError(service) = &err {
+            if service.raw().status().is_success() && service.err().code().is_none() {
+                let body = service.raw().body().bytes().unwrap_or_default();
+                return Ok(status_in(&String::from_utf8_lossy(body)));
+            }
+        }
+        Err(format!(
+            "GetBucketVersioning s3://{bucket}: {}",
+            describe_sdk_error(&err)
+        ))
+    }
+}
+
+/// The `<Status>` of a GetBucketVersioning answer, whatever its root element.
+fn status_in(answer: &str) -> Option<String> {
+    let start = answer.find("<Status>")? + "<Status>".len();
+    let end = start + answer[start..].find("</Status>")?;
+    Some(answer[start..end].trim().to_owned()).filter(|status| !status.is_empty())
 }
 
 #[cfg(test)]
@@ -453,6 +475,22 @@ mod tests {
         );
         let ids: Vec<&str> = merged.iter().map(|v| &*v.id).collect();
         assert_eq!(ids, ["am", "a2", "bm", "c1"]);
+    }
+
+    #[test]
+    fn the_versioning_status_is_read_whatever_the_root_element() {
+        let ours = r#"<?xml version="1.0"?><VersioningConfiguration xmlns="x"><Status>Suspended</Status></VersioningConfiguration>"#;
+        assert_eq!(status_in(ours).as_deref(), Some("Suspended"));
+        let moto = r#"<GetBucketVersioningResponse xmlns="x"><Status>Enabled</Status></GetBucketVersioningResponse>"#;
+        assert_eq!(status_in(moto).as_deref(), Some("Enabled"));
+        assert_eq!(
+            status_in(r#"<GetBucketVersioningResponse xmlns="x"/>"#),
+            None
+        );
+        assert_eq!(
+            status_in("<VersioningConfiguration><Status></Status></VersioningConfiguration>"),
+            None
+        );
     }
 
     #[test]
