@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
 use aws_sdk_s3::Client;
 
 use crate::moto::moto;
@@ -57,7 +57,8 @@ enum Change {
 
 /// `doc.txt` is overwritten twice, `gone.txt` deleted at the last moment, `later.txt`
 /// added at the second, `big.bin` (two parts) overwritten with as many other bytes, and
-/// `stays.txt` never touched.
+/// `stays.txt` never touched. Each version is tagged `moment=N`, N the moment it was
+/// written at.
 async fn history(client: &Client) -> History {
     use Change::{Delete, Put};
     let bucket = moto().new_bucket("history").await;
@@ -87,6 +88,19 @@ async fn history(client: &Client) -> History {
                 Put(key, body) => {
                     put_object(client, &bucket, key, &body).await;
                     state.insert(key.to_owned(), body);
+                    // Each version its own tags, which copies must read from it.
+                    let tagging = Tagging::builder()
+                        .tag_set(
+                            Tag::builder()
+                                .key("moment")
+                                .value(i.to_string())
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap();
+                    let tag = client.put_object_tagging().bucket(&bucket).key(key);
+                    tag.tagging(tagging).send().await.unwrap();
                 }
                 Delete(key) => {
                     let deleted = client.delete_object().bucket(&bucket).key(key).send();
@@ -111,6 +125,15 @@ async fn history(client: &Client) -> History {
         times: times.try_into().unwrap(),
         states: states.try_into().unwrap(),
     }
+}
+
+async fn tags_of(client: &Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let out = client.get_object_tagging().bucket(bucket).key(key).send();
+    let tags = out.await.unwrap();
+    tags.tag_set()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect()
 }
 
 /// Sizes that send `big.bin` through every multipart path.
@@ -234,6 +257,21 @@ async fn a_versioned_bucket_is_restored_as_it_was_at_each_time() {
         "{}",
         to_bucket_again.stderr
     );
+
+    // The tags of the versions copied, not of the current ones: server-side (CopyObject
+    // for doc.txt, UploadPartCopy and then the tags for big.bin) and through this machine.
+    for (bucket, key, moment) in [
+        (&server_side, "doc.txt", "0"),
+        (&server_side, "big.bin", "0"),
+        (&through, "doc.txt", "1"),
+    ] {
+        let tags = tags_of(&client, bucket, key).await;
+        assert_eq!(
+            tags,
+            [("moment".to_owned(), moment.to_owned())],
+            "{bucket}/{key}"
+        );
+    }
 
     let through_here = &runs.through_here;
     through_here.assert_code(0);
