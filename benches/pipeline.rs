@@ -27,6 +27,7 @@ fn entries() -> Vec<Entry> {
             etag: Some(etag.clone()),
             skip: None,
             storage_class: None,
+            version: None,
         })
         .collect()
 }

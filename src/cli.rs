@@ -2,7 +2,7 @@
 //! sees these types: `config` turns them into validated settings.
 
 use std::ffi::OsString;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::builder::BoolishValueParser;
 use clap::{
@@ -329,6 +329,9 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    #[command(flatten)]
+    pub point_in_time: PointInTimeArgs,
+
     /// Where multipart uploads in progress are recorded, so that the next run aborts
     /// those a killed run left behind [default: $XDG_STATE_HOME/s3mirror or
     /// ~/.local/state/s3mirror]
@@ -568,10 +571,31 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
+    #[command(flatten)]
+    pub point_in_time: PointInTimeArgs,
+
     /// Prove content equality: hash local files against ETags, compare stored
     /// checksums (HeadObject) where ETags were made differently
     #[arg(long, env = "S3MIRROR_CHECKSUM", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub checksum: bool,
+}
+
+/// The state of the source that sync and verify read.
+#[derive(Debug, Args)]
+pub struct PointInTimeArgs {
+    /// Read an S3 source as it was at TIME, in UTC (2026-11-29T00:00:00Z, or
+    /// "2026-11-30 00:00:00"): each key's version current then, listed with
+    /// ListObjectVersions; keys deleted then are absent. The bucket must be versioned
+    #[arg(long, value_name = "TIME", value_parser = parse_time_arg, env = "S3MIRROR_AS_OF")]
+    pub as_of: Option<SystemTime>,
+}
+
+/// A UTC time: RFC 3339 with `Z` (or `+00:00`), or with a space for the `T` and no zone;
+/// fractions of a second are allowed.
+fn parse_time_arg(input: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(input.trim()).map_err(|err| {
+        format!("{err}; give a UTC time such as 2026-11-29T00:00:00Z or \"2026-11-30 00:00:00\"")
+    })
 }
 
 /// Interleaves the --include and --exclude values in the order they were given, which
@@ -827,6 +851,45 @@ mod tests {
         ] {
             assert!(help.contains(&format!("[env: {var}=")), "{var} in {help}");
         }
+    }
+
+    #[test]
+    fn as_of_reads_utc_times_in_both_spellings() {
+        let as_of = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Sync(sync) => sync.point_in_time.as_of,
+            Command::Verify(verify) => verify.point_in_time.as_of,
+            _ => panic!("{args:?} has no --as-of"),
+        };
+        let midnight = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_910_400);
+        assert_eq!(
+            as_of(&["--as-of", "2026-11-29T00:00:00Z", "s3://b", "d"]),
+            Some(midnight)
+        );
+        assert_eq!(
+            as_of(&["verify", "--as-of", "2026-11-29 00:00:00", "s3://b", "d"]),
+            Some(midnight)
+        );
+        assert_eq!(
+            as_of(&["--as-of", "2026-11-29T00:00:01.5Z", "s3://b", "d"]),
+            Some(midnight + Duration::from_millis(1_500))
+        );
+        assert_eq!(as_of(&["s3://b", "d"]), None);
+        for bad in ["yesterday", "2026-11-29", "2026-11-29T00:00:00+01:00"] {
+            let err = parse(&["--as-of", bad, "s3://b", "d"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("such as 2026-11-29T00:00:00Z"), "{bad}: {err}");
+        }
+        assert!(parse(&[
+            "plan",
+            "--shards",
+            "2",
+            "--as-of",
+            "2026-11-29T00:00:00Z",
+            "s3://b",
+            "d"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
 use crate::cli::{
-    CommonArgs, CompareArg, ConnectionArgs, CutoffArg, PlanArgs, RestoreTierArg, ServerSideCopyArg,
-    SyncArgs, VerifyArgs,
+    CommonArgs, CompareArg, ConnectionArgs, CutoffArg, PlanArgs, PointInTimeArgs, RestoreTierArg,
+    ServerSideCopyArg, SyncArgs, VerifyArgs,
 };
 use crate::filter::{Filters, PatternError};
 use crate::keylist::read_keys;
@@ -66,6 +67,11 @@ pub enum SettingsError {
         allowed: String,
     },
     #[error(
+        "--as-of reads earlier versions of the objects of an S3 source; the source {0} is a \
+         local directory"
+    )]
+    AsOfLocalSource(String),
+    #[error(
         "source {source_loc} and destination {dest} overlap; a mirror into itself would never end"
     )]
     Overlap { source_loc: String, dest: String },
@@ -102,6 +108,8 @@ pub struct SyncSettings {
     pub manifest_out: Option<PathBuf>,
     /// `--backup-dir` and `--suffix`.
     pub backup: Option<BackupSettings>,
+    /// `--as-of`: the S3 source is read as it was at this time.
+    pub as_of: Option<SystemTime>,
     /// `--max-duration`, `--max-transfer` and `--cutoff`.
     pub budget: BudgetSettings,
     /// `--server-side-copy`.
@@ -165,6 +173,7 @@ pub struct TransferSettings {
 impl SyncSettings {
     pub fn from_args(args: SyncArgs) -> Result<Self, SettingsError> {
         let mut settings = Self::from_common(&args.common)?;
+        settings.as_of = point_in_time(&settings.source, &args.point_in_time)?;
         if args.part_size < MIN_PART_SIZE {
             return Err(SettingsError::PartSize(args.part_size));
         }
@@ -238,6 +247,7 @@ impl SyncSettings {
     /// `--checksum` hashes local files against ETags where sizes match.
     pub fn for_verify(args: VerifyArgs) -> Result<Self, SettingsError> {
         let mut settings = Self::from_common(&args.common)?;
+        settings.as_of = point_in_time(&settings.source, &args.point_in_time)?;
         settings.dry_run = true;
         settings.output.verify = true;
         settings.compare = if args.checksum {
@@ -365,7 +375,21 @@ impl SyncSettings {
             backup: None,
             budget: BudgetSettings::default(),
             server_side_copy: ServerSideCopy::Auto,
+            as_of: None,
         })
+    }
+}
+
+/// `--as-of`, which only an S3 source has versions for.
+fn point_in_time(
+    source: &Location,
+    args: &PointInTimeArgs,
+) -> Result<Option<SystemTime>, SettingsError> {
+    match (args.as_of, source) {
+        (Some(_), Location::Local(path)) => {
+            Err(SettingsError::AsOfLocalSource(path.display().to_string()))
+        }
+        (as_of, _) => Ok(as_of),
     }
 }
 
@@ -629,7 +653,7 @@ mod tests {
 
     #[test]
     fn invalid_settings_say_what_is_wrong() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 11] = [
             (
                 &["--part-size", "1MiB", "a", "b"],
                 "--part-size must be at least 5MiB",
@@ -653,6 +677,20 @@ mod tests {
             (
                 &["gs://bkt", "b"],
                 "source: \"gs://bkt\": unsupported scheme",
+            ),
+            (
+                &["--as-of", "2026-11-29T00:00:00Z", "dir", "s3://bkt"],
+                "--as-of reads earlier versions of the objects of an S3 source; the source dir",
+            ),
+            (
+                &[
+                    "verify",
+                    "--as-of",
+                    "2026-11-29T00:00:00Z",
+                    "dir",
+                    "s3://bkt",
+                ],
+                "the source dir is a local directory",
             ),
         ];
         for (args, want) in cases {

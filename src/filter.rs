@@ -124,6 +124,7 @@ mod tests {
             etag: None,
             skip: None,
             storage_class: None,
+            version: None,
         };
         let f = Filters {
             min_size: Some(10),

@@ -91,6 +91,7 @@ pub fn filter(data: &[u8]) {
         etag: Some(ETag::parse(key)),
         skip: None,
         storage_class: None,
+        version: None,
     };
     let selected = filters.selects(&entry, SystemTime::now());
     assert_eq!(selected, filters.key_selected(key));

@@ -80,7 +80,8 @@ impl FailedKeys {
 }
 
 /// `--manifest-out`: the objects a run would copy, as an S3 Batch Operations CSV
-/// manifest (`bucket,key`, keys URL-encoded).
+/// manifest (`bucket,key`, keys URL-encoded; `bucket,key,version` for the versions of a
+/// point in time).
 pub struct Manifest {
     lines: Lines,
     /// Objects over the CopyObject limit, which Batch Operations cannot copy.
@@ -98,13 +99,16 @@ impl Manifest {
         })
     }
 
-    pub fn push(&self, bucket: &str, full_key: &str, size: u64) {
+    pub fn push(&self, bucket: &str, full_key: &str, version: Option<&str>, size: u64) {
         if size > BATCH_COPY_LIMIT {
             self.too_large
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let key = crate::storage::s3::url_encoded_key(full_key);
-        self.lines.write(&format!("{bucket},{key}"));
+        match version {
+            Some(version) => self.lines.write(&format!("{bucket},{key},{version}")),
+            None => self.lines.write(&format!("{bucket},{key}")),
+        }
     }
 
     /// Flushes the file; warns about objects Batch Operations cannot copy.
@@ -156,12 +160,14 @@ mod manifest_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifest.csv");
         let manifest = Manifest::create(&path).unwrap();
-        manifest.push("src-bucket", "p/a b,c+ü.txt", 1);
-        manifest.push("src-bucket", "p/plain/key.txt", 6 << 30);
+        manifest.push("src-bucket", "p/a b,c+ü.txt", None, 1);
+        manifest.push("src-bucket", "p/plain/key.txt", None, 6 << 30);
+        manifest.push("src-bucket", "p/old.txt", Some("3HL4kqtJlcpXroDTDmJ"), 1);
         manifest.finish().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "src-bucket,p/a%20b%2Cc%2B%C3%BC.txt\nsrc-bucket,p/plain/key.txt\n"
+            "src-bucket,p/a%20b%2Cc%2B%C3%BC.txt\nsrc-bucket,p/plain/key.txt\n\
+             src-bucket,p/old.txt,3HL4kqtJlcpXroDTDmJ\n"
         );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::budget::{Budget, Limit};
 use crate::config::{ServerSideCopy, SyncSettings};
 use crate::location::Location;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::plan::{count_source, DeleteQueue, Event, MergeJoin, Pairing, Planner, Reporter};
 use crate::stats::Stats;
@@ -109,6 +109,21 @@ async fn run_pipeline(
 
     prepare_local_sides(settings)?;
     let (source, dest, route) = open_stores(settings, requests, &uploads).await;
+    if let (Some(at), Store::S3(source)) = (settings.as_of, &source) {
+        source.check_versioned().await.map_err(RunError::Setup)?;
+        // To the second when given so, else to the millisecond.
+        let whole = at
+            .duration_since(UNIX_EPOCH)
+            .is_ok_and(|d| d.subsec_nanos() == 0);
+        let shown = match whole {
+            true => humantime::format_rfc3339_seconds(at),
+            false => humantime::format_rfc3339_millis(at),
+        };
+        console.report(Event::Notice(&format!(
+            "{} as it was at {shown}: each key's version current then (ListObjectVersions)",
+            source.url()
+        )));
+    }
     if let Store::S3(dest) = &dest {
         abort_orphans(dest, console.as_ref()).await;
     }
@@ -473,7 +488,8 @@ async fn open_stores(
     };
     let store = |location: &Location,
                  client: Option<aws_sdk_s3::Client>,
-                 endpoint: Option<&str>| match (location, client) {
+                 endpoint: Option<&str>,
+                 as_of: Option<SystemTime>| match (location, client) {
         (Location::S3(url), Some(client)) => Store::S3(
             S3Store::new(
                 client,
@@ -482,7 +498,8 @@ async fn open_stores(
                 Arc::clone(uploads),
             )
             .with_list_width(settings.list_width)
-            .with_endpoint(endpoint),
+            .with_endpoint(endpoint)
+            .with_as_of(as_of),
         ),
         (Location::Local(path), _) => {
             Store::Local(LocalStore::new(path.clone()).with_links(settings.links))
@@ -501,11 +518,13 @@ async fn open_stores(
             &settings.source,
             source_client,
             settings.source_client.endpoint_url.as_deref(),
+            settings.as_of,
         ),
         store(
             &settings.dest,
             dest_client,
             settings.dest_client.endpoint_url.as_deref(),
+            None,
         ),
         if both_s3 { route } else { Route::ServerSide },
     )

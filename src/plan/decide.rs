@@ -3,6 +3,7 @@
 //! `decide` is a pure function; the table test below is the specification, and
 //! docs/architecture.md shows the same table for users.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use crate::storage::Entry;
@@ -52,6 +53,8 @@ pub enum CopyReason {
     Missing,
     SizeDiffers,
     SourceNewer,
+    /// A local file of another time than the version of a point in time (`--as-of`).
+    OtherVersion,
     ContentDiffers,
     /// The destination object has no stored checksum to compare with.
     NoChecksum,
@@ -65,6 +68,7 @@ impl fmt::Display for CopyReason {
             CopyReason::Missing => "new",
             CopyReason::SizeDiffers => "size differs",
             CopyReason::SourceNewer => "source is newer",
+            CopyReason::OtherVersion => "another version",
             CopyReason::ContentDiffers => "content differs",
             CopyReason::NoChecksum => "no stored checksum",
             CopyReason::ChecksumKindDiffers => "checksums of different kinds",
@@ -106,12 +110,14 @@ pub fn decide(
     if source.size != dest.size {
         return Decision::Copy(CopyReason::SizeDiffers);
     }
-    let by_mtime = || {
-        if dest.mtime_secs() >= source.mtime_secs() {
-            Decision::Skip
-        } else {
-            Decision::Copy(CopyReason::SourceNewer)
-        }
+    // A download has its version's LastModified as mtime. Read as of a point in time,
+    // the source is one version among others: a newer file is another version, not a
+    // fresher copy, and only the same second shows the same version.
+    let one_version = source.version.is_some() && pairing == Pairing::S3ToLocal;
+    let by_mtime = || match dest.mtime_secs().cmp(&source.mtime_secs()) {
+        Ordering::Less => Decision::Copy(CopyReason::SourceNewer),
+        Ordering::Greater if one_version => Decision::Copy(CopyReason::OtherVersion),
+        _ => Decision::Skip,
     };
     match effective_mode(mode, pairing) {
         CompareMode::Size => Decision::Skip,
@@ -167,6 +173,15 @@ mod tests {
             etag: etag.map(ETag::parse),
             skip: None,
             storage_class: None,
+            version: None,
+        }
+    }
+
+    /// An entry of a point-in-time listing.
+    fn v(entry: Entry) -> Entry {
+        Entry {
+            version: Some("v1".into()),
+            ..entry
         }
     }
 
@@ -219,6 +234,12 @@ mod tests {
             ("the location's own marker into a directory", e("", 0, T, Some(MD5_A)), None, Auto, S3ToLocal, Skip),
             ("an empty directory to a bucket that has its marker", e("d/", 0, T + 9, None), Some(e("d/", 0, T, Some(MD5_A))), Checksum, LocalToS3, Skip),
             ("directory marker between buckets", e("d/", 0, T, Some(MD5_A)), None, Auto, S3ToS3, Copy(Missing)),
+            ("as of: the file has the version's time", v(e("k", 1, T, Some(MD5_A))), Some(e("k", 1, T, None)), Auto, S3ToLocal, Skip),
+            ("as of: a newer file is another version", v(e("k", 1, T, Some(MD5_A))), Some(e("k", 1, T + 5, None)), Auto, S3ToLocal, Copy(OtherVersion)),
+            ("as of: an older file", v(e("k", 1, T + 5, Some(MD5_A))), Some(e("k", 1, T, None)), Mtime, S3ToLocal, Copy(SourceNewer)),
+            ("as of: hashing needs no time", v(e("k", 1, T, Some(MD5_A))), Some(e("k", 1, T + 5, None)), Etag, S3ToLocal, CompareContent),
+            ("as of between buckets: a copy is newer than its version", v(e("k", 1, T, multi)), Some(e("k", 1, T + 9, Some(MD5_B))), Auto, S3ToS3, Skip),
+            ("as of: a folder marker, the directory is there", v(e("d/", 0, T, Some(MD5_A))), Some(e("d/", 0, T + 9, None)), Auto, S3ToLocal, Skip),
         ];
         for (name, source, dest, mode, pairing, want) in table {
             assert_eq!(

@@ -155,6 +155,7 @@ mod tests {
             etag: None,
             skip: None,
             storage_class: None,
+            version: None,
         }
     }
 

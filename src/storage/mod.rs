@@ -39,6 +39,9 @@ pub struct Entry {
     pub skip: Option<Skip>,
     /// The object's storage class, when its listing names one other than STANDARD.
     pub storage_class: Option<StorageClass>,
+    /// The object version a copy reads: set by a listing of a point in time (`--as-of`),
+    /// None everywhere else (the current version).
+    pub version: Option<Box<str>>,
 }
 
 /// Why an entry that exists is passed over: a warning, counted, never a failure.

@@ -38,6 +38,7 @@ impl Transfer {
                     let source = CopySource {
                         url: dest.url(),
                         key,
+                        version: None,
                         size,
                         class: None,
                     };

@@ -12,9 +12,11 @@ const READ_BUFFER: usize = 256 * 1024;
 impl Transfer {
     pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
         let key = entry.key.as_str();
+        // The version a point-in-time listing names; None reads the current one.
+        let version = entry.version.as_deref();
         let sizes = &self.sizes;
         if entry.is_marker() {
-            return self.copy_marker(key).await;
+            return self.copy_marker(entry).await;
         }
         if let Some(target) = self.link_target(entry).await? {
             return match &self.dest {
@@ -30,13 +32,13 @@ impl Transfer {
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
                 let threshold = sizes.multipart_copy_threshold;
-                let class = entry.storage_class;
-                dest.copy_object_from(source.url(), key, entry.size, class, threshold, &self.parts)
+                dest.copy_object_from(source.url(), entry, threshold, &self.parts)
                     .await
                     .map_err(|err| self.explain_refused_read(err))
             }
             (Store::S3(source), Store::S3(dest)) => {
-                let download = source.with_tags(key, source.get(key).await?).await?;
+                let download = source.get(key, version).await?;
+                let download = source.with_tags(key, download).await?;
                 // A promise about parts (a multipart ETag without a recorded MD5) can only
                 // be checked as the stream is cut into parts, before Complete.
                 let in_parts =
@@ -60,10 +62,10 @@ impl Transfer {
                 }
             }
             (Store::S3(source), Store::Local(dest)) if entry.size >= sizes.multipart_threshold => {
-                let expected = source.expected(key).await?;
+                let expected = source.expected(key, version).await?;
                 let fetch = |first, last| async move {
                     let body = source
-                        .get_range(key, first, last, entry.etag.as_ref())
+                        .get_range(key, version, first, last, entry.etag.as_ref())
                         .await?;
                     Ok(body.into_async_read())
                 };
@@ -76,7 +78,7 @@ impl Transfer {
                 dest.write_ranges(key, incoming, &self.parts, fetch).await
             }
             (Store::S3(source), Store::Local(dest)) => {
-                let download = source.get(key).await?;
+                let download = source.get(key, version).await?;
                 let incoming = Incoming {
                     size: download.size,
                     mtime: download.last_modified,
@@ -138,7 +140,7 @@ impl Transfer {
                     let why = local::not_a_target(entry.size);
                     return Err(ObjectError::new("make link", dest.describe(key), why));
                 }
-                let download = source.get(key).await?;
+                let download = source.get(key, entry.version.as_deref()).await?;
                 let target = download
                     .body
                     .collect()
@@ -162,7 +164,8 @@ impl Transfer {
 
     /// A folder marker is a directory: made in a local destination, an empty `dir/`
     /// object in a bucket (copied server-side between buckets, like any object).
-    async fn copy_marker(&self, key: &str) -> Result<(), ObjectError> {
+    async fn copy_marker(&self, entry: &Entry) -> Result<(), ObjectError> {
+        let key = entry.key.as_str();
         if let Store::S3(dest) = &self.dest {
             if key.is_empty() && dest.url().prefix().is_empty() {
                 return Ok(()); // A bucket's root needs no marker.
@@ -171,7 +174,12 @@ impl Transfer {
         match (&self.source, &self.dest) {
             (_, Store::Local(dest)) => dest.make_dir(key).await,
             (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
-                dest.copy_object_from(source.url(), key, 0, None, u64::MAX, &self.parts)
+                // A marker holds no data: it goes into the default class.
+                let marker = Entry {
+                    storage_class: None,
+                    ..entry.clone()
+                };
+                dest.copy_object_from(source.url(), &marker, u64::MAX, &self.parts)
                     .await
             }
             (_, Store::S3(dest)) => dest.put_marker(key).await,

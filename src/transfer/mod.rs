@@ -120,7 +120,8 @@ impl Transfer {
         }
         if let (Some(manifest), Store::S3(source)) = (&self.manifest, &self.source) {
             let url = source.url();
-            manifest.push(url.bucket(), &url.full_key(&job.source.key), size);
+            let version = job.source.version.as_deref();
+            manifest.push(url.bucket(), &url.full_key(&job.source.key), version, size);
         }
         if reason == CopyReason::Missing {
             self.stats.missing();
@@ -175,8 +176,11 @@ impl Transfer {
         let size = job.source.size;
         match (&self.source, &self.dest) {
             (Store::S3(source), Store::S3(dest)) => {
-                let (stored, existing) =
-                    futures::try_join!(source.stored_checksum(key), dest.stored_checksum(key))?;
+                let version = job.source.version.as_deref();
+                let (stored, existing) = futures::try_join!(
+                    source.stored_checksum(key, version),
+                    dest.stored_checksum(key, None)
+                )?;
                 let stored = stored
                     .checksum
                     .ok_or_else(|| source.no_stored_checksum(key))?;
@@ -189,7 +193,7 @@ impl Transfer {
                 })
             }
             (Store::Local(local), Store::S3(dest)) => {
-                let existing = dest.stored_checksum(key).await?;
+                let existing = dest.stored_checksum(key, None).await?;
                 let Some(checksum) = &existing.checksum else {
                     return Ok(Decision::Copy(CopyReason::NoChecksum));
                 };
@@ -199,7 +203,9 @@ impl Transfer {
                 Ok(same_content(matches))
             }
             (Store::S3(source), Store::Local(local)) => {
-                let stored = source.stored_checksum(key).await?;
+                let stored = source
+                    .stored_checksum(key, job.source.version.as_deref())
+                    .await?;
                 let checksum = stored
                     .checksum
                     .as_ref()

@@ -11,6 +11,7 @@ mod moto;
 mod mount;
 mod mount_programs;
 mod multipart;
+mod point_in_time;
 mod real_buckets;
 mod reliability;
 mod security;

@@ -38,6 +38,7 @@ pub(super) fn link_entry(key: String, path: &Path) -> std::io::Result<Entry> {
         etag: None,
         skip: None,
         storage_class: None,
+        version: None,
     })
 }
 

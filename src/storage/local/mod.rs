@@ -124,6 +124,7 @@ impl LocalStore {
             etag: None,
             skip: None,
             storage_class: None,
+            version: None,
         })
     }
 

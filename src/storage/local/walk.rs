@@ -141,6 +141,7 @@ pub fn walk(root: &Path, range: &KeyRange, links: LinkMode, tx: &mpsc::Sender<Li
                             etag: None,
                             skip: None,
                             storage_class: None,
+                            version: None,
                         })
                     }
                     Ok((next, unlistable)) => {
@@ -164,6 +165,7 @@ pub fn walk(root: &Path, range: &KeyRange, links: LinkMode, tx: &mpsc::Sender<Li
                 etag: None,
                 skip: None,
                 storage_class: None,
+                version: None,
             })
         } else {
             tracing::warn!("{}: not a regular file, skipped", path.display());
@@ -185,6 +187,7 @@ fn passed_over(key: String, path: &Path, why: Skip) -> Entry {
         etag: None,
         skip: Some(why),
         storage_class: None,
+        version: None,
     }
 }
 

@@ -462,7 +462,7 @@ impl S3Store {
         let copy = self
             .client
             .copy_object()
-            .copy_source(copy_source(&self.url, from))
+            .copy_source(copy_source(&self.url, from, None))
             .bucket(self.bucket())
             .key(to)
             .metadata_directive(directive)
@@ -495,7 +495,7 @@ impl S3Store {
             }
         };
         let upload_id = self.start_upload(to, metadata).await?;
-        let source = copy_source(&self.url, from);
+        let source = copy_source(&self.url, from, None);
         let copies = PartCopies {
             key: to,
             upload_id: &upload_id,

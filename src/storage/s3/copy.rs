@@ -16,7 +16,7 @@ use super::metadata::{copy_source, ObjectHeaders};
 use super::parts::{part_ranges, part_size_for, PartSettings, MAX_COPY_OBJECT};
 use super::S3Store;
 use crate::location::S3Url;
-use crate::storage::{Checksum, ChecksumAlgorithm, ObjectError, StorageClass};
+use crate::storage::{Checksum, ChecksumAlgorithm, Entry, ObjectError, StorageClass};
 
 /// A multipart copy of one object: `size` bytes in parts of `part_size`, made to end
 /// with `checksum` (the source's) when checksums are on.
@@ -32,6 +32,8 @@ struct MultipartCopy<'a> {
 pub struct CopySource<'a> {
     pub url: &'a S3Url,
     pub key: &'a str,
+    /// The version to copy; the current one when None.
+    pub version: Option<&'a str>,
     pub size: u64,
     /// Kept on the copy unless `--storage-class` names another.
     pub class: Option<StorageClass>,
@@ -58,23 +60,23 @@ pub(super) struct PartCopyFailed {
 
 impl S3Store {
     /// Copies an object from another location reachable with this store's client,
-    /// server-side, to the same relative key.
+    /// server-side, to the same relative key: the version the entry names, else the
+    /// current one.
     pub async fn copy_object_from(
         &self,
         source: &S3Url,
-        key: &str,
-        size: u64,
-        class: Option<StorageClass>,
+        entry: &Entry,
         multipart_threshold: u64,
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
         let source = CopySource {
             url: source,
-            key,
-            size,
-            class,
+            key: &entry.key,
+            version: entry.version.as_deref(),
+            size: entry.size,
+            class: entry.storage_class,
         };
-        self.copy_object_to(source, key, multipart_threshold, parts)
+        self.copy_object_to(source, &entry.key, multipart_threshold, parts)
             .await
     }
 
@@ -93,6 +95,7 @@ impl S3Store {
         let CopySource {
             url,
             key: source_key,
+            version,
             size,
             ..
         } = source;
@@ -100,12 +103,13 @@ impl S3Store {
         if size <= multipart_threshold && !checksums {
             return self.copy_from(&source, key, None).await;
         }
-        let head = self.head(url, source_key, None).await?;
+        let head = self.head(url, source_key, version, None).await?;
         let checksum = checksum_from!(&head).filter(|_| checksums);
         let part_size = match &checksum {
-            Some(c) if c.parts.is_some() => {
-                Some(self.source_part_size(url, source_key, size, c).await?)
-            }
+            Some(c) if c.parts.is_some() => Some(
+                self.source_part_size(url, source_key, version, size, c)
+                    .await?,
+            ),
             // A whole-object SHA cannot be rebuilt from parts; CopyObject keeps it.
             Some(c) if !c.algorithm.is_crc() && size <= MAX_COPY_OBJECT => None,
             _ if size > multipart_threshold => Some(part_size_for(size, parts.part_size)),
@@ -141,7 +145,7 @@ impl S3Store {
         let copy = self
             .client
             .copy_object()
-            .copy_source(copy_source(source.url, source.key))
+            .copy_source(copy_source(source.url, source.key, source.version))
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
             .set_storage_class(source.class.map(|c| c.name().into()))
@@ -158,10 +162,11 @@ impl S3Store {
         &self,
         source: &S3Url,
         key: &str,
+        version: Option<&str>,
         size: u64,
         checksum: &Checksum,
     ) -> Result<u64, ObjectError> {
-        let first = self.head(source, key, Some(1)).await?;
+        let first = self.head(source, key, version, Some(1)).await?;
         let part_size = first.content_length().unwrap_or(0).max(0) as u64;
         let parts = u64::from(checksum.parts.unwrap_or(1));
         if part_size > 0 && size.div_ceil(part_size) == parts {
@@ -197,7 +202,7 @@ impl S3Store {
             .create_copy_upload(key, headers, checksum.as_ref())
             .await?;
         let upload_id = registered.upload_id.clone();
-        let copy_source = copy_source(source.url, source.key);
+        let copy_source = copy_source(source.url, source.key, source.version);
         let upload = async {
             let full_key = self.url.full_key(key);
             let copies = PartCopies {
@@ -218,7 +223,8 @@ impl S3Store {
             self.confirm_checksum("CompleteMultipartUpload", key, checksum.as_ref(), stated)
         };
         self.run_registered(registered, upload).await?;
-        self.copy_tags(source.url, source.key, key).await
+        self.copy_tags(source.url, source.key, source.version, key)
+            .await
     }
 
     /// UploadPartCopy of every part, in order, each completed with the ETag and checksum

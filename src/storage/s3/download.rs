@@ -109,21 +109,23 @@ impl Promise {
 }
 
 impl S3Store {
-    /// The whole object, with what its bytes must hash to.
-    pub async fn get(&self, key: &str) -> Result<Download, ObjectError> {
+    /// The whole object (the given version of it, else the current one), with what its
+    /// bytes must hash to.
+    pub async fn get(&self, key: &str, version: Option<&str>) -> Result<Download, ObjectError> {
         let checksum_mode = self.write.checksum.map(|_| ChecksumMode::Enabled);
         let out = self
             .client
             .get_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
+            .set_version_id(version.map(str::to_owned))
             .set_checksum_mode(checksum_mode)
             .send()
             .await
             .map_err(|err| read_error("GetObject", self.describe(key), &err))?;
         let promise = promise_from!(&out);
         let headers = ObjectHeaders::from_get(&out);
-        let expected = self.expected_from(key, &promise).await?;
+        let expected = self.expected_from(key, version, &promise).await?;
         let last_modified = out
             .last_modified()
             .and_then(|t| SystemTime::try_from(*t).ok())
@@ -135,28 +137,39 @@ impl S3Store {
             tagged: out.tag_count().is_some_and(|n| n > 0),
             body: out.body,
             source: self.describe(key),
+            version: version.map(Into::into),
             checksum: promise.checksum,
             expected,
         })
     }
 
-    /// What an object about to be read by ranges must hash to (HeadObject).
-    pub async fn expected(&self, key: &str) -> Result<Expected, ObjectError> {
-        let head = self.head(&self.url, key, None).await?;
+    /// What an object (or the given version of it) about to be read by ranges must hash
+    /// to (HeadObject).
+    pub async fn expected(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Expected, ObjectError> {
+        let head = self.head(&self.url, key, version, None).await?;
         let mut promise = promise_from!(&head);
         if self.write.checksum.is_none() {
             promise.checksum = None;
         }
-        self.expected_from(key, &promise).await
+        self.expected_from(key, version, &promise).await
     }
 
     /// The promise's check, asking for the length of part 1 when that makes a multipart
     /// ETag or composite checksum checkable.
-    async fn expected_from(&self, key: &str, promise: &Promise) -> Result<Expected, ObjectError> {
+    async fn expected_from(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        promise: &Promise,
+    ) -> Result<Expected, ObjectError> {
         if !promise.wants_first_part() {
             return Ok(promise.expected(None));
         }
-        let first = self.head(&self.url, key, Some(1)).await?;
+        let first = self.head(&self.url, key, version, Some(1)).await?;
         let length = first.content_length().unwrap_or(0).max(0) as u64;
         // Equal parts are only a guess from part 1: the last part confirms it (its
         // length is what equal parts leave), or the layout is unknown and nothing can
@@ -168,7 +181,9 @@ impl S3Store {
             .or_else(|| promise.etag.as_ref().and_then(ETag::parts))
             .unwrap_or(1);
         if parts > 1 && length > 0 {
-            let last = self.head(&self.url, key, Some(parts as i32)).await?;
+            let last = self
+                .head(&self.url, key, version, Some(parts as i32))
+                .await?;
             let last_length = last.content_length().unwrap_or(0).max(0) as u64;
             let left = promise.size.checked_sub(u64::from(parts - 1) * length);
             if left != Some(last_length) {
@@ -178,11 +193,13 @@ impl S3Store {
         Ok(promise.expected(Some(length)))
     }
 
-    /// One range of an object, `first..=last`, only if it still has the listed ETag, so
-    /// the ranges of one download all come from the same version.
+    /// One range of an object (of the given version, else the current one),
+    /// `first..=last`, only if it still has the listed ETag, so the ranges of one
+    /// download all come from the same version.
     pub async fn get_range(
         &self,
         key: &str,
+        version: Option<&str>,
         first: u64,
         last: u64,
         etag: Option<&ETag>,
@@ -192,6 +209,7 @@ impl S3Store {
             .get_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
+            .set_version_id(version.map(str::to_owned))
             .range(format!("bytes={first}-{last}"))
             .set_if_match(etag.map(|tag| format!("\"{tag}\"")))
             .send()

@@ -345,6 +345,7 @@ impl Lister {
             storage_class: object
                 .storage_class()
                 .and_then(|class| StorageClass::named(class.as_str())),
+            version: None,
         })
     }
 }

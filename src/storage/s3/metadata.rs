@@ -114,13 +114,21 @@ pub fn url_encoded_key(full_key: &str) -> String {
     utf8_percent_encode(full_key, COPY_SOURCE).to_string()
 }
 
-/// The `x-amz-copy-source` value for a key below a location.
-pub(super) fn copy_source(source: &S3Url, key: &str) -> String {
-    format!(
+/// The `x-amz-copy-source` value for a key below a location, and for one version of it
+/// when given (`?versionId=`).
+pub(super) fn copy_source(source: &S3Url, key: &str, version: Option<&str>) -> String {
+    let object = format!(
         "{}/{}",
         source.bucket(),
         url_encoded_key(&source.full_key(key))
-    )
+    );
+    match version {
+        Some(id) => format!(
+            "{object}?versionId={}",
+            utf8_percent_encode(id, COPY_SOURCE)
+        ),
+        None => object,
+    }
 }
 
 /// Content-Type from the key's extension, as web servers guess it.
@@ -159,6 +167,20 @@ mod tests {
     fn copy_source_escapes_everything_but_unreserved_and_slash() {
         let encoded = utf8_percent_encode("a b/c+d%e/ü.txt", COPY_SOURCE).to_string();
         assert_eq!(encoded, "a%20b/c%2Bd%25e/%C3%BC.txt");
+    }
+
+    #[test]
+    fn a_copy_source_names_its_version() {
+        let crate::location::Location::S3(url) =
+            crate::location::Location::parse("s3://bkt/pre").unwrap()
+        else {
+            panic!("an S3 location");
+        };
+        assert_eq!(copy_source(&url, "a b.txt", None), "bkt/pre/a%20b.txt");
+        assert_eq!(
+            copy_source(&url, "a b.txt", Some("3sL4kqtJ.lu+7")),
+            "bkt/pre/a%20b.txt?versionId=3sL4kqtJ.lu%2B7"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! S3 side of a mirror: listing with ListObjectsV2, and the object operations the
-//! transfer workers use. Each operation lives in its own small module.
+//! S3 side of a mirror: listing with ListObjectsV2 (or, for a point in time, with
+//! ListObjectVersions), and the object operations the transfer workers use. Each
+//! operation lives in its own small module.
 
 /// Sets the run's storage class, encryption and ACL on any request that writes an object.
 /// Without `--storage-class`, a class already set (the source's, on a copy) stays.
@@ -75,8 +76,10 @@ mod upload_file;
 mod upload_steps;
 mod upload_stream;
 mod uploads;
+mod versions;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 
@@ -115,6 +118,8 @@ pub struct S3Store {
     list_width: usize,
     /// The endpoint URL, or `aws`: with the bucket, where a recorded upload lives.
     endpoint: String,
+    /// `--as-of`: listings show the bucket as it was then (see `versions`).
+    as_of: Option<SystemTime>,
 }
 
 impl S3Store {
@@ -131,6 +136,7 @@ impl S3Store {
             uploads,
             list_width: 1,
             endpoint: "aws".to_owned(),
+            as_of: None,
         }
     }
 
@@ -144,6 +150,7 @@ impl S3Store {
             uploads: Arc::clone(&self.uploads),
             list_width: self.list_width,
             endpoint: self.endpoint.clone(),
+            as_of: None,
         }
     }
 
@@ -196,9 +203,20 @@ impl S3Store {
     }
 
     /// Lists in parallel over up to `list_width` common prefixes (see `list`), in key
-    /// order, from about `start` (a relative key) on.
+    /// order, from about `start` (a relative key) on; with a point in time set, lists
+    /// the version of each key current then (see `versions`).
     pub fn list(&self, start: Option<&str>) -> Listing {
         let (tx, listing) = Listing::channel();
+        if let Some(at) = self.as_of {
+            let lister = versions::VersionLister {
+                client: self.client.clone(),
+                url: self.url.clone(),
+                at,
+            };
+            let key_marker = start.and_then(|start| list::start_after(&self.url, start));
+            tokio::spawn(lister.run(key_marker, tx));
+            return listing;
+        }
         let lister = list::Lister {
             client: self.client.clone(),
             url: self.url.clone(),
@@ -206,6 +224,12 @@ impl S3Store {
         let start_after = start.and_then(|start| list::start_after(&self.url, start));
         tokio::spawn(lister.run(self.list_width, start_after, tx));
         listing
+    }
+
+    /// Lists the bucket as it was at `at`, when given: each key's version current then.
+    pub fn with_as_of(mut self, at: Option<SystemTime>) -> Self {
+        self.as_of = at;
+        self
     }
 
     /// How many common prefixes are listed at once (1: one sequential listing).

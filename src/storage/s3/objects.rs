@@ -31,6 +31,8 @@ pub struct Download {
     pub last_modified: SystemTime,
     /// The object being read, for error messages.
     pub(super) source: String,
+    /// The version being read, when it is not the current one.
+    pub(super) version: Option<Box<str>>,
     pub(super) headers: ObjectHeaders,
     /// Whether the object has tags (GetObject's tag count), which `with_tags` reads.
     pub(super) tagged: bool,
@@ -209,12 +211,14 @@ impl S3Store {
         Err(ObjectError::new(operation, self.describe(key), cause))
     }
 
-    /// HeadObject with the stored checksum (`x-amz-checksum-mode: ENABLED`); `part` asks
-    /// for the length of one part of a multipart object.
+    /// HeadObject with the stored checksum (`x-amz-checksum-mode: ENABLED`), of the given
+    /// version or else the current one; `part` asks for the length of one part of a
+    /// multipart object.
     pub(super) async fn head(
         &self,
         location: &S3Url,
         key: &str,
+        version: Option<&str>,
         part: Option<i32>,
     ) -> Result<HeadObjectOutput, ObjectError> {
         let full_key = location.full_key(key);
@@ -222,6 +226,7 @@ impl S3Store {
             .head_object()
             .bucket(location.bucket())
             .key(&full_key)
+            .set_version_id(version.map(str::to_owned))
             .checksum_mode(ChecksumMode::Enabled)
             .set_part_number(part)
             .send()
@@ -235,10 +240,14 @@ impl S3Store {
             })
     }
 
-    /// The object's stored additional checksum, and the part size s3mirror recorded if it
-    /// uploaded the object in parts.
-    pub async fn stored_checksum(&self, key: &str) -> Result<StoredChecksum, ObjectError> {
-        let out = self.head(&self.url, key, None).await?;
+    /// The object's (or the given version's) stored additional checksum, and the part
+    /// size s3mirror recorded if it uploaded the object in parts.
+    pub async fn stored_checksum(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<StoredChecksum, ObjectError> {
+        let out = self.head(&self.url, key, version, None).await?;
         Ok(StoredChecksum {
             checksum: checksum_from!(&out),
             part_size: out

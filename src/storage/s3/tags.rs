@@ -12,14 +12,16 @@ use crate::location::S3Url;
 use crate::storage::ObjectError;
 
 impl S3Store {
-    /// Copies object tags where the server supports tagging; warns once where it does not.
+    /// Copies the tags of an object (of one version of it, when given) to `key` here,
+    /// where the server supports tagging; warns once where it does not.
     pub(super) async fn copy_tags(
         &self,
         source: &S3Url,
         source_key: &str,
+        version: Option<&str>,
         key: &str,
     ) -> Result<(), ObjectError> {
-        let tags = self.tags_of(source, source_key).await?;
+        let tags = self.tags_of(source, source_key, version).await?;
         if tags.is_empty() {
             return Ok(());
         }
@@ -52,14 +54,19 @@ impl S3Store {
         mut download: Download,
     ) -> Result<Download, ObjectError> {
         if download.tagged {
-            download.headers.tagging = self.tagging_value(key).await?;
+            let version = download.version.as_deref();
+            download.headers.tagging = self.tagging_value(key, version).await?;
         }
         Ok(download)
     }
 
     /// This store's object's tags as an `x-amz-tagging` value (`k=v&k2=v2`, URL-encoded).
-    async fn tagging_value(&self, key: &str) -> Result<Option<String>, ObjectError> {
-        let tags = self.tags_of(&self.url, key).await?;
+    async fn tagging_value(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<String>, ObjectError> {
+        let tags = self.tags_of(&self.url, key, version).await?;
         let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         let pairs: Vec<String> = tags
             .iter()
@@ -71,7 +78,12 @@ impl S3Store {
     /// The tags of an object this store's client reaches; none where the server does not
     /// support tagging, or where these credentials may not read them (a source bucket
     /// shared for GetObject only): warned once, since the copy itself is in place.
-    async fn tags_of(&self, location: &S3Url, key: &str) -> Result<Vec<Tag>, ObjectError> {
+    async fn tags_of(
+        &self,
+        location: &S3Url,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<Tag>, ObjectError> {
         static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
         static DENIED_WARNED: AtomicBool = AtomicBool::new(false);
         let answer = self
@@ -79,6 +91,7 @@ impl S3Store {
             .get_object_tagging()
             .bucket(location.bucket())
             .key(location.full_key(key))
+            .set_version_id(version.map(str::to_owned))
             .send()
             .await;
         let err = match answer {
