@@ -16,8 +16,10 @@ use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 
 /// Operations counted by name; anything else is counted as `Other`.
-pub const OPERATIONS: [&str; 13] = [
+pub const OPERATIONS: [&str; 15] = [
     "ListObjectsV2",
+    "ListObjectVersions",
+    "GetBucketVersioning",
     "HeadObject",
     "GetObject",
     "PutObject",
