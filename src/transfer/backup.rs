@@ -2,9 +2,10 @@
 //! is first moved to the backup location, under its key relative to the destination
 //! (plus `--suffix`), so that a bad night in the source never destroys the backup's only
 //! copy. Between buckets the move is server-side (CopyObject, UploadPartCopy above the
-//! copy threshold) through the destination's client; in a local tree it is a rename. A
-//! move that fails leaves the object where it was, and the overwrite or delete does not
-//! happen.
+//! copy threshold) through the destination's client; in a local tree it is a hard link
+//! (a copy across file systems). The original is only replaced by the overwrite or
+//! removed by the delete that follows; a move that fails leaves it where it was, and the
+//! overwrite or delete does not happen.
 
 use super::Transfer;
 use crate::plan::Event;
@@ -48,7 +49,7 @@ impl Transfer {
                         .await
                 }
                 (Store::Local(dest), Store::Local(store)) => {
-                    store.move_from(dest, key, &target).await
+                    store.keep_from(dest, key, &target).await
                 }
                 _ => unreachable!("a backup location is on the destination's side"),
             };

@@ -1,5 +1,5 @@
 //! Daily backups: `--backup-dir` keeps what a sync overwrites or deletes, server-side
-//! between buckets and by rename in a local tree; a failed move leaves the object alone.
+//! between buckets and by hard link in a local tree; a failed move leaves the object alone.
 
 use crate::garage::garage;
 use crate::{bucket_contents, put_object, s3mirror, tree_contents, write_tree};
