@@ -1,16 +1,19 @@
-//! Listing a bucket prefix in key order, in parallel where the key space allows.
+//! Listing a bucket prefix in key order, in parallel whatever the layout of its keys.
 //!
-//! The first page is listed plainly, so a small listing costs one request. If there is
-//! more, one ListObjectsV2 with delimiter `/` (after the first page's last key) splits the
-//! rest into keys at the top level and common prefixes ("directories"). Up to `width` common prefixes are then listed at once,
-//! each into its own bounded buffer, while their results are forwarded strictly in key
-//! order: a common prefix's keys all sort between the top-level items around it, so the
-//! output is exactly the sequential listing. Memory is bounded by `width` buffers.
+//! With a width of 1 the listing is one sequential run of pages. Otherwise the key space
+//! is cut into spans (`span`) listed at once by one task (`window`), at most `width`
+//! requests in flight, their entries forwarded strictly in key order, so the output is
+//! exactly the sequential listing, with memory bounded by the width.
 //!
-//! A prefix whose keys sit at one level (no `/` below it) gains nothing: the delimiter
-//! listing is then the whole listing.
+//! The first page is listed plainly, so a small listing costs one request. The rest is
+//! listed with delimiter `/`: each common prefix ("directory") it returns is a span of its
+//! own.
 
-use std::collections::VecDeque;
+#[cfg(test)]
+mod memory_pages;
+mod pages;
+mod span;
+mod window;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::list_objects_v2::{ListObjectsV2Error, ListObjectsV2Output};
@@ -19,18 +22,11 @@ use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::http::Response;
 use tokio::sync::mpsc;
 
-mod pages;
-
 use super::describe_sdk_error;
 use crate::location::S3Url;
-use crate::storage::{ListError, ListItem};
-use pages::entry_from;
+use crate::storage::{KeyRange, ListError, ListItem};
 pub(super) use pages::{decoded, whole_page};
-
-/// Entries buffered ahead for each common prefix listed in parallel.
-const SEGMENT_BUFFER: usize = 5_000;
-/// Items (top-level keys and prefixes being listed) held ahead of the output.
-const WINDOW_LIMIT: usize = 2_000;
+use pages::{entry_from, S3Pages};
 
 pub(super) struct Lister {
     pub client: Client,
@@ -86,159 +82,21 @@ pub(super) fn start_after(url: &S3Url, start: &str) -> Option<String> {
     (before.len() > url.prefix().len()).then(|| before.to_owned())
 }
 
-/// One item of the delimiter listing, in key order.
-enum Segment {
-    Entry(ListItem),
-    Prefix(String),
-}
-
-/// An item of the output being prepared: an entry, or a common prefix being listed.
-enum Pending {
-    Entry(ListItem),
-    Prefix(mpsc::Receiver<ListItem>),
-}
-
 impl Lister {
-    /// Lists after `start_after` (a full key), if given.
-    pub async fn run(self, width: usize, start_after: Option<String>, tx: mpsc::Sender<ListItem>) {
-        let prefix = self.url.prefix().to_owned();
+    /// Lists the keys of `range` (relative to the location), in key order: with `width`
+    /// of 1 as one sequential listing, otherwise with up to `width` requests at once.
+    pub async fn run(self, width: usize, range: KeyRange, tx: mpsc::Sender<ListItem>) {
         if width <= 1 {
-            return self.list_into(prefix, start_after, tx).await;
+            let start = range.start.as_deref();
+            let after = start.and_then(|start| start_after(&self.url, start));
+            let prefix = self.url.prefix().to_owned();
+            return self.list_into(prefix, after, tx).await;
         }
-        // The first page is listed plainly: a listing that fits in one page costs one
-        // request. Only the rest of a longer one is split over common prefixes.
-        let first = self
-            .client
-            .list_objects_v2()
-            .bucket(self.url.bucket())
-            .prefix(&prefix)
-            .set_start_after(start_after)
-            .encoding_type(EncodingType::Url)
-            .send()
-            .await;
-        let Some(page) = self.forward(first, &tx).await else {
-            return;
+        let pages = S3Pages {
+            client: self.client,
+            url: self.url,
         };
-        let last_key = page.contents().last().and_then(|o| o.key()).map(decoded);
-        let (Some(true), Some(start_after)) = (page.is_truncated(), last_key) else {
-            return;
-        };
-        let (segment_tx, mut segments) = mpsc::channel(1_000);
-        let top = Lister {
-            client: self.client.clone(),
-            url: self.url.clone(),
-        };
-        tokio::spawn(top.delimited(start_after.clone(), segment_tx));
-        let mut window: VecDeque<Pending> = VecDeque::new();
-        let mut listing = 0;
-        let mut segments_done = false;
-        loop {
-            // Start common-prefix listings until `width` run ahead of the output; top-level
-            // keys wait in the window too, up to a bound, so a flat prefix stays bounded.
-            while !segments_done && listing < width && window.len() < WINDOW_LIMIT {
-                let next = if window.is_empty() {
-                    segments.recv().await
-                } else {
-                    match segments.try_recv() {
-                        Ok(segment) => Some(segment),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    }
-                };
-                match next {
-                    None => segments_done = true,
-                    Some(Segment::Entry(item)) => window.push_back(Pending::Entry(item)),
-                    Some(Segment::Prefix(prefix)) => {
-                        let (sub_tx, sub_rx) = mpsc::channel(SEGMENT_BUFFER);
-                        let sub = Lister {
-                            client: self.client.clone(),
-                            url: self.url.clone(),
-                        };
-                        // Only the prefix the first page ended in needs a start (and
-                        // Garage returns nothing for a start before the prefix).
-                        let after = start_after
-                            .starts_with(&prefix)
-                            .then(|| start_after.clone());
-                        tokio::spawn(sub.list_into(prefix, after, sub_tx));
-                        window.push_back(Pending::Prefix(sub_rx));
-                        listing += 1;
-                    }
-                }
-            }
-            let Some(pending) = window.pop_front() else {
-                return;
-            };
-            match pending {
-                Pending::Entry(item) => {
-                    let fatal = matches!(item, Err(ListError::Fatal(_)));
-                    if tx.send(item).await.is_err() || fatal {
-                        return;
-                    }
-                }
-                Pending::Prefix(mut rx) => {
-                    listing -= 1;
-                    while let Some(item) = rx.recv().await {
-                        let fatal = matches!(item, Err(ListError::Fatal(_)));
-                        if tx.send(item).await.is_err() || fatal {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The delimiter listing after `start_after`: top-level keys and common prefixes,
-    /// merged in key order.
-    async fn delimited(self, start_after: String, tx: mpsc::Sender<Segment>) {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(self.url.bucket())
-            .prefix(self.url.prefix())
-            .delimiter("/")
-            .start_after(start_after)
-            .encoding_type(EncodingType::Url)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = match page.map_err(|err| self.failed(&err)).and_then(|page| {
-                whole_page(&page)
-                    .map(|()| page)
-                    .map_err(|why| ListError::Fatal(format!("ListObjectsV2 {}: {why}", self.url)))
-            }) {
-                Ok(page) => page,
-                Err(err) => {
-                    let _ = tx.send(Segment::Entry(Err(err))).await;
-                    return;
-                }
-            };
-            let mut entries = page.contents().iter().peekable();
-            let prefixes: Vec<String> = page
-                .common_prefixes()
-                .iter()
-                .filter_map(|p| p.prefix().map(decoded))
-                .collect();
-            let mut prefixes = prefixes.into_iter().peekable();
-            loop {
-                let take_entry = match (entries.peek(), prefixes.peek()) {
-                    (None, None) => break,
-                    (Some(_), None) => true,
-                    (None, Some(_)) => false,
-                    (Some(e), Some(p)) => {
-                        decoded(e.key().unwrap_or_default()).as_bytes() < p.as_bytes()
-                    }
-                };
-                let segment = if take_entry {
-                    Segment::Entry(entry_from(&self.url, entries.next().expect("peeked")))
-                } else {
-                    Segment::Prefix(prefixes.next().expect("peeked"))
-                };
-                if tx.send(segment).await.is_err() {
-                    return;
-                }
-            }
-        }
+        window::list_in_parallel(pages, width, range, tx).await;
     }
 
     /// Pages through ListObjectsV2 below `prefix` (after `start_after`) and forwards

@@ -1,10 +1,87 @@
 //! ListObjectsV2 pages as the listers read them: checked against their own KeyCount, keys
-//! url-decoded, objects turned into entries keyed relative to the location's prefix.
+//! url-decoded, objects turned into entries and common prefixes into items, keyed relative
+//! to the location's prefix. `Pages` is what the parallel listing asks; `S3Pages` answers
+//! it from the server (tests answer it from memory).
+
+use std::future::Future;
 
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::EncodingType;
+use aws_sdk_s3::Client;
 
+use super::span::{Item, Page, PageRequest};
 use crate::location::S3Url;
+use crate::storage::s3::describe_sdk_error;
 use crate::storage::{ETag, Entry, ListError, ListItem, StorageClass};
+
+/// Where the parallel listing gets its pages.
+pub(super) trait Pages: Send + Sync + 'static {
+    fn page(&self, request: PageRequest) -> impl Future<Output = Result<Page, ListError>> + Send;
+}
+
+/// Pages of one bucket prefix, asked with url-encoded keys.
+pub(super) struct S3Pages {
+    pub client: Client,
+    pub url: S3Url,
+}
+
+impl Pages for S3Pages {
+    async fn page(&self, request: PageRequest) -> Result<Page, ListError> {
+        let url = &self.url;
+        let failed = |why: String| ListError::Fatal(format!("ListObjectsV2 {url}: {why}"));
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(url.bucket())
+            .prefix(url.full_key(&request.prefix))
+            .set_start_after(request.start_after.map(|key| url.full_key(&key)))
+            .set_delimiter(request.delimited.then(|| "/".to_owned()))
+            .set_max_keys(request.max_keys)
+            .encoding_type(EncodingType::Url)
+            .send()
+            .await
+            .map_err(|err| failed(describe_sdk_error(&err)))?;
+        whole_page(&page).map_err(failed)?;
+        let entries = page
+            .contents()
+            .iter()
+            .map(|object| entry_from(url, object))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prefixes = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix())
+            .map(|prefix| {
+                let full = decoded(prefix);
+                full.strip_prefix(url.prefix())
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        failed(format!(
+                            "the server returned prefix {full:?} outside the prefix"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items: in_key_order(entries, prefixes),
+            truncated: page.is_truncated() == Some(true),
+        })
+    }
+}
+
+/// A page's objects and common prefixes, each in key order, merged.
+fn in_key_order(entries: Vec<Entry>, prefixes: Vec<String>) -> Vec<Item> {
+    let mut items = Vec::with_capacity(entries.len() + prefixes.len());
+    let mut prefixes = prefixes.into_iter().peekable();
+    for entry in entries {
+        while let Some(prefix) = prefixes.next_if(|prefix| prefix.as_str() < entry.key.as_str()) {
+            items.push(Item::Prefix(prefix));
+        }
+        items.push(Item::Entry(entry));
+    }
+    items.extend(prefixes.map(Item::Prefix));
+    items
+}
 
 /// Checks a page against its own KeyCount: an answer that lost entries on the way (cut
 /// short, or garbled so the parser stopped early) must never pass for a complete one,
@@ -89,6 +166,17 @@ mod tests {
         );
         let err = whole_page(&page(Some(122), 61, 0)).unwrap_err();
         assert!(err.contains("122 keys, but 61 arrived"), "{err}");
+    }
+
+    #[test]
+    fn objects_and_common_prefixes_merge_in_key_order() {
+        let entries = ["a", "a0", "c"].map(super::super::span::entry).to_vec();
+        let prefixes = ["a/", "b/", "d/"].map(String::from).to_vec();
+        let keys: Vec<String> = in_key_order(entries, prefixes)
+            .iter()
+            .map(|item| item.key().to_owned())
+            .collect();
+        assert_eq!(keys, ["a", "a/", "a0", "b/", "c", "d/"]);
     }
 
     #[test]
