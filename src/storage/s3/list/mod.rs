@@ -13,6 +13,7 @@
 mod memory_pages;
 mod pages;
 mod span;
+mod split;
 mod window;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};

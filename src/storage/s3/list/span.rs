@@ -121,6 +121,13 @@ impl Span {
             && self.upper.as_deref().is_none_or(|upper| key < upper)
     }
 
+    /// The smallest key the span may hold.
+    pub fn lowest(&self) -> &str {
+        match &self.lower {
+            Lower::From(key) | Lower::After(key) => key.as_str().max(self.prefix.as_str()),
+        }
+    }
+
     /// What `page`, the answer to this span's request, holds for it. Items below the lower
     /// bound are passed over (a StartAfter may begin a little early); the span ends at the
     /// first item past its upper bound or outside its prefix (an answer to a request made
@@ -329,5 +336,7 @@ mod tests {
         for key in ["f9", "f9\u{10FFFF}", "fa", "g", "f"] {
             assert!(!gap.holds(key), "{key:?}");
         }
+        assert_eq!(gap.lowest(), "f:");
+        assert_eq!(span("d/", Lower::From("a".into()), None).lowest(), "d/");
     }
 }

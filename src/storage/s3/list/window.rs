@@ -9,7 +9,10 @@
 //!
 //! The first page is asked plainly (a small listing costs one request); the rest is
 //! listed with delimiter `/`, and each common prefix its pages return becomes a span of
-//! its own, listed at once with the others.
+//! its own, listed at once with the others. Where keys come without common prefixes
+//! (a flat key space), a span whose full page shows there is more is cut after that page
+//! (`split`) whenever fewer than `width` spans are ready to be asked, so the listing's
+//! parallelism does not depend on the layout of the keys.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,16 +23,17 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::pages::Pages;
-use super::span::{Item, Page, Span};
+use super::span::{Item, Lower, Page, Span};
+use super::split::{split, Sample};
 use crate::storage::{KeyRange, ListError, ListItem};
 
 /// Keys a ListObjectsV2 page holds at most.
 const PAGE: usize = 1_000;
 /// Entries one span holds ahead of the output at most.
 const SPAN_BUFFER: usize = 5_000;
-/// Spans in the window at most; a delimited page (up to `PAGE` common prefixes) is asked
-/// only while they fit.
-const SPAN_LIMIT: usize = 2_000;
+/// Spans in the window at most; a delimited page (up to `PAGE` common prefixes and as many
+/// runs of keys between them) is asked only while they fit.
+const SPAN_LIMIT: usize = 4_000;
 
 type Response = Pin<Box<dyn Future<Output = (u64, Result<Page, ListError>)> + Send>>;
 
@@ -70,6 +74,8 @@ struct Slot {
     buffer: VecDeque<ListItem>,
     /// The first page of the whole listing: asked plainly, the rest with the delimiter.
     opening: bool,
+    /// What its last page, a full one, tells about the keys after it: it may be split.
+    sample: Option<Sample>,
 }
 
 impl Slot {
@@ -80,6 +86,7 @@ impl Slot {
             state: State::Idle,
             buffer: VecDeque::new(),
             opening: false,
+            sample: None,
         }
     }
 }
@@ -121,7 +128,13 @@ impl<P: Pages> Window<P> {
                         return;
                     }
                 }
-                else => return,
+                else => {
+                    // Nothing to forward and nothing asked: a listing cut short here must
+                    // not pass for complete.
+                    let stalled = ListError::Fatal("the parallel listing stalled".into());
+                    let _ = tx.send(Err(stalled)).await;
+                    return;
+                }
             }
         }
     }
@@ -154,13 +167,51 @@ impl<P: Pages> Window<P> {
     }
 
     /// Sends requests while fewer than `width` are out, to the spans nearest the front.
+    /// While fewer than `width` spans are ready to be asked, the first that may be split
+    /// is: one waiting to be asked, or (when nothing else could use a request) one whose
+    /// request is out, whose answer is then cut short at its narrowed prefix.
     fn ask(&mut self) {
         while self.in_flight.len() < self.width {
+            let ready = (0..self.slots.len())
+                .filter(|&i| self.may_ask(i))
+                .take(self.width)
+                .count();
+            if (ready < self.width && self.split_first(State::Idle))
+                || (ready == 0 && self.split_first(State::Requesting))
+            {
+                continue;
+            }
             let Some(i) = (0..self.slots.len()).find(|&i| self.may_ask(i)) else {
                 return;
             };
             self.send_request(i);
         }
+    }
+
+    /// Splits the first span in `state` that has a sample; false if there is none.
+    fn split_first(&mut self, state: State) -> bool {
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|slot| slot.state == state && slot.sample.is_some())
+        else {
+            return false;
+        };
+        let sample = self.slots[i].sample.take().expect("found with a sample");
+        let Some(cut) = split(&self.slots[i].span, &sample) else {
+            return true;
+        };
+        if self.slots.len() + cut.after.len() > SPAN_LIMIT {
+            return true;
+        }
+        self.slots[i].span.prefix = cut.narrowed;
+        let after = cut
+            .after
+            .into_iter()
+            .map(|span| self.slot(span, State::Idle))
+            .collect();
+        self.insert_after(i, after);
+        true
     }
 
     fn may_ask(&self, i: usize) -> bool {
@@ -171,7 +222,7 @@ impl<P: Pages> Window<P> {
         if i == 0 {
             return true;
         }
-        if slot.span.delimited && self.slots.len() + PAGE > SPAN_LIMIT {
+        if slot.span.delimited && self.slots.len() + 2 * PAGE > SPAN_LIMIT {
             return false;
         }
         self.buffered + (self.in_flight.len() + 1) * PAGE <= self.width * SPAN_BUFFER
@@ -201,32 +252,35 @@ impl<P: Pages> Window<P> {
             slot.span.delimited = true;
         }
         slot.span.probe = false;
+        slot.sample = sample_of(&slot.span, &admitted.items, admitted.next.as_ref());
         // Each common prefix becomes a span of its own, and the entries after it wait in a
-        // span already listed; the rest of this span goes on after the last of them.
+        // span already listed (a run); the rest of this span goes on after the last of them.
         let mut after: Vec<Slot> = Vec::new();
+        let mut in_run = true;
         for item in admitted.items {
             match item {
                 Item::Entry(entry) => {
-                    let buffer = match after.last_mut() {
-                        Some(run) => &mut run.buffer,
-                        None => &mut self.slots[i].buffer,
-                    };
-                    buffer.push_back(Ok(entry));
+                    if !in_run {
+                        after.push(self.slot(span.clone(), State::Done));
+                        in_run = true;
+                    }
+                    let run = after.last_mut().unwrap_or(&mut self.slots[i]);
+                    run.buffer.push_back(Ok(entry));
                     self.buffered += 1;
                 }
                 Item::Prefix(prefix) => {
                     after.push(self.slot(span.below(prefix), State::Idle));
-                    after.push(self.slot(span.clone(), State::Done));
+                    in_run = false;
                 }
             }
         }
-        let rest = match after.last_mut() {
-            Some(rest) => {
-                self.slots[i].state = State::Done;
-                rest
+        if !after.is_empty() {
+            self.slots[i].state = State::Done;
+            if !in_run {
+                after.push(self.slot(span.clone(), State::Done));
             }
-            None => &mut self.slots[i],
-        };
+        }
+        let rest = after.last_mut().unwrap_or(&mut self.slots[i]);
         match admitted.next {
             Some(lower) => {
                 rest.span.lower = lower;
@@ -261,6 +315,28 @@ impl<P: Pages> Window<P> {
         slot.state = State::Done;
         self.buffered = self.slots.iter().map(|slot| slot.buffer.len()).sum();
     }
+}
+
+/// The sample a page gives its span, if it may be split after it: a full page of keys,
+/// none of them a common prefix, that the span goes on after. A delimited span counts only
+/// the keys at its top level (the plain first page may end with some).
+fn sample_of(span: &Span, items: &[Item], next: Option<&Lower>) -> Option<Sample> {
+    let Some(Lower::After(position)) = next else {
+        return None;
+    };
+    let mut keys = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Item::Entry(entry)
+                if span.delimited && entry.key[span.prefix.len()..].contains('/') =>
+            {
+                keys.clear()
+            }
+            Item::Entry(entry) => keys.push(entry.key.as_str()),
+            Item::Prefix(_) => return None,
+        }
+    }
+    Sample::of(&keys).filter(|sample| sample.last() == position)
 }
 
 #[cfg(test)]
@@ -369,6 +445,75 @@ mod tests {
         let sequential =
             list_in_rounds(MemoryPages::new(nested(100, 50)), 1, KeyRange::default()).await;
         assert_eq!(sequential.rounds, 82);
+    }
+
+    /// Keys without common prefixes, of the layouts buckets hold.
+    fn flat_layouts(count: usize) -> Vec<(&'static str, Vec<String>)> {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let words = ["alpha", "Beta", "gamma", "delta", "Omega"];
+        vec![
+            ("numbered", flat(count)),
+            (
+                "hashes",
+                (0..count).map(|_| format!("{:016x}", random())).collect(),
+            ),
+            (
+                "logs",
+                (1..=count).map(|i| format!("app-{i:06}.log")).collect(),
+            ),
+            (
+                "words",
+                (0..count)
+                    .map(|i| format!("{}{}", words[i % 5], i * 7919 % 100_003))
+                    .collect(),
+            ),
+            (
+                "one directory",
+                (0..count).map(|i| format!("big/f{i:07}")).collect(),
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_flat_key_space_is_listed_in_parallel() {
+        // Sequentially, 100 round trips of one request each.
+        for (layout, keys) in flat_layouts(100_000) {
+            let pages = MemoryPages::new(keys);
+            let expected = pages.expected(&KeyRange::default());
+            let run = list_in_rounds(pages, 16, KeyRange::default()).await;
+            assert!(run.keys == expected, "{layout}: {} keys", run.keys.len());
+            assert_eq!(run.most_in_flight, 16, "{layout}");
+            assert!(run.rounds <= 25, "{layout}: {} round trips", run.rounds);
+            assert!(run.requests <= 300, "{layout}: {} requests", run.requests);
+        }
+        let run = list_in_rounds(MemoryPages::new(flat(100_000)), 16, KeyRange::default()).await;
+        assert!(
+            run.rounds <= 12 && run.requests <= 150,
+            "{} round trips, {} requests",
+            run.rounds,
+            run.requests
+        );
+        let wide = list_in_rounds(MemoryPages::new(flat(100_000)), 64, KeyRange::default()).await;
+        assert!(wide.rounds <= 5, "{} round trips", wide.rounds);
+    }
+
+    #[tokio::test]
+    async fn a_range_of_a_flat_key_space_is_listed_in_parallel_and_no_further() {
+        let keys = flat(100_000);
+        let range = KeyRange {
+            start: Some(keys[20_000].clone()),
+            end: Some(keys[60_000].clone()),
+        };
+        let run = list_in_rounds(MemoryPages::new(keys.clone()), 16, range).await;
+        assert!(run.keys == keys[20_000..60_000], "{} keys", run.keys.len());
+        assert!(run.rounds <= 10, "{} round trips", run.rounds);
+        assert!(run.requests <= 70, "{} requests", run.requests);
     }
 
     #[tokio::test]
