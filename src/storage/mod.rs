@@ -226,7 +226,7 @@ impl Store {
     /// entries; each side starts as close to the range as it can.
     pub fn list(&self, range: &KeyRange) -> Listing {
         let listing = match self {
-            Store::S3(s3) => s3.list(range.start.as_deref()),
+            Store::S3(s3) => s3.list(range),
             Store::Local(local) => local.list(range.clone()),
         };
         listing.within(range.clone())

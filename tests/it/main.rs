@@ -6,6 +6,7 @@ mod checksum;
 mod delete;
 mod errors;
 mod garage;
+mod listing;
 mod metrics;
 mod moto;
 mod mount;

@@ -86,7 +86,7 @@ use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
 
 use crate::location::S3Url;
-use crate::storage::{ChecksumAlgorithm, Listing};
+use crate::storage::{ChecksumAlgorithm, KeyRange, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use copy::CopySource;
@@ -202,10 +202,11 @@ impl S3Store {
         format!("s3://{}/{}", self.url.bucket(), self.url.full_key(key))
     }
 
-    /// Lists in parallel over up to `list_width` common prefixes (see `list`), in key
-    /// order, from about `start` (a relative key) on; with a point in time set, lists
-    /// the version of each key current then (see `versions`).
-    pub fn list(&self, start: Option<&str>) -> Listing {
+    /// Lists the keys of `range` in key order, with up to `list_width` requests at once
+    /// (see `list`); it may yield a few keys around the range, which `Listing::within`
+    /// drops. With a point in time set, lists the version of each key current then (see
+    /// `versions`).
+    pub fn list(&self, range: &KeyRange) -> Listing {
         let (tx, listing) = Listing::channel();
         if let Some(at) = self.as_of {
             let lister = versions::VersionLister {
@@ -213,7 +214,10 @@ impl S3Store {
                 url: self.url.clone(),
                 at,
             };
-            let key_marker = start.and_then(|start| list::start_after(&self.url, start));
+            let key_marker = range
+                .start
+                .as_deref()
+                .and_then(|start| list::start_after(&self.url, start));
             tokio::spawn(lister.run(key_marker, tx));
             return listing;
         }
@@ -221,8 +225,7 @@ impl S3Store {
             client: self.client.clone(),
             url: self.url.clone(),
         };
-        let start_after = start.and_then(|start| list::start_after(&self.url, start));
-        tokio::spawn(lister.run(self.list_width, start_after, tx));
+        tokio::spawn(lister.run(self.list_width, range.clone(), tx));
         listing
     }
 
@@ -232,7 +235,7 @@ impl S3Store {
         self
     }
 
-    /// How many common prefixes are listed at once (1: one sequential listing).
+    /// How many ListObjectsV2 requests a listing sends at once (1: one sequential listing).
     pub fn with_list_width(mut self, width: usize) -> Self {
         self.list_width = width.max(1);
         self
