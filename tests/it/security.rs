@@ -240,13 +240,19 @@ fn downloads_are_private_until_checked_and_never_written_through_a_planted_link(
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let temp_mode = loop {
-        let temp = std::fs::read_dir(&dest).unwrap().flatten().find(|e| {
-            e.file_name()
+        // The big object's, half-way: its bytes cannot have been checked yet (a finished
+        // small one takes its final mode just before its rename).
+        let temp = std::fs::read_dir(&dest).unwrap().flatten().find_map(|e| {
+            let meta = e.path().symlink_metadata().ok()?;
+            let partial = (1 << 20..big.len() as u64).contains(&meta.len());
+            (e.file_name()
                 .to_string_lossy()
                 .starts_with(".s3mirror-tmp-")
+                && partial)
+                .then_some(meta)
         });
         if let Some(temp) = temp {
-            break temp.path().symlink_metadata().unwrap().mode() & 0o777;
+            break temp.mode() & 0o777;
         }
         assert!(Instant::now() < deadline, "no temporary file seen");
         std::thread::sleep(Duration::from_millis(10));
