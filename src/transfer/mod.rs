@@ -103,6 +103,22 @@ impl Transfer {
             Ok(_) => return self.stats.skipped_planned(size),
             Err(err) => return self.fail(&job, err),
         };
+        if self.dry_run
+            && job
+                .source
+                .storage_class
+                .is_some_and(StorageClass::is_archived)
+        {
+            // A real run would learn it from the refused read; this one asks.
+            if let Store::S3(source) = &self.source {
+                let version = job.source.version.as_deref();
+                match source.is_restored(&job.source.key, version).await {
+                    Ok(true) => {}
+                    Ok(false) => return self.pass_over_archived(&job).await,
+                    Err(err) => return self.fail(&job, err),
+                }
+            }
+        }
         if !self.budget.admit(size) {
             return self.stats.not_started(size);
         }
@@ -297,7 +313,8 @@ impl Transfer {
     async fn pass_over_archived(&self, job: &Job) {
         let key = &job.source.key;
         let restore = match (&self.source, self.sizes.restore) {
-            (Store::S3(source), Some(restore)) => {
+            // A run that changes nothing asks for nothing.
+            (Store::S3(source), Some(restore)) if !self.dry_run => {
                 match source.request_restore(key, restore).await {
                     Ok(state) => Some(state),
                     Err(err) => return self.fail(job, err),

@@ -23,6 +23,13 @@ pub fn format_verify_summary(snap: &Snapshot, failures: &[Failure]) -> String {
     let _ = writeln!(out, "  missing    {}", snap.missing);
     let _ = writeln!(out, "  differ     {differ}");
     let _ = writeln!(out, "  extra      {}", snap.extra);
+    if snap.archived > 0 {
+        let _ = writeln!(
+            out,
+            "  archived   {} (not restored, so not compared)",
+            snap.archived
+        );
+    }
     let _ = writeln!(out, "  errors     {}", snap.failed);
     let verdict = match (snap.failed, snap.copied + snap.extra) {
         (0, 0) => "identical",

@@ -96,11 +96,13 @@ async fn archived_objects_are_passed_over_counted_and_restored_ones_copied() {
     let (src_url, copy_url) = (format!("s3://{source}"), format!("s3://{copy}"));
     let dest = local.path().to_str().unwrap().to_owned();
 
-    let (to_bucket, to_local, again) = tokio::task::spawn_blocking(move || {
+    let (to_bucket, to_local, again, verify, dry) = tokio::task::spawn_blocking(move || {
         let to_bucket = server.run(&[&src_url, &copy_url, "--json"]);
         let to_local = server.run(&[&src_url, &dest]);
         let again = server.run(&[&src_url, &dest]);
-        (to_bucket, to_local, again)
+        let verify = server.run(&["verify", &src_url, &dest]);
+        let dry = server.run(&[&src_url, &copy_url, "--dry-run", "--include-archived"]);
+        (to_bucket, to_local, again, verify, dry)
     })
     .await
     .unwrap();
@@ -129,6 +131,14 @@ async fn archived_objects_are_passed_over_counted_and_restored_ones_copied() {
     again.assert_code(0);
     assert_eq!(again.count("copied"), 0);
     assert_eq!(again.count("archived"), 2);
+    // A verify does not call them missing, nor does a dry run offer to copy them (or
+    // request a restore: it changes nothing).
+    verify.assert_code(0);
+    assert_eq!(verify.count("archived"), 2, "{}", verify.stderr);
+    dry.assert_code(0);
+    assert_eq!(dry.count("would copy"), 0, "{}", dry.stderr);
+    assert_eq!(dry.count("archived"), 2, "{}", dry.stderr);
+    assert_eq!(dry.requests("RestoreObject"), 0, "{}", dry.stderr);
 
     let want = ["hot.txt", "instant.txt", "thawed.txt"];
     let listed = client.list_objects_v2().bucket(&copy).send().await.unwrap();

@@ -50,6 +50,16 @@ impl RestoreState {
 }
 
 impl S3Store {
+    /// Whether an archived object (of `version`, when given) has a restored copy to read:
+    /// HeadObject's `x-amz-restore` says so. For runs that change nothing (a dry run, a
+    /// verify), which cannot learn it from a refused read.
+    pub async fn is_restored(&self, key: &str, version: Option<&str>) -> Result<bool, ObjectError> {
+        let head = self.head(self.url(), key, version, None).await?;
+        Ok(head
+            .restore()
+            .is_some_and(|state| state.contains("ongoing-request=\"false\"")))
+    }
+
     pub async fn request_restore(
         &self,
         key: &str,
