@@ -3,6 +3,7 @@
 # proxy, on the same data with the same concurrency, and writes a table and a plot.
 #
 #   benches/compare.sh [--objects N] [--noop-objects N] [--listing-objects N]
+#                      [--flat-objects N] [--flat-listing-objects N]
 #                      [--large N] [--large-mib N] [--tools "s3mirror rclone aws s3sync"]
 #                      [--out DIR]
 #
@@ -14,6 +15,11 @@
 #   large    --large files of --large-mib MiB, upload   at 0 ms / 8
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
+#   no-op-flat     the no-op over --flat-objects files in one directory (one flat prefix)
+#                  at 20 ms / 64, beside the no-op over 100 directories (0 skips it)
+#   listing-no-op-flat  no-op between two buckets of --flat-listing-objects keys in one
+#                  prefix, s3mirror alone, for peak memory, beside the same no-op over
+#                  --flat-objects keys (0 skips it)
 #
 # Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
 # Ratios between tools measured in one run are the figures to quote; absolute times depend
@@ -23,12 +29,15 @@ cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 
 objects=10000 noop_objects=100000 listing_objects=1000000 large=4 large_mib=256
+flat_objects=100000 flat_listing_objects=1000000
 tools="s3mirror rclone aws s3sync" out=bench-results/latest
 while [ $# -gt 0 ]; do
     case $1 in
         --objects) objects=$2; shift 2 ;;
         --noop-objects) noop_objects=$2; shift 2 ;;
         --listing-objects) listing_objects=$2; shift 2 ;;
+        --flat-objects) flat_objects=$2; shift 2 ;;
+        --flat-listing-objects) flat_listing_objects=$2; shift 2 ;;
         --large) large=$2; shift 2 ;;
         --large-mib) large_mib=$2; shift 2 ;;
         --tools) tools=$2; shift 2 ;;
@@ -218,6 +227,61 @@ if [ "$listing_objects" -gt 0 ]; then
     measure 0 64 "listing-no-op" s3mirror "$objects" 0 "$work/small" up-s3mirror-0/data/
     measure 0 64 "listing-no-op" s3mirror "$listing_objects" 0 "$work/many" many/data/
     measure 0 64 "listing-no-op" s3mirror-sequential-listing "$listing_objects" 0 "$work/many" many/data/
+fi
+
+# --- flat prefix -------------------------------------------------------------------------
+# Keys at one level, with no `/` below the prefix: the layout where listing in parallel
+# cannot follow common prefixes and must split the key space itself.
+make_flat_files() { # DIR COUNT BYTES: COUNT files in DIR itself
+    python3 - "$@" <<'PY'
+import os, sys
+root, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(root, exist_ok=True)
+body = b"x" * size
+for i in range(n):
+    with open(os.path.join(root, f"f{i:07d}"), "wb") as f:
+        f.write(body)
+PY
+}
+
+# flat_noop: the no-op over one flat prefix, every no-op tool, as the 100-directory no-op.
+flat_noop() {
+    echo "generating $flat_objects files in one directory..." >&2
+    make_flat_files "$work/flat" "$flat_objects" 16
+    garage_bucket noop-flat
+    fill noop-flat "$work/flat"
+    for tool in $no_op_tools; do
+        measure 20 64 no-op-flat "$tool" "$flat_objects" 0 "$work/flat" noop-flat/data/
+    done
+}
+
+# flat_listing_memory: peak memory of a no-op between two buckets of one flat prefix each
+# (both sides listed by s3mirror, no local walk), at --flat-objects and at
+# --flat-listing-objects keys.
+flat_listing_memory() {
+    local n dir
+    for n in "$flat_objects" "$flat_listing_objects"; do
+        echo "filling two buckets with $n keys in one prefix..." >&2
+        dir=$work/flat-empty-$n
+        make_flat_files "$dir" "$n" 0
+        garage_bucket "flat-$n"
+        garage_bucket "flat-$n-copy"
+        fill "flat-$n" "$dir"
+        rm -rf "$dir"
+        start_proxy 0
+        "$s3mirror" "s3://flat-$n/data" "s3://flat-$n-copy/data" --threads 64 -q --endpoint-url "$endpoint"
+        stop_proxy
+        for tool in s3mirror s3mirror-sequential-listing; do
+            measure 0 64 listing-no-op-flat "$tool" "$n" 0 "flat-$n/data/" "flat-$n-copy/data/"
+        done
+    done
+}
+
+if [ "$flat_objects" -gt 0 ]; then
+    flat_noop
+    if [ "$flat_listing_objects" -gt 0 ]; then
+        flat_listing_memory
+    fi
 fi
 
 mkdir -p "$out"
