@@ -209,13 +209,6 @@ api_bind_addr = "127.0.0.1:{port}"
 
     /// Creates a bucket with a name no other test uses.
     pub async fn new_bucket(&self, label: &str) -> String {
-        let name = crate::unique_name(label);
-        self.client()
-            .create_bucket()
-            .bucket(&name)
-            .send()
-            .await
-            .unwrap();
-        name
+        crate::create_bucket(&self.client(), label).await
     }
 }

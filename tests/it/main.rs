@@ -125,6 +125,13 @@ pub fn unique_name(label: &str) -> String {
     format!("{label}-{}-{n}", std::process::id())
 }
 
+/// Creates a bucket with a name no other test uses, through `client`.
+pub async fn create_bucket(client: &Client, label: &str) -> String {
+    let name = unique_name(label);
+    client.create_bucket().bucket(&name).send().await.unwrap();
+    name
+}
+
 /// An SDK client for a test server, for setting buckets up and checking them as another
 /// tool would. `check_reads` validates the checksums a server states on reads.
 pub fn sdk_client(endpoint: &str, region: &str, key: (&str, &str), check_reads: bool) -> Client {

@@ -105,14 +105,7 @@ impl Moto {
     }
 
     pub async fn new_bucket(&self, label: &str) -> String {
-        let name = crate::unique_name(label);
-        self.client()
-            .create_bucket()
-            .bucket(&name)
-            .send()
-            .await
-            .unwrap();
-        name
+        crate::create_bucket(&self.client(), label).await
     }
 
     /// Runs s3mirror against this server, isolated from the machine's AWS configuration.
