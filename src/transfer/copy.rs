@@ -113,7 +113,8 @@ impl Transfer {
         let (Some(reader), Store::S3(source)) = (&self.source_reader, &self.source) else {
             return err;
         };
-        if !err.cause.contains("AccessDenied") {
+        // A HeadObject refusal has no body, so no code: its status says it.
+        if !(err.cause.contains("AccessDenied") || err.cause.contains("(HTTP 403)")) {
             return err;
         }
         let bucket = source.url().bucket();
