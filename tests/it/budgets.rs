@@ -80,7 +80,7 @@ async fn max_duration_stops_new_copies_and_hard_cutoff_aborts_the_upload_in_flig
     let work = tempfile::tempdir().unwrap();
     let (small, big) = (work.path().join("small"), work.path().join("big"));
     write_tree(&small, &files(20, KIB));
-    write_tree(&big, &[("big.bin".into(), vec![7u8; 30 << 20])]);
+    write_tree(&big, &[("big.bin".into(), vec![7u8; 12 << 20])]);
     // 200 ms per request: 20 uploads one at a time take at least 4 s.
     let slow = proxy(Faults {
         latency: Duration::from_millis(200),
@@ -107,6 +107,13 @@ async fn max_duration_stops_new_copies_and_hard_cutoff_aborts_the_upload_in_flig
     assert!(done < 20, "{}", soft_run.stderr);
     assert_eq!(bucket_contents(&client, &soft, "").await.len() as u64, done);
 
+    // 1 s per request: the upload (create, then three parts one at a time) takes at least
+    // 4 s, so a 3 s deadline finds it in flight however long the file takes to hash.
+    let slower = proxy(Faults {
+        latency: Duration::from_secs(1),
+        ..Faults::default()
+    })
+    .await;
     let hard_url = format!("s3://{hard}");
     let args = [
         big.to_str().unwrap(),
@@ -118,11 +125,11 @@ async fn max_duration_stops_new_copies_and_hard_cutoff_aborts_the_upload_in_flig
         "--part-concurrency",
         "1",
         "--max-duration",
-        "1s",
+        "3s",
         "--cutoff",
         "hard",
     ];
-    let hard_run = run_through(&slow, &args).await;
+    let hard_run = run_through(&slower, &args).await;
     hard_run.assert_code(4);
     assert!(hard_run.stderr.contains("aborted"), "{}", hard_run.stderr);
     let uploads = client
@@ -151,6 +158,6 @@ async fn max_duration_stops_new_copies_and_hard_cutoff_aborts_the_upload_in_flig
     reruns.1.assert_code(0);
     assert_eq!(
         bucket_contents(&client, &hard, "").await["big.bin"].len(),
-        30 << 20
+        12 << 20
     );
 }
