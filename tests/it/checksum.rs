@@ -6,17 +6,10 @@ use std::path::Path;
 use aws_sdk_s3::types::ChecksumMode;
 
 use crate::garage::garage;
+use crate::SMALL_PARTS;
 use crate::{bucket_contents, s3mirror, tree_contents, write_tree};
 
 const MIB: usize = 1 << 20;
-const SMALL_PARTS: [&str; 6] = [
-    "--multipart-threshold",
-    "5MiB",
-    "--multipart-copy-threshold",
-    "5MiB",
-    "--part-size",
-    "5MiB",
-];
 
 fn big_file() -> Vec<u8> {
     (0..12 * MIB + 7)

@@ -56,13 +56,7 @@ pub fn free_port() -> u16 {
 }
 
 extern "C" fn stop_server() {
-    let pid = SERVER_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-    }
+    crate::stop_spawned(SERVER_PID.load(Ordering::SeqCst));
     if let Some(dir) = DATA_DIR.lock().ok().and_then(|mut d| d.take()) {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -103,34 +97,18 @@ api_bind_addr = "127.0.0.1:{port}"
 
         let binary = garage_binary();
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
-        let (binary2, config2) = (binary.clone(), config.clone());
-        // The child is spawned from a thread that lives as long as the child, so that
-        // PR_SET_PDEATHSIG (tied to the spawning thread) fires only when the test process dies.
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            let mut command = Command::new(&binary2);
-            command
-                .arg("-c")
-                .arg(&config2)
-                .args(["server", "--single-node", "--default-access-key"])
-                .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
-                .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
-                .env("RUST_LOG", "warn")
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null());
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = command.spawn().expect("start garage");
-            pid_tx.send(child.id() as i32).unwrap();
-            let _ = child.wait();
-        });
-        SERVER_PID.store(pid_rx.recv().unwrap(), Ordering::SeqCst);
+        let mut command = Command::new(&binary);
+        command
+            .arg("-c")
+            .arg(&config)
+            .args(["server", "--single-node", "--default-access-key"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", ACCESS_KEY)
+            .env("GARAGE_DEFAULT_SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        SERVER_PID.store(crate::spawn_server(command, "garage"), Ordering::SeqCst);
 
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -118,6 +118,49 @@ pub fn s3mirror_command(args: &[&str]) -> Command {
     command
 }
 
+/// Starts a test server that lives as long as this test process: spawned from a thread
+/// that lives as long as the child, so that PR_SET_PDEATHSIG (tied to the spawning
+/// thread) kills it only when the process dies. Returns its pid.
+pub fn spawn_server(mut command: Command, what: &'static str) -> i32 {
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {what}: {err}"));
+        pid_tx.send(child.id() as i32).unwrap();
+        let _ = child.wait();
+    });
+    pid_rx.recv().unwrap()
+}
+
+/// Kills a server `spawn_server` started and waits for it, from an atexit handler.
+pub fn stop_spawned(pid: i32) {
+    if pid > 0 {
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Sizes that send a file of a few MiB through every multipart path (upload, copy,
+/// ranged download) in 5 MiB parts.
+pub const SMALL_PARTS: [&str; 6] = [
+    "--multipart-threshold",
+    "5MiB",
+    "--multipart-copy-threshold",
+    "5MiB",
+    "--part-size",
+    "5MiB",
+];
+
 /// A bucket name no other test of this process uses.
 pub fn unique_name(label: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -30,13 +30,7 @@ pub fn moto() -> &'static Moto {
 }
 
 extern "C" fn stop_server() {
-    let pid = SERVER_PID.load(Ordering::SeqCst);
-    if pid > 0 {
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
-        }
-    }
+    crate::stop_spawned(SERVER_PID.load(Ordering::SeqCst));
 }
 
 impl Moto {
@@ -51,40 +45,24 @@ impl Moto {
             .unwrap()
             .1;
         unsafe { libc::atexit(stop_server) };
-        let (pid_tx, pid_rx) = std::sync::mpsc::channel();
         let log_file = std::fs::File::create(&log).unwrap();
-        // Spawned from a thread that lives as long as the child, as Garage is, so that
-        // PR_SET_PDEATHSIG fires only when the test process dies.
-        std::thread::spawn(move || {
-            use std::os::unix::process::CommandExt;
-            // As a module of the Python that pip installed it into, whatever PATH holds.
-            let mut command = Command::new("python3");
-            command
-                .args([
-                    "-m",
-                    "moto.server",
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                ])
-                .env("AWS_DEFAULT_REGION", REGION)
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file)
-                .stdin(Stdio::null());
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = command
-                .spawn()
-                .expect("python3 is needed to run moto's server for these tests");
-            pid_tx.send(child.id() as i32).unwrap();
-            let _ = child.wait();
-        });
-        SERVER_PID.store(pid_rx.recv().unwrap(), Ordering::SeqCst);
+        // As a module of the Python that pip installed it into, whatever PATH holds.
+        let mut command = Command::new("python3");
+        command
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("AWS_DEFAULT_REGION", REGION)
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .stdin(Stdio::null());
+        let pid = crate::spawn_server(command, "moto's server (python3 is needed)");
+        SERVER_PID.store(pid, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

@@ -138,15 +138,7 @@ async fn tags_of(client: &Client, bucket: &str, key: &str) -> Vec<(String, Strin
 
 /// Sizes that send `big.bin` through every multipart path.
 fn in_parts<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let parts = [
-        "--multipart-threshold",
-        "5MiB",
-        "--multipart-copy-threshold",
-        "5MiB",
-        "--part-size",
-        "5MiB",
-    ];
-    [args, &parts].concat()
+    [args, &crate::SMALL_PARTS].concat()
 }
 
 /// The runs of `a_versioned_bucket_is_restored_as_it_was_at_each_time`, in their order.

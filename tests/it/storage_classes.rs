@@ -247,14 +247,7 @@ async fn copies_keep_the_storage_class_and_tags_on_every_path() {
         server.new_bucket("classes-tc").await,
         server.new_bucket("classes-ov").await,
     );
-    let parts = [
-        "--multipart-threshold",
-        "5MiB",
-        "--multipart-copy-threshold",
-        "5MiB",
-        "--part-size",
-        "5MiB",
-    ];
+    let parts = crate::SMALL_PARTS;
     // Another spelling of the same server: another endpoint, so bytes go through here.
     let other_endpoint = server.endpoint.replace("127.0.0.1", "localhost");
     let (src, ss, tc, ov) = (
