@@ -78,7 +78,7 @@ pub struct SyncSettings {
     /// `--verify`: compare both sides again after the copies.
     pub verify_after: bool,
     pub compare: CompareMode,
-    /// Common prefixes of a bucket listed at once.
+    /// ListObjectsV2 requests a bucket listing sends at once.
     pub list_width: usize,
     /// Whether local walks follow symbolic links.
     pub follow_links: bool,
