@@ -203,7 +203,8 @@ pub struct CommonArgs {
     )]
     pub threads: usize,
 
-    /// Common prefixes ("directories") of a bucket listed at once; 1 lists sequentially
+    /// ListObjectsV2 requests a bucket listing sends at once, over its common prefixes and
+    /// ranges of its keys; 1 lists sequentially
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), env = "S3MIRROR_LIST_PARALLELISM")]
     pub list_parallelism: u16,
 

@@ -90,7 +90,7 @@ pub struct SyncSettings {
     /// `--verify`: compare both sides again after the copies.
     pub verify_after: bool,
     pub compare: CompareMode,
-    /// Common prefixes of a bucket listed at once.
+    /// ListObjectsV2 requests a bucket listing sends at once.
     pub list_width: usize,
     /// What local walks do with symbolic links, and whether links are made again.
     pub links: LinkMode,

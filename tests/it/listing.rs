@@ -4,20 +4,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_s3::Client;
 use futures::StreamExt;
 use serde_json::Value;
 
 use crate::garage::garage;
+use crate::moto::moto;
 use crate::{bucket_contents, s3mirror, tree_contents, Run};
 
 /// Keys in one flat prefix.
 const KEYS: usize = 3_000;
 
-/// Numbered keys, and among them keys that are prefixes of each other, keys with control
-/// characters and keys with multi-byte characters, so that pages and spans begin and end
-/// on such keys.
-fn flat_keys() -> BTreeSet<String> {
-    let mut keys: BTreeSet<String> = (0..2_400).map(|i| format!("k{i:05}")).collect();
+/// `count` keys: numbered ones, and among them keys that are prefixes of each other, keys
+/// with control characters and keys with multi-byte characters, so that pages and spans
+/// begin and end on such keys.
+fn flat_keys(count: usize) -> BTreeSet<String> {
+    let mut keys: BTreeSet<String> = (0..count * 4 / 5).map(|i| format!("k{i:05}")).collect();
     keys.extend(
         [
             "a",
@@ -54,7 +56,7 @@ fn flat_keys() -> BTreeSet<String> {
         '\u{1f600}',
     ];
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    while keys.len() < KEYS {
+    while keys.len() < count {
         let mut pick = || {
             state ^= state << 13;
             state ^= state >> 7;
@@ -73,15 +75,12 @@ fn flat_keys() -> BTreeSet<String> {
     keys
 }
 
-/// A bucket holding `keys` below `flat/`, each object's body its key.
-async fn flat_bucket(label: &str, keys: &BTreeSet<String>) -> String {
-    let server = garage();
-    let client = server.client();
-    let bucket = server.new_bucket(label).await;
+/// Puts `keys` below `flat/` in `bucket`, each object's body its key.
+async fn put_flat(client: &Client, bucket: &str, keys: &BTreeSet<String>) {
     let puts = keys.iter().map(|key| {
         client
             .put_object()
-            .bucket(&bucket)
+            .bucket(bucket)
             .key(format!("flat/{key}"))
             .body(key.as_bytes().to_vec().into())
             .send()
@@ -92,12 +91,25 @@ async fn flat_bucket(label: &str, keys: &BTreeSet<String>) -> String {
             result.unwrap();
         })
         .await;
+}
+
+/// A Garage bucket holding `keys` below `flat/`.
+async fn flat_bucket(label: &str, keys: &BTreeSet<String>) -> String {
+    let server = garage();
+    let bucket = server.new_bucket(label).await;
+    put_flat(&server.client(), &bucket, keys).await;
     bucket
+}
+
+fn as_files(keys: &BTreeSet<String>) -> BTreeMap<String, Vec<u8>> {
+    keys.iter()
+        .map(|key| (key.clone(), key.as_bytes().to_vec()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flat_prefix_listed_in_parallel_yields_exactly_its_keys() {
-    let keys = flat_keys();
+    let keys = flat_keys(KEYS);
     let bucket = flat_bucket("flat-list", &keys).await;
     let source = format!("s3://{bucket}/flat");
     let work = tempfile::tempdir().unwrap();
@@ -117,10 +129,7 @@ async fn a_flat_prefix_listed_in_parallel_yields_exactly_its_keys() {
     assert_eq!(sequential.requests("ListObjectsV2"), 3);
     let requests = parallel.requests("ListObjectsV2");
     assert!(requests > 6, "{requests} ListObjectsV2 requests");
-    let expected: BTreeMap<String, Vec<u8>> = keys
-        .iter()
-        .map(|key| (key.clone(), key.as_bytes().to_vec()))
-        .collect();
+    let expected = as_files(&keys);
     assert!(tree_contents(parallel_dir.as_ref()) == expected);
     assert!(tree_contents(sequential_dir.as_ref()) == expected);
 
@@ -167,7 +176,7 @@ fn listed_source(run: &Run) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_of_a_flat_prefix_listed_in_parallel_make_exactly_the_whole_mirror() {
-    let keys = flat_keys();
+    let keys = flat_keys(KEYS);
     let bucket = flat_bucket("flat-shard", &keys).await;
     let dest_bucket = garage().new_bucket("flat-shard-dst").await;
     let (source, dest) = (
@@ -215,4 +224,33 @@ async fn shards_of_a_flat_prefix_listed_in_parallel_make_exactly_the_whole_mirro
         bucket_contents(&client, &dest_bucket, "flat/").await
             == bucket_contents(&client, &bucket, "flat/").await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flat_prefix_listed_in_parallel_from_moto_yields_exactly_its_keys() {
+    // Another server's reading of StartAfter, MaxKeys and prefixes: 1,500 keys, so that the
+    // rest after the first page is cut into spans.
+    let server = moto();
+    let keys = flat_keys(1_500);
+    let bucket = server.new_bucket("flat-list").await;
+    put_flat(&server.client(), &bucket, &keys).await;
+    let work = tempfile::tempdir().unwrap();
+    let (source, dir) = (
+        format!("s3://{bucket}/flat"),
+        work.path().to_str().unwrap().to_owned(),
+    );
+    let (first, again) = tokio::task::spawn_blocking(move || {
+        let args = [source.as_str(), dir.as_str(), "--list-parallelism", "64"];
+        (server.run(&args), server.run(&args))
+    })
+    .await
+    .unwrap();
+    first.assert_code(0);
+    assert_eq!(first.count("copied"), keys.len() as u64);
+    // Listed one page after the other, two requests; the rest was cut into spans.
+    let requests = first.requests("ListObjectsV2");
+    assert!(requests > 2, "{requests} ListObjectsV2 requests");
+    assert!(tree_contents(work.path()) == as_files(&keys));
+    again.assert_code(0);
+    assert_eq!(again.count("copied"), 0);
 }

@@ -7,7 +7,9 @@
 //!
 //! The first page is listed plainly, so a small listing costs one request. The rest is
 //! listed with delimiter `/`: each common prefix ("directory") it returns is a span of its
-//! own.
+//! own, and a span whose full page shows more keys at one level (a flat prefix) is cut
+//! after that page on the next character (`split`), so the width is used whatever the
+//! layout.
 
 #[cfg(test)]
 mod memory_pages;
@@ -75,7 +77,7 @@ impl super::S3Store {
 /// without its last character, which sorts before it (the few keys in between are
 /// dropped by the range filter). None when that would not be after the prefix, since
 /// some servers list nothing for a StartAfter before the prefix.
-pub(super) fn start_after(url: &S3Url, start: &str) -> Option<String> {
+fn start_after(url: &S3Url, start: &str) -> Option<String> {
     let full = url.full_key(start);
     let mut chars = full.chars();
     chars.next_back()?;

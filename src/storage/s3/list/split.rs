@@ -8,8 +8,9 @@
 //! whose listing ends exactly where its keys end (its prefix, or a prefix and a start), so
 //! no request reads past it. Near the depths where the page's keys differ, and at the
 //! span's own first level, the keys are split further by each character the page used
-//! there (`f0001`, ..., `f0009`), with a small probe for the characters between; elsewhere
-//! a depth is one span, which is split in turn once its own first page shows it is long.
+//! there (`f0001`, ..., `f0009`), with a one-key probe for the characters between, or by
+//! groups of characters where the page shows few keys to each; elsewhere a depth is one
+//! span, which is split in turn once its own first page shows it is long.
 //!
 //! Any cut is exact: the pieces hold every key of the rest once and in order, whatever
 //! the keys are. The characters guessed decide only how many requests the listing takes.
@@ -128,60 +129,17 @@ pub(super) fn split(span: &Span, sample: &Sample) -> Option<Split> {
     let stem = |depth: usize| &last[..chars.get(depth).map_or(last.len(), |&(at, _)| at)];
     let mut after = Vec::new();
     for depth in (own_depth..=deepest).rev() {
-        let (base, above) = (stem(depth), chars[depth].1);
-        let piece = |prefix: &str, from: String, upper: Option<String>| Span {
-            prefix: prefix.to_owned(),
-            lower: Lower::From(from),
-            probe: upper.is_some(),
-            upper,
-            delimited: span.delimited,
-        };
-        if depth + 1 < deepest && depth > own_depth {
-            if let Some(next) = next_char(above) {
-                after.push(piece(base, format!("{base}{next}"), None));
-            }
-            continue;
-        }
-        let above_chars: Vec<char> = sample
-            .alphabet
-            .iter()
-            .copied()
-            .filter(|&c| c > above)
-            .collect();
-        let mut next = next_char(above);
-        let group = sample.group_at(depth);
-        if group > 1 {
-            // Characters too few keys start with for a span each: a span per group.
-            for bound in above_chars.iter().skip(group).step_by(group) {
-                let Some(from) = next else { break };
-                after.push(Span {
-                    probe: false,
-                    ..piece(
-                        base,
-                        format!("{base}{from}"),
-                        Some(format!("{base}{bound}")),
-                    )
-                });
-                next = Some(*bound);
-            }
-        } else {
-            for &c in &above_chars {
-                let Some(from) = next else { break };
-                if from < c {
-                    after.push(piece(
-                        base,
-                        format!("{base}{from}"),
-                        Some(format!("{base}{c}")),
-                    ));
-                }
-                let prefix = format!("{base}{c}");
-                after.push(piece(&prefix, prefix.clone(), None));
-                next = next_char(c);
-            }
-        }
-        if let Some(from) = next {
-            after.push(piece(base, format!("{base}{from}"), None));
-        }
+        // By character near where the page's keys differ and at the span's first level;
+        // elsewhere the keys the page says nothing about: one span.
+        let by_character = depth + 1 >= deepest || depth == own_depth;
+        let alphabet: &[char] = if by_character { &sample.alphabet } else { &[] };
+        after.extend(pieces_above(
+            span.delimited,
+            stem(depth),
+            chars[depth].1,
+            alphabet,
+            sample.group_at(depth),
+        ));
     }
     if let Some(upper) = &span.upper {
         after.retain(|piece| piece.lowest() < upper.as_str());
@@ -195,6 +153,53 @@ pub(super) fn split(span: &Span, sample: &Sample) -> Option<Split> {
         narrowed: stem(deepest + 1).to_owned(),
         after,
     })
+}
+
+/// The spans of the keys that start with `base` and a character above `above`, in key
+/// order: a span for each character of `alphabet` above it (the characters between them
+/// probed), or for each `group` of them, and one for the characters above the last; with
+/// no alphabet, one span.
+fn pieces_above(
+    delimited: bool,
+    base: &str,
+    above: char,
+    alphabet: &[char],
+    group: usize,
+) -> Vec<Span> {
+    let span = |prefix: String, from: char, upper: Option<char>| Span {
+        lower: Lower::From(format!("{base}{from}")),
+        upper: upper.map(|upper| format!("{base}{upper}")),
+        prefix,
+        delimited,
+        probe: false,
+    };
+    let above_chars: Vec<char> = alphabet.iter().copied().filter(|&c| c > above).collect();
+    let mut pieces = Vec::new();
+    // The first character no piece holds yet.
+    let mut next = next_char(above);
+    if group > 1 {
+        for &bound in above_chars.iter().skip(group).step_by(group) {
+            let Some(from) = next else { break };
+            pieces.push(span(base.to_owned(), from, Some(bound)));
+            next = Some(bound);
+        }
+    } else {
+        for &c in &above_chars {
+            let Some(from) = next else { break };
+            if from < c {
+                pieces.push(Span {
+                    probe: true,
+                    ..span(base.to_owned(), from, Some(c))
+                });
+            }
+            pieces.push(span(format!("{base}{c}"), c, None));
+            next = next_char(c);
+        }
+    }
+    if let Some(from) = next {
+        pieces.push(span(base.to_owned(), from, None));
+    }
+    pieces
 }
 
 #[cfg(test)]
