@@ -2,7 +2,8 @@
 //! a fixed latency to every request (as a distant S3 region would) and, on a share of
 //! requests chosen at random, injects the faults S3 clients must survive: 503 SlowDown,
 //! 500 InternalError, a connection dropped before the answer, a response body cut short
-//! or damaged.
+//! or damaged. It can also limit the request rate as S3 throttles a prefix: requests
+//! beyond the rate are answered 503 SlowDown.
 //!
 //! Counters record what was injected, so a test can assert that faults really happened.
 
@@ -10,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -40,6 +41,9 @@ pub struct Faults {
     pub answer: Option<(u16, &'static str)>,
     /// Answer 503 SlowDown instead of forwarding.
     pub slowdown: f64,
+    /// Requests per second beyond which requests are answered 503 SlowDown instead of
+    /// forwarded, as S3 throttles a prefix; a second's requests may come at once.
+    pub rate_limit: Option<f64>,
     /// Sent as `Retry-After` (whole seconds) with each SlowDown.
     pub retry_after: Option<Duration>,
     /// Answer 500 InternalError instead of forwarding.
@@ -61,6 +65,8 @@ pub struct Faults {
 pub struct Counters {
     pub requests: AtomicU64,
     pub slowdowns: AtomicU64,
+    /// SlowDown answers to requests beyond `Faults::rate_limit`.
+    pub rate_limited: AtomicU64,
     pub errors: AtomicU64,
     pub resets: AtomicU64,
     pub truncations: AtomicU64,
@@ -94,6 +100,7 @@ impl Proxy {
             client: Client::builder(TokioExecutor::new()).build(connector),
             faults: Arc::new(Mutex::new(faults)),
             counters: Arc::new(Counters::default()),
+            bucket: Mutex::new(TokenBucket::full()),
         });
         let proxy = Proxy {
             addr,
@@ -133,6 +140,40 @@ struct State {
     client: Client<HttpConnector, Incoming>,
     faults: Arc<Mutex<Faults>>,
     counters: Arc<Counters>,
+    /// The requests `Faults::rate_limit` still allows; one bucket for all connections,
+    /// as the limit is the server's.
+    bucket: Mutex<TokenBucket>,
+}
+
+/// Requests allowed under a rate limit: tokens flow in at the rate, a request takes one,
+/// and a request finding none is refused. The bucket holds a second's requests: the limit
+/// is a rate per second, and within a second the requests may come as they like.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn full() -> Self {
+        Self {
+            tokens: f64::INFINITY,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Whether a request at `now` is within `per_second`.
+    fn take(&mut self, per_second: f64, now: Instant) -> bool {
+        let capacity = per_second.max(1.0);
+        let flowed = now.saturating_duration_since(self.refilled).as_secs_f64() * per_second;
+        self.tokens = (self.tokens + flowed).min(capacity);
+        self.refilled = self.refilled.max(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -170,22 +211,22 @@ impl State {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
             return Ok(s3_error(status, code, "Answered by the fault proxy."));
         }
+        if let Some(per_second) = faults.rate_limit {
+            let allowed = self
+                .bucket
+                .lock()
+                .expect("bucket lock")
+                .take(per_second, Instant::now());
+            if !allowed {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Ok(slowdown(&faults));
+            }
+        }
         let roll = fastrand::f64();
         let mut edge = faults.slowdown;
         if roll < edge {
             self.counters.slowdowns.fetch_add(1, Ordering::Relaxed);
-            let mut answer = s3_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SlowDown",
-                "Please reduce your request rate.",
-            );
-            if let Some(after) = faults.retry_after {
-                let value = hyper::header::HeaderValue::from(after.as_secs());
-                answer
-                    .headers_mut()
-                    .insert(hyper::header::RETRY_AFTER, value);
-            }
-            return Ok(answer);
+            return Ok(slowdown(&faults));
         }
         edge += faults.error;
         if roll < edge {
@@ -307,6 +348,22 @@ fn io_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> ProxyError 
     std::io::Error::other(err)
 }
 
+/// 503 SlowDown, with `Retry-After` when the faults ask for it.
+fn slowdown(faults: &Faults) -> Response<Body> {
+    let mut answer = s3_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        "Please reduce your request rate.",
+    );
+    if let Some(after) = faults.retry_after {
+        let value = hyper::header::HeaderValue::from(after.as_secs());
+        answer
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, value);
+    }
+    answer
+}
+
 fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -320,4 +377,25 @@ fn s3_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
                 .boxed(),
         )
         .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_allows_the_rate_and_a_second_of_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::full();
+        let burst = (0..1000).filter(|_| bucket.take(400.0, start)).count();
+        assert_eq!(burst, 400);
+        // Ten seconds later, only a second's worth is kept.
+        let later = start + Duration::from_secs(10);
+        assert_eq!((0..1000).filter(|_| bucket.take(400.0, later)).count(), 400);
+        // Asked at an even pace, it allows the rate.
+        let allowed = (1..=4000)
+            .filter(|i| bucket.take(400.0, later + Duration::from_micros(i * 1000)))
+            .count();
+        assert_eq!(allowed, 1600);
+    }
 }

@@ -1,6 +1,7 @@
 //! `faultproxy --upstream HOST:PORT [--listen ADDR] [--latency 20ms] [--slowdown P]
-//! [--error P] [--reset P] [--truncate P] [--corrupt P]`: runs the proxy until interrupted and prints
-//! the address it listens on, then the counts of what it did when it stops.
+//! [--rate-limit N] [--error P] [--reset P] [--truncate P] [--corrupt P]`: runs the proxy until
+//! interrupted and prints the address it listens on, then the counts of what it did when it
+//! stops. P is a share of requests between 0 and 1; N requests per second.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -34,6 +35,19 @@ fn parse(args: &[String]) -> Result<(SocketAddr, SocketAddr, Faults), String> {
                     .map_err(|e| format!("--latency: {value:?}: {e}"))?
             }
             "--slowdown" => faults.slowdown = share()?,
+            "--rate-limit" => {
+                faults.rate_limit = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|n| *n > 0.0 && n.is_finite())
+                        .ok_or_else(|| {
+                            format!(
+                                "--rate-limit: {value:?} is not a number of requests per second"
+                            )
+                        })?,
+                )
+            }
             "--error" => faults.error = share()?,
             "--reset" => faults.reset = share()?,
             "--truncate" => faults.truncate = share()?,
@@ -71,12 +85,13 @@ async fn main() -> ExitCode {
     }
     let c = &proxy.counters;
     eprintln!(
-        "faultproxy: {} requests, {} slowdowns, {} errors, {} resets, {} truncations",
+        "faultproxy: {} requests, {} slowdowns, {} errors, {} resets, {} truncations, {} rate-limited",
         Proxy::count(&c.requests),
         Proxy::count(&c.slowdowns),
         Proxy::count(&c.errors),
         Proxy::count(&c.resets),
-        Proxy::count(&c.truncations)
+        Proxy::count(&c.truncations),
+        Proxy::count(&c.rate_limited)
     );
     ExitCode::SUCCESS
 }
