@@ -1,20 +1,19 @@
-//! Adaptive concurrency shared by all workers: additive increase, multiplicative decrease.
+//! Adaptive concurrency shared by all workers: every object transfer holds a slot, and
+//! the number of slots follows the server's throttling, as `policy` decides once per round
+//! of transfers.
 //!
-//! Every object transfer holds a slot. When the server answers with throttling (503
-//! SlowDown or 429, counted by the request interceptor), the number of slots halves, at
-//! most once per `COOL_DOWN` so that one burst of throttled answers counts as one signal;
-//! each time as many transfers as there are slots have completed without new throttling,
-//! one slot is added back, up to `--threads`. Retries with backoff handle a single
-//! throttled request; this lowers the rate of the whole run so that it stops provoking
-//! them.
+//! A cut takes free slots out at once and the slots in use out as they come back (their
+//! transfers run to the end); a raise puts slots back.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod policy;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-const COOL_DOWN: Duration = Duration::from_millis(200);
+pub use policy::Answers;
+use policy::Policy;
 
 pub struct AdaptiveConcurrency {
     max: usize,
@@ -22,23 +21,20 @@ pub struct AdaptiveConcurrency {
     state: Mutex<State>,
     /// The lowest limit reached, for the summary and tests.
     lowest: AtomicUsize,
-    /// The throttled-answer count last seen.
-    throttled_seen: AtomicU64,
 }
 
 struct State {
-    limit: usize,
+    policy: Policy,
     /// Slots to take out of circulation as they are released (the limit dropped while
     /// they were in use).
     debt: usize,
-    /// Transfers completed since the last increase.
-    completed: usize,
-    last_cut: Option<Instant>,
 }
 
 /// A slot; released when dropped.
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
+    /// The cuts made before this transfer started (see `Policy::cuts`).
+    generation: u64,
     owner: Arc<AdaptiveConcurrency>,
 }
 
@@ -61,13 +57,10 @@ impl AdaptiveConcurrency {
             max,
             slots: Arc::new(Semaphore::new(max)),
             state: Mutex::new(State {
-                limit: max,
+                policy: Policy::new(max),
                 debt: 0,
-                completed: 0,
-                last_cut: None,
             }),
             lowest: AtomicUsize::new(max),
-            throttled_seen: AtomicU64::new(0),
         })
     }
 
@@ -76,24 +69,36 @@ impl AdaptiveConcurrency {
             .acquire_owned()
             .await
             .expect("concurrency slots are never closed");
+        let generation = self.state.lock().expect("concurrency lock").policy.cuts;
         Slot {
             permit: Some(permit),
+            generation,
             owner: Arc::clone(self),
         }
     }
 
-    /// Called when a transfer ends, with the run's count of throttled answers so far.
-    pub fn completed(&self, throttled_total: u64) {
-        let seen = self.throttled_seen.swap(throttled_total, Ordering::Relaxed);
-        if throttled_total > seen {
-            self.decrease(Instant::now());
-        } else {
-            self.increase();
+    /// Called when a transfer ends, with its slot and the run's answers so far.
+    pub fn completed(&self, slot: Slot, answers: Answers) {
+        let generation = slot.generation;
+        drop(slot);
+        let mut state = self.state.lock().expect("concurrency lock");
+        let before = state.policy.limit;
+        let after = state.policy.completed(generation, answers);
+        if after < before {
+            let cut = before - after;
+            let forgotten = self.slots.forget_permits(cut);
+            state.debt += cut - forgotten;
+            self.lowest.fetch_min(after, Ordering::Relaxed);
+        } else if after > before {
+            let added = after - before;
+            let repaid = added.min(state.debt);
+            state.debt -= repaid;
+            self.slots.add_permits(added - repaid);
         }
     }
 
     pub fn limit(&self) -> usize {
-        self.state.lock().expect("concurrency lock").limit
+        self.state.lock().expect("concurrency lock").policy.limit
     }
 
     pub fn lowest(&self) -> usize {
@@ -104,42 +109,6 @@ impl AdaptiveConcurrency {
     pub fn lowered(&self) -> Option<usize> {
         Some(self.lowest()).filter(|&lowest| lowest < self.max)
     }
-
-    fn decrease(&self, now: Instant) {
-        let mut state = self.state.lock().expect("concurrency lock");
-        if state
-            .last_cut
-            .is_some_and(|at| now.duration_since(at) < COOL_DOWN)
-        {
-            return;
-        }
-        state.last_cut = Some(now);
-        state.completed = 0;
-        let new_limit = (state.limit / 2).max(1);
-        let cut = state.limit - new_limit;
-        state.limit = new_limit;
-        let forgotten = self.slots.forget_permits(cut);
-        state.debt += cut - forgotten;
-        self.lowest.fetch_min(new_limit, Ordering::Relaxed);
-    }
-
-    fn increase(&self) {
-        let mut state = self.state.lock().expect("concurrency lock");
-        if state.limit >= self.max {
-            return;
-        }
-        state.completed += 1;
-        if state.completed < state.limit {
-            return;
-        }
-        state.completed = 0;
-        state.limit += 1;
-        if state.debt > 0 {
-            state.debt -= 1;
-        } else {
-            self.slots.add_permits(1);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -147,44 +116,39 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn throttling_halves_the_slots_and_quiet_brings_them_back() {
+    async fn a_cut_takes_slots_out_as_they_come_back_and_a_raise_gives_them_back() {
         let concurrency = AdaptiveConcurrency::new(8);
         let held: Vec<Slot> =
             futures::future::join_all((0..8).map(|_| concurrency.acquire())).await;
-        // Throttled while all 8 are in use: the limit drops to 4, and 4 slots are
-        // taken out of circulation as they come back.
-        concurrency.completed(1);
-        assert_eq!((concurrency.limit(), concurrency.lowest()), (4, 4));
-        // A second signal within the cool-down counts as the same burst.
-        concurrency.completed(2);
-        assert_eq!(concurrency.limit(), 4);
-        drop(held);
-        assert_eq!(concurrency.slots.available_permits(), 4);
-        // Quiet: one slot back per `limit` completions, up to the maximum.
-        for _ in 0..4 {
-            concurrency.completed(2);
+        concurrency.state.lock().unwrap().policy = Policy::new(8).knowing_the_share_follows();
+        let mut answers = Answers::default();
+        // A round of 8 transfers, each with 40 answers, 36 of them throttled: the limit is
+        // halved, and the slots still in use are retired as they come back.
+        let mut held = held.into_iter();
+        for slot in held.by_ref().take(7) {
+            answers.total += 40;
+            answers.throttled += 36;
+            concurrency.completed(slot, answers);
         }
-        assert_eq!(concurrency.limit(), 5);
+        assert_eq!(concurrency.limit(), 8);
+        let last: Vec<Slot> =
+            futures::future::join_all((0..7).map(|_| concurrency.acquire())).await;
+        answers.total += 40;
+        answers.throttled += 36;
+        concurrency.completed(held.next().unwrap(), answers);
+        assert_eq!((concurrency.limit(), concurrency.lowest()), (4, 4));
+        assert_eq!(concurrency.lowered(), Some(4));
+        assert_eq!(concurrency.slots.available_permits(), 0);
+        drop(last);
+        assert_eq!(concurrency.slots.available_permits(), 4);
+        // Quiet rounds: one slot back per round, up to the maximum.
         for _ in 0..100 {
-            concurrency.completed(2);
+            let slot = concurrency.acquire().await;
+            answers.total += 1;
+            concurrency.completed(slot, answers);
         }
         assert_eq!(concurrency.limit(), 8);
         assert_eq!(concurrency.slots.available_permits(), 8);
         assert_eq!(concurrency.lowest(), 4);
-    }
-
-    #[test]
-    fn cuts_are_spaced_by_the_cool_down() {
-        let concurrency = AdaptiveConcurrency::new(64);
-        let start = Instant::now();
-        concurrency.decrease(start);
-        concurrency.decrease(start + COOL_DOWN / 2);
-        assert_eq!(concurrency.limit(), 32);
-        concurrency.decrease(start + COOL_DOWN * 2);
-        assert_eq!(concurrency.limit(), 16);
-        for _ in 0..10 {
-            concurrency.decrease(start + COOL_DOWN * 100);
-        }
-        assert_eq!(concurrency.limit(), 8);
     }
 }

@@ -8,6 +8,7 @@ mod copy;
 mod delete;
 
 pub use adaptive::AdaptiveConcurrency;
+use adaptive::Answers;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::plan::{CopyReason, Decision, Event, Job, Reporter};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
 use crate::storage::local::DigestRequest;
+use crate::storage::s3::requests::RequestCounts;
 use crate::storage::s3::{part_size_for, PartSettings, RestoreState};
 use crate::storage::{
     local, Checksum, ChecksumAlgorithm, ETag, Entry, LocalStore, ObjectError, StorageClass, Store,
@@ -72,9 +74,8 @@ impl Transfer {
     async fn run_job(&self, job: Job) {
         let slot = self.concurrency.acquire().await;
         self.run_job_in_slot(job).await;
-        drop(slot);
         self.concurrency
-            .completed(self.stats.requests().throttled());
+            .completed(slot, answers(self.stats.requests()));
         if let Some(lowest) = self.concurrency.lowered() {
             self.stats.concurrency_lowered_to(lowest as u64);
         }
@@ -308,6 +309,16 @@ impl Transfer {
                 message,
             },
         );
+    }
+}
+
+/// The run's answers so far, for the adaptive concurrency (throttled read first, so it
+/// never counts an answer the total lacks).
+fn answers(requests: &RequestCounts) -> Answers {
+    let throttled = requests.throttled();
+    Answers {
+        total: requests.answered(),
+        throttled,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct RequestCounts {
     counts: [AtomicU64; OPERATIONS.len()],
     /// Requests that were retries of an earlier attempt.
     retries: AtomicU64,
+    /// Answers received, whatever their status: what the throttled share is a share of.
+    answered: AtomicU64,
     /// Answers asking to slow down: 503 (SlowDown) and 429.
     throttled: AtomicU64,
     /// Other 5xx answers.
@@ -63,6 +65,10 @@ impl RequestCounts {
         self.retries.load(Ordering::Relaxed)
     }
 
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
+    }
+
     pub fn throttled(&self) -> u64 {
         self.throttled.load(Ordering::Relaxed)
     }
@@ -72,6 +78,7 @@ impl RequestCounts {
     }
 
     fn record_status(&self, status: u16) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         let counter = match status {
             429 | 503 => &self.throttled,
             500..=599 => &self.server_errors,
@@ -153,5 +160,6 @@ mod tests {
             counts.record_status(status);
         }
         assert_eq!((counts.throttled(), counts.server_errors()), (2, 1));
+        assert_eq!(counts.answered(), 5);
     }
 }
