@@ -35,6 +35,32 @@ fn retried(run: &Run) -> u64 {
     run.count("retried")
 }
 
+const LOWERED: &str = "throttled  concurrent transfers lowered to";
+
+/// The lowest number of concurrent transfers in the summary: the `throttled` line's, or
+/// `threads` when there is none (throttling never lowered it).
+fn lowest_concurrency(run: &Run, threads: u64) -> u64 {
+    let lowered = run
+        .stderr
+        .lines()
+        .any(|line| line.trim_start().starts_with(LOWERED));
+    if lowered {
+        run.count(LOWERED)
+    } else {
+        threads
+    }
+}
+
+/// `count` files of up to a few KiB in 20 directories.
+fn small_files(count: u32) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let body = format!("object {i} ").repeat(1 + (i % 50) as usize);
+            (format!("d{:02}/f{i:04}", i % 20), body.into_bytes())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_dropped_connections_are_retried_to_an_identical_mirror() {
     let server = garage();
@@ -47,13 +73,7 @@ async fn throttling_and_dropped_connections_are_retried_to_an_identical_mirror()
     })
     .await;
     let work = tempfile::tempdir().unwrap();
-    let files: Vec<(String, Vec<u8>)> = (0..2000u32)
-        .map(|i| {
-            let body = format!("object {i} ").repeat(1 + (i % 50) as usize);
-            (format!("d{:02}/f{i:04}", i % 20), body.into_bytes())
-        })
-        .collect();
-    write_tree(work.path(), &files);
+    write_tree(work.path(), &small_files(2000));
     let url = format!("s3://{bucket}/data");
     let src = work.path().to_str().unwrap();
 
@@ -74,6 +94,80 @@ async fn throttling_and_dropped_connections_are_retried_to_an_identical_mirror()
         "{}",
         run.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_through_scattered_slowdowns_keeps_its_concurrency() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("scattered").await;
+    let work = tempfile::tempdir().unwrap();
+    write_tree(work.path(), &small_files(2000));
+    let url = format!("s3://{bucket}/data");
+    s3mirror(&[work.path().to_str().unwrap(), &url]).assert_code(0);
+
+    // One request in ten refused at random, whatever the rate: concurrency does not cause
+    // it, and lowering it would only slow the run.
+    let proxy = proxy(Faults {
+        slowdown: 0.10,
+        ..Faults::default()
+    })
+    .await;
+    let dest = tempfile::tempdir().unwrap();
+    let restore = [
+        url.as_str(),
+        dest.path().to_str().unwrap(),
+        "--threads",
+        "32",
+    ];
+    let run = run_through(&proxy, &restore).await;
+    run.assert_code(0);
+    assert_eq!(run.count("copied"), 2000);
+    assert_eq!(
+        tree_contents(dest.path()),
+        bucket_contents(&client, &bucket, "data/").await
+    );
+    let slowdowns = Proxy::count(&proxy.counters.slowdowns);
+    assert!(slowdowns > 100, "{slowdowns}");
+    assert!(
+        run.stderr.contains(&format!("{slowdowns} throttled")),
+        "{}",
+        run.stderr
+    );
+    // Halving for a round tells scattered throttling from a rate limit; nothing deeper.
+    let lowest = lowest_concurrency(&run, 32);
+    assert!(lowest >= 8, "lowered to {lowest}:\n{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_lowers_the_concurrency_and_the_mirror_completes() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("rate-limited").await;
+    // Far fewer requests per second than 32 transfers on loopback send, as S3 allows a
+    // prefix: the share of refusals is high until fewer transfers run at once.
+    let proxy = proxy(Faults {
+        rate_limit: Some(100.0),
+        ..Faults::default()
+    })
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    write_tree(work.path(), &small_files(1000));
+    let url = format!("s3://{bucket}/data");
+    let run = run_through(
+        &proxy,
+        &[work.path().to_str().unwrap(), &url, "--threads", "32"],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(run.count("copied"), 1000);
+    assert_eq!(
+        bucket_contents(&client, &bucket, "data/").await,
+        tree_contents(work.path())
+    );
+    assert!(Proxy::count(&proxy.counters.rate_limited) > 0);
+    let lowest = run.count(LOWERED);
+    assert!(lowest < 32, "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
