@@ -5,6 +5,8 @@
 #   benches/compare.sh [--objects N] [--noop-objects N] [--listing-objects N]
 #                      [--flat-objects N] [--flat-listing-objects N]
 #                      [--large N] [--large-mib N] [--tools "s3mirror rclone aws s3sync"]
+#                      [--throttle-objects N] [--rate-limit N] [--seed-objects N] [--seed-max-kib N]
+#                      [--seed-large-mib N] [--slowdown-share P]
 #                      [--out DIR]
 #
 # Workloads (each tool writes to its own fresh bucket):
@@ -13,6 +15,8 @@
 #   no-op    re-sync of --noop-objects unchanged files  at 20 ms / 64 (s3mirror also with
 #            --list-parallelism 1, to show what listing common prefixes in parallel gains)
 #   large    --large files of --large-mib MiB, upload   at 0 ms / 8
+#   upload-rate-limited, restore, restore-slowdown  throttling, s3mirror and rclone: see the
+#            section "throttling" below
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
 #   no-op-flat     the no-op over --flat-objects files in one directory (one flat prefix)
@@ -30,6 +34,7 @@ cd "$(dirname "$0")/.."
 
 objects=10000 noop_objects=100000 listing_objects=1000000 large=4 large_mib=256
 flat_objects=100000 flat_listing_objects=1000000
+throttle_objects=5000 rate_limit=400 seed_objects=10000 seed_max_kib=4096 seed_large_mib=300 slowdown_share=0.1
 tools="s3mirror rclone aws s3sync" out=bench-results/latest
 while [ $# -gt 0 ]; do
     case $1 in
@@ -40,6 +45,12 @@ while [ $# -gt 0 ]; do
         --flat-listing-objects) flat_listing_objects=$2; shift 2 ;;
         --large) large=$2; shift 2 ;;
         --large-mib) large_mib=$2; shift 2 ;;
+        --throttle-objects) throttle_objects=$2; shift 2 ;;
+        --rate-limit) rate_limit=$2; shift 2 ;;
+        --seed-objects) seed_objects=$2; shift 2 ;;
+        --seed-max-kib) seed_max_kib=$2; shift 2 ;;
+        --seed-large-mib) seed_large_mib=$2; shift 2 ;;
+        --slowdown-share) slowdown_share=$2; shift 2 ;;
         --tools) tools=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -88,10 +99,12 @@ garage_client_env
 unset AWS_CA_BUNDLE
 server=${GARAGE_ENDPOINT#http://}
 
-# start_proxy MS: a fresh proxy (fresh request counter) adding MS milliseconds per request.
+# start_proxy MS: a fresh proxy (fresh request counter) adding MS milliseconds per request,
+# and the faults in the array proxy_faults if a workload sets it (faultproxy's options).
 start_proxy() {
     stop_proxy
-    "$proxy_bin" --upstream "$server" --latency "${1}ms" >"$work/proxy.addr" 2>"$work/proxy.log" &
+    "$proxy_bin" --upstream "$server" --latency "${1}ms" ${proxy_faults[@]+"${proxy_faults[@]}"} \
+        >"$work/proxy.addr" 2>"$work/proxy.log" &
     proxy_pid=$!
     until [ -s "$work/proxy.addr" ]; do sleep 0.05; done
     endpoint="http://$(cat "$work/proxy.addr")"
@@ -217,6 +230,92 @@ for tool in $tools; do
     garage_bucket "large-$tool"
     measure 0 8 large "$tool" "$large" "$((large * large_mib << 20))" "$work/large" "large-$tool/data/"
 done
+
+# --- throttling ---------------------------------------------------------------------------
+# upload-rate-limited  --throttle-objects x 4 KiB files, local -> bucket, through a proxy that
+#                      answers 503 SlowDown beyond --rate-limit requests/s (a token bucket, as S3
+#                      throttles a prefix), at 20 ms / 64
+# restore              a seed-like set, bucket -> empty local directory, at 0 ms / 64: --seed-objects
+#                      files of log-uniform sizes 1 B to --seed-max-kib KiB, and two files of
+#                      --seed-large-mib MiB
+# restore-slowdown     the same restore through a proxy answering --slowdown-share of the requests,
+#                      drawn at random, with 503 SlowDown
+# s3mirror and rclone only; DIR/throttling.md gives the ratios (uploads/s against the limit, the
+# restore through SlowDowns against the restore without). Requests/s, refusals included, shows
+# how each tool spends the limit: rclone asks HeadObject before each PutObject.
+make_seed_like() { # DIR COUNT MAX_BYTES LARGE_MIB
+    python3 - "$@" <<'PY'
+import math, os, random, sys
+root, n, top, large_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(42)
+for i in range(n):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    size = int(math.exp(rng.uniform(0, math.log(top))))
+    with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
+        f.write(os.urandom(size))
+for name in ("large-1", "large-2"):
+    with open(os.path.join(root, name), "wb") as f:
+        for _ in range(large_mib):
+            f.write(os.urandom(1 << 20))
+PY
+}
+
+# files_and_bytes DIR: the number of files below DIR and the sum of their sizes.
+files_and_bytes() {
+    find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %.0f\n", n, b }'
+}
+
+throttling_workloads() {
+    local throttle_tools=() tool workload seed_bytes
+    for tool in s3mirror rclone; do
+        [[ " $tools " == *" $tool "* ]] && throttle_tools+=("$tool")
+    done
+    [ ${#throttle_tools[@]} -gt 0 ] || return 0
+    echo "generating data for the throttling workloads..." >&2
+    make_files "$work/throttle" "$throttle_objects" 4096
+    make_seed_like "$work/seed" "$seed_objects" "$((seed_max_kib << 10))" "$seed_large_mib"
+    seed_bytes=$(files_and_bytes "$work/seed" | cut -d' ' -f2)
+    garage_bucket seed
+    fill seed "$work/seed"
+
+    for tool in "${throttle_tools[@]}"; do
+        garage_bucket "rate-limited-$tool"
+        proxy_faults=(--rate-limit "$rate_limit")
+        measure 20 64 upload-rate-limited "$tool" "$throttle_objects" "$((throttle_objects * 4096))" \
+            "$work/throttle" "rate-limited-$tool/data/"
+        for workload in restore restore-slowdown; do
+            proxy_faults=()
+            [ "$workload" = restore ] || proxy_faults=(--slowdown "$slowdown_share")
+            rm -rf "$work/restored"
+            mkdir -p "$work/restored"
+            measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+            [ "$(files_and_bytes "$work/restored")" = "$(files_and_bytes "$work/seed")" ] ||
+                echo "  $tool $workload: the restored directory differs from the source" >&2
+        done
+        proxy_faults=()
+    done
+    rm -rf "$work/restored"
+
+    mkdir -p "$out"
+    awk -F, -v limit="$rate_limit" -v share="$slowdown_share" '
+        $3 ~ /^(upload-rate-limited|restore|restore-slowdown)$/ && !($4 in seen) { seen[$4]; order[++n] = $4 }
+        $3 == "upload-rate-limited" { rate[$4] = $5 / $7; asked[$4] = $10 / $7 }
+        $3 == "restore" { clean[$4] = $7 }
+        $3 == "restore-slowdown" { slow[$4] = $7 }
+        END {
+            print "| tool | uploads/s at " limit " requests/s | of the limit | requests/s | restore s | restore through " \
+                share * 100 " % SlowDown s | ratio |"
+            print "|---|---:|---:|---:|---:|---:|---:|"
+            for (i = 1; i <= n; i++) {
+                t = order[i]
+                printf "| %s | %.0f | %.0f %% | %.0f | %.2f | %.2f | %.2fx |\n", t, rate[t], 100 * rate[t] / limit,
+                    asked[t], clean[t], slow[t], clean[t] ? slow[t] / clean[t] : 0
+            }
+        }' "$work/results.csv" >"$out/throttling.md"
+    cat "$out/throttling.md" >&2
+}
+throttling_workloads
 
 if [ "$listing_objects" -gt 0 ]; then
     echo "generating $listing_objects files and objects for the listing workload..." >&2

@@ -134,8 +134,9 @@ async fn a_restore_through_scattered_slowdowns_keeps_its_concurrency() {
         "{}",
         run.stderr
     );
+    // Halving for a round tells scattered throttling from a rate limit; nothing deeper.
     let lowest = lowest_concurrency(&run, 32);
-    assert!(lowest >= 16, "lowered to {lowest}:\n{}", run.stderr);
+    assert!(lowest >= 8, "lowered to {lowest}:\n{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +152,7 @@ async fn a_rate_limit_lowers_the_concurrency_and_the_mirror_completes() {
     })
     .await;
     let work = tempfile::tempdir().unwrap();
-    write_tree(work.path(), &small_files(400));
+    write_tree(work.path(), &small_files(1000));
     let url = format!("s3://{bucket}/data");
     let run = run_through(
         &proxy,
@@ -159,7 +160,7 @@ async fn a_rate_limit_lowers_the_concurrency_and_the_mirror_completes() {
     )
     .await;
     run.assert_code(0);
-    assert_eq!(run.count("copied"), 400);
+    assert_eq!(run.count("copied"), 1000);
     assert_eq!(
         bucket_contents(&client, &bucket, "data/").await,
         tree_contents(work.path())

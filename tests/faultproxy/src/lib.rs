@@ -42,7 +42,7 @@ pub struct Faults {
     /// Answer 503 SlowDown instead of forwarding.
     pub slowdown: f64,
     /// Requests per second beyond which requests are answered 503 SlowDown instead of
-    /// forwarded, as S3 throttles a prefix; bursts of up to a tenth of a second pass.
+    /// forwarded, as S3 throttles a prefix; a second's requests may come at once.
     pub rate_limit: Option<f64>,
     /// Sent as `Retry-After` (whole seconds) with each SlowDown.
     pub retry_after: Option<Duration>,
@@ -146,8 +146,8 @@ struct State {
 }
 
 /// Requests allowed under a rate limit: tokens flow in at the rate, a request takes one,
-/// and a request finding none is refused. The bucket holds a tenth of a second's
-/// requests, so a burst above the rate is refused within that long, as S3 refuses one.
+/// and a request finding none is refused. The bucket holds a second's requests: the limit
+/// is a rate per second, and within a second the requests may come as they like.
 #[derive(Debug)]
 struct TokenBucket {
     tokens: f64,
@@ -164,7 +164,7 @@ impl TokenBucket {
 
     /// Whether a request at `now` is within `per_second`.
     fn take(&mut self, per_second: f64, now: Instant) -> bool {
-        let capacity = (per_second / 10.0).max(1.0);
+        let capacity = per_second.max(1.0);
         let flowed = now.saturating_duration_since(self.refilled).as_secs_f64() * per_second;
         self.tokens = (self.tokens + flowed).min(capacity);
         self.refilled = self.refilled.max(now);
@@ -384,14 +384,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bucket_allows_the_rate_and_a_tenth_of_a_second_of_burst() {
+    fn the_bucket_allows_the_rate_and_a_second_of_burst() {
         let start = Instant::now();
         let mut bucket = TokenBucket::full();
-        let burst = (0..100).filter(|_| bucket.take(400.0, start)).count();
-        assert_eq!(burst, 40);
-        // One second later, a second's worth flowed in, but only the burst is kept.
-        let later = start + Duration::from_secs(1);
-        assert_eq!((0..100).filter(|_| bucket.take(400.0, later)).count(), 40);
+        let burst = (0..1000).filter(|_| bucket.take(400.0, start)).count();
+        assert_eq!(burst, 400);
+        // Ten seconds later, only a second's worth is kept.
+        let later = start + Duration::from_secs(10);
+        assert_eq!((0..1000).filter(|_| bucket.take(400.0, later)).count(), 400);
         // Asked at an even pace, it allows the rate.
         let allowed = (1..=4000)
             .filter(|i| bucket.take(400.0, later + Duration::from_micros(i * 1000)))

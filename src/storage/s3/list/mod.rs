@@ -77,7 +77,7 @@ impl super::S3Store {
 /// without its last character, which sorts before it (the few keys in between are
 /// dropped by the range filter). None when that would not be after the prefix, since
 /// some servers list nothing for a StartAfter before the prefix.
-fn start_after(url: &S3Url, start: &str) -> Option<String> {
+pub(super) fn start_after(url: &S3Url, start: &str) -> Option<String> {
     let full = url.full_key(start);
     let mut chars = full.chars();
     chars.next_back()?;
