@@ -96,9 +96,14 @@ impl Journal {
         }
     }
 
-    /// Takes over the records of runs that are no longer running and returns the
-    /// uploads they left open, each with the file it is recorded in.
-    pub fn claim_orphans(&self) -> std::io::Result<Vec<Claimed>> {
+    /// Takes over the records of runs that are no longer running which hold an open
+    /// upload that `reachable` accepts (one this run can end), and returns the uploads
+    /// they left open, each with the file it is recorded in. Records holding none are
+    /// left alone, so that a run on another bucket never hides them from one on theirs.
+    pub fn claim_orphans(
+        &self,
+        reachable: impl Fn(&Recorded) -> bool,
+    ) -> std::io::Result<Vec<Claimed>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -114,6 +119,13 @@ impl Journal {
                 continue;
             };
             if owner.is_none_or(is_running) || path == self.path {
+                continue;
+            }
+            // Read before claiming; a file another run claimed meanwhile is gone.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if !open_uploads(&text).iter().any(&reachable) {
                 continue;
             }
             let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +261,13 @@ mod tests {
         std::fs::write(&dead, "+ e b u1 k1\n+ e b u2 k2\n- u1\n+ other b u3 k3\n").unwrap();
         let journal = Journal::new(dir.path().to_path_buf());
         journal.started(&upload("mine", "k")).unwrap();
-        let mut claimed = journal.claim_orphans().unwrap();
+        let elsewhere = |u: &Recorded| u.endpoint == "nowhere";
+        assert!(journal.claim_orphans(elsewhere).unwrap().is_empty());
+        assert!(
+            dead.exists(),
+            "a record with nothing reachable is left alone"
+        );
+        let mut claimed = journal.claim_orphans(|u| u.endpoint == "e").unwrap();
         assert_eq!(claimed.len(), 1, "only the dead process's file");
         assert!(!dead.exists());
         let claim = claimed.remove(0);
@@ -258,7 +276,7 @@ mod tests {
         let left = vec![claim.open[1].clone()];
         claim.settle(&left).unwrap();
         // What is left is free for the next run at once.
-        let again = journal.claim_orphans().unwrap();
+        let again = journal.claim_orphans(|u| u.endpoint == "other").unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].open, left);
 

@@ -91,7 +91,7 @@ use crate::storage::{ChecksumAlgorithm, KeyRange, Listing};
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use copy::CopySource;
 pub use error::{describe_body_error, describe_sdk_error};
-pub use journal::Journal;
+pub use journal::{Journal, Recorded};
 pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
 pub use objects::Download;
 pub use pacing::Pacing;
@@ -169,16 +169,13 @@ impl S3Store {
         let Some(journal) = self.uploads.journal() else {
             return Ok(0);
         };
+        let here = |u: &Recorded| u.endpoint == self.endpoint && u.bucket == self.url.bucket();
         let claimed = journal
-            .claim_orphans()
+            .claim_orphans(here)
             .map_err(|err| format!("reading {}: {err}", journal.dir().display()))?;
         let mut aborted = 0;
         for claim in claimed {
-            let (here, elsewhere): (Vec<_>, Vec<_>) = claim
-                .open
-                .iter()
-                .cloned()
-                .partition(|u| u.endpoint == self.endpoint && u.bucket == self.url.bucket());
+            let (here, elsewhere): (Vec<_>, Vec<_>) = claim.open.iter().cloned().partition(here);
             let mut left = elsewhere;
             for upload in here {
                 if uploads::abort(&self.client, &upload).await {
