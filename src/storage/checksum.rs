@@ -100,6 +100,18 @@ impl Hasher {
         }
     }
 
+    /// Appends `next`, the state of the bytes that follow these, as if one hasher had
+    /// seen them all; CRCs alone can, so for the others this is false and nothing changes.
+    pub fn combine(&mut self, next: &Hasher) -> bool {
+        match (self, next) {
+            (Hasher::Crc(state, _), Hasher::Crc(after, _)) => {
+                state.combine(after);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The digest in the byte order S3 encodes (CRCs big-endian), and a fresh state.
     pub fn finalize_reset(&mut self) -> Vec<u8> {
         match self {

@@ -121,17 +121,28 @@ impl Expected {
     }
 }
 
-/// The check of bytes as they stream in, in order.
-pub struct StreamCheck {
-    expected: Expected,
-    whole: Option<Hasher>,
-    parts: Option<PartHasher>,
+/// How the ranges of a download are checked as each streams in, so that the file need
+/// not be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeCheck {
+    /// A CRC of the whole object: the ranges' CRCs, combined in order.
+    Combined(HashKind),
+    /// Digests of parts as large as the ranges: each range's digest is its part's.
+    Parts(HashKind),
 }
 
-impl StreamCheck {
+impl RangeCheck {
+    pub fn kind(self) -> HashKind {
+        match self {
+            RangeCheck::Combined(kind) | RangeCheck::Parts(kind) => kind,
+        }
+    }
+}
+
+impl Expected {
     /// The full-object checksum the bytes are held to, if that is the check.
     pub fn stated_checksum(&self) -> Option<&Checksum> {
-        match &self.expected {
+        match self {
             Expected::Checksum {
                 checksum,
                 part_size: None,
@@ -140,6 +151,73 @@ impl StreamCheck {
         }
     }
 
+    /// The part size a promise about parts was made for.
+    pub fn part_size(&self) -> Option<u64> {
+        match self {
+            Expected::PartMd5s { part_size, .. }
+            | Expected::Checksum {
+                part_size: Some(part_size),
+                ..
+            } => Some(*part_size),
+            _ => None,
+        }
+    }
+
+    /// How ranges of `range_size` bytes can be checked one by one, if they can: a whole
+    /// object's CRC by combining theirs, a promise about parts of that size by theirs. An
+    /// MD5 of the whole object needs the bytes in order, so the file is read back.
+    pub fn by_ranges(&self, range_size: u64) -> Option<RangeCheck> {
+        match self {
+            Expected::Checksum {
+                checksum,
+                part_size: None,
+            } if checksum.algorithm.is_crc() => {
+                Some(RangeCheck::Combined(HashKind::Checksum(checksum.algorithm)))
+            }
+            Expected::Checksum {
+                checksum,
+                part_size: Some(part_size),
+            } if *part_size == range_size => {
+                Some(RangeCheck::Parts(HashKind::Checksum(checksum.algorithm)))
+            }
+            Expected::PartMd5s { part_size, .. } if *part_size == range_size => {
+                Some(RangeCheck::Parts(HashKind::Md5))
+            }
+            _ => None,
+        }
+    }
+
+    /// The verdict on the states of ranges hashed as `how` says, in key order.
+    pub fn check_ranges(&self, how: RangeCheck, ranges: Vec<Hasher>) -> Result<(), String> {
+        let digests = match how {
+            RangeCheck::Combined(kind) => {
+                let mut ranges = ranges.into_iter();
+                let mut whole = ranges.next().unwrap_or_else(|| Hasher::new(kind));
+                for next in ranges {
+                    whole.combine(&next);
+                }
+                Digests {
+                    whole: whole.finalize_reset(),
+                    parts: vec![],
+                }
+            }
+            RangeCheck::Parts(_) => Digests {
+                whole: vec![],
+                parts: vec![ranges.into_iter().map(|mut h| h.finalize_reset()).collect()],
+            },
+        };
+        self.check(&digests)
+    }
+}
+
+/// The check of bytes as they stream in, in order.
+pub struct StreamCheck {
+    expected: Expected,
+    whole: Option<Hasher>,
+    parts: Option<PartHasher>,
+}
+
+impl StreamCheck {
     /// Hashes the whole content only when that settles the check; parts only when the
     /// caller also wants them (`with_parts`), since otherwise the file is read back.
     pub fn new(expected: &Expected, with_parts: bool) -> Self {
@@ -245,7 +323,41 @@ mod tests {
             }
             let whole_only = StreamCheck::new(&expected, false).finish().is_some();
             assert_eq!(whole_only, request.part_sizes.is_empty());
+            // Ranges of the part size, hashed one by one where the promise allows it.
+            match expected.by_ranges(300) {
+                None => assert!(matches!(expected, Expected::Md5 { .. })),
+                Some(how) => {
+                    for (bytes, verdict) in [(&data, true), (&damaged, false)] {
+                        let ranges = bytes
+                            .chunks(300)
+                            .map(|range| {
+                                let mut hasher = Hasher::new(how.kind());
+                                hasher.update(range);
+                                hasher
+                            })
+                            .collect();
+                        let checked = expected.check_ranges(how, ranges);
+                        assert_eq!(checked.is_ok(), verdict, "{expected:?}: {checked:?}");
+                    }
+                }
+            }
         }
+    }
+
+    #[test]
+    fn ranges_of_another_size_than_the_parts_are_read_back() {
+        let promise = Expected::from_etag(&ETag::multipart(&[vec![0; 16], vec![1; 16]]), Some(300));
+        assert_eq!(
+            promise.by_ranges(300),
+            Some(RangeCheck::Parts(HashKind::Md5))
+        );
+        assert_eq!(promise.by_ranges(400), None);
+        let sha = Checksum::full(ChecksumAlgorithm::Sha256, &[0; 32]);
+        let promise = Expected::Checksum {
+            checksum: sha,
+            part_size: None,
+        };
+        assert_eq!(promise.by_ranges(300), None, "only CRCs combine");
     }
 
     #[test]

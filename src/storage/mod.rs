@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 pub use checksum::{Checksum, ChecksumAlgorithm};
 pub use etag::ETag;
-pub use expected::{Expected, StreamCheck};
+pub use expected::{Expected, RangeCheck, StreamCheck};
 pub use local::LocalStore;
 pub use s3::S3Store;
 

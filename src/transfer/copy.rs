@@ -1,13 +1,9 @@
 //! Copying one object, for each pairing of source and destination storage, in one
 //! request or in parts depending on its size.
 
-use tokio::io::BufReader;
-
 use super::{Route, Transfer};
 use crate::storage::local::{self, Incoming};
 use crate::storage::{Entry, Expected, ObjectError, Store};
-
-const READ_BUFFER: usize = 256 * 1024;
 
 impl Transfer {
     pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
@@ -92,17 +88,13 @@ impl Transfer {
                 let path = source
                     .path_for(key)
                     .map_err(|why| ObjectError::new("read", source.describe(key), why))?;
-                let file = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|err| ObjectError::new("open", source.describe(key), err))?;
-                let reader = BufReader::with_capacity(READ_BUFFER, file);
                 let incoming = Incoming {
                     size: entry.size,
                     mtime: entry.mtime,
                     source: &source.describe(key),
                     expected: &Expected::Unknown,
                 };
-                dest.write(key, reader, incoming).await
+                dest.copy_file(key, &path, incoming).await
             }
         }
     }

@@ -49,21 +49,26 @@ pub async fn file_digests(
     path: PathBuf,
     requests: Vec<DigestRequest>,
 ) -> std::io::Result<FileDigests> {
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let mut hashers = RequestHashers::new(&requests);
-        let mut buffer = vec![0; READ_BUFFER];
-        loop {
-            let n = file.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            hashers.update(&buffer[..n]);
+    tokio::task::spawn_blocking(move || read_digests(&mut std::fs::File::open(&path)?, &requests))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// `file_digests` of an open file, read from where it stands, on this thread.
+pub fn read_digests(
+    file: &mut std::fs::File,
+    requests: &[DigestRequest],
+) -> std::io::Result<FileDigests> {
+    let mut hashers = RequestHashers::new(requests);
+    let mut buffer = vec![0; READ_BUFFER];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
         }
-        Ok(hashers.finish())
-    })
-    .await
-    .map_err(std::io::Error::other)?
+        hashers.update(&buffer[..n]);
+    }
+    Ok(hashers.finish())
 }
 
 /// Answers every request for bytes in memory (a link's target kept as an object).

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::storage::{KeyRange, Listing};
 
 pub use hash::{
-    as_md5, bytes_digests, file_checksum, file_digests, md5_digests, read_small, DigestRequest,
-    Digests, FileDigests, Md5Digest, SmallFile,
+    as_md5, bytes_digests, file_checksum, file_digests, md5_digests, read_digests, read_small,
+    DigestRequest, Digests, FileDigests, Md5Digest, SmallFile,
 };
 pub use links::{not_a_target, LinkMode, LINK_SUFFIX, MAX_TARGET as MAX_LINK_TARGET};
 pub use write::{remove_temps_in_flight, Incoming};
@@ -27,6 +27,8 @@ pub struct LocalStore {
     /// What a walk does with symbolic links, and whether `NAME.rclonelink` keys are
     /// links here.
     links: LinkMode,
+    /// Directories this run has made or found, so most writes skip those checks.
+    dirs: std::sync::Arc<write::KnownDirs>,
 }
 
 impl LocalStore {
@@ -34,6 +36,7 @@ impl LocalStore {
         Self {
             root,
             links: LinkMode::Follow,
+            dirs: Default::default(),
         }
     }
 
@@ -74,25 +77,7 @@ impl LocalStore {
     /// or deleting through it would reach outside the destination tree. (A link at the
     /// final name is fine: a rename replaces it, a delete removes the link itself.)
     pub fn refuse_links_above(&self, path: &Path) -> Result<(), String> {
-        let Ok(below) = path.strip_prefix(&self.root) else {
-            return Ok(());
-        };
-        let mut at = self.root.clone();
-        let parents: Vec<_> = below.components().collect();
-        for component in parents.iter().take(parents.len().saturating_sub(1)) {
-            at.push(component);
-            match std::fs::symlink_metadata(&at) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(format!(
-                        "{} is a symbolic link; s3mirror does not write or delete through links in the destination (replace it with a directory, or remove it)",
-                        at.display()
-                    ))
-                }
-                Ok(_) => {}
-                Err(_) => break, // Not there yet: it will be made as a directory.
-            }
-        }
-        Ok(())
+        refuse_links_between(&self.root, path)
     }
 
     /// The path a key maps to, refusing keys that would escape the root or that no
@@ -223,6 +208,29 @@ fn validate_key(key: &str) -> Result<(), &'static str> {
                 return Err("the key's name is reserved for s3mirror's temporary files")
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `LocalStore::refuse_links_above` for a tree at `root`, callable from a blocking thread.
+pub(super) fn refuse_links_between(root: &Path, path: &Path) -> Result<(), String> {
+    let Ok(below) = path.strip_prefix(root) else {
+        return Ok(());
+    };
+    let mut at = root.to_path_buf();
+    let parents: Vec<_> = below.components().collect();
+    for component in parents.iter().take(parents.len().saturating_sub(1)) {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; s3mirror does not write or delete through links in the destination (replace it with a directory, or remove it)",
+                    at.display()
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => break, // Not there yet: it will be made as a directory.
         }
     }
     Ok(())

@@ -3,22 +3,38 @@
 //!
 //! Invariant: a file under its final name is always complete. A crash leaves at most a
 //! `.s3mirror-tmp-*` file, which listings ignore.
+//!
+//! The runtime thread only receives bytes. Everything that touches the file system or
+//! hashes runs on a blocking thread, one job per file (or per range of a large file):
+//! the runtime thread hands each job its bytes in blocks of `BLOCK` through a short
+//! channel, so a download costs it no system call, and hashing and `fsync` run on as many
+//! cores as there are files in flight.
 
+use std::fs::File;
 use std::future::Future;
-use std::io::SeekFrom;
+use std::io::{Seek, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use rustix::fs::OFlags;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
 
-use super::{file_digests, LocalStore, TEMP_PREFIX};
+use super::{read_digests, refuse_links_between, LocalStore, TEMP_PREFIX};
+use crate::storage::checksum::Hasher;
 use crate::storage::s3::{describe_body_error, PartSettings};
-use crate::storage::{Expected, ObjectError, StreamCheck};
+use crate::storage::{Expected, ObjectError, RangeCheck, StreamCheck};
 
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes handed to a file's blocking job at a time.
+const BLOCK: usize = 256 * 1024;
+
+/// Blocks a job may have waiting, beyond the one it writes and the one being filled.
+const BLOCKS_AHEAD: usize = 2;
 
 /// Distinguishes the temporary files of concurrent writes in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -46,29 +62,64 @@ impl LocalStore {
     where
         R: AsyncBufRead + Unpin,
     {
-        let target = self.describe(key);
-        self.commit_via_temp(key, incoming, |temp| async move {
-            let file = create_temp(&temp)
-                .await
-                .map_err(io_error("create", &target))?;
-            let mut check = StreamCheck::new(incoming.expected, true);
-            copy_exactly(
-                &mut reader,
-                file,
-                incoming.size,
-                &target,
-                incoming.source,
-                &mut check,
-            )
-            .await?;
-            Ok(check.finish())
+        let target = self.target(key, incoming)?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
+        let job = tokio::task::spawn_blocking(move || {
+            let mut temp = target.create()?;
+            let mut check = StreamCheck::new(&target.expected, true);
+            let mut written = 0;
+            while let Some(block) = rx.blocking_recv() {
+                check.update(&block);
+                temp.file
+                    .write_all(&block)
+                    .map_err(io_error("write", &target.described))?;
+                written += block.len() as u64;
+            }
+            if written != target.size {
+                // The sender was dropped: the copy failed or was given up, and says so.
+                return Err(ObjectError::new("write", &target.described, "cut short"));
+            }
+            target.commit(temp, check.finish())
+        });
+        let received = send_blocks(&mut reader, incoming, tx).await;
+        finish(received, job).await
+    }
+
+    /// Copies a local file to `key` (with `copy_file_range` where the file system allows),
+    /// checking that it still has the listed size, and sets the mtime.
+    pub async fn copy_file(
+        &self,
+        key: &str,
+        source: &Path,
+        incoming: Incoming<'_>,
+    ) -> Result<(), ObjectError> {
+        let target = self.target(key, incoming)?;
+        let (source, described) = (source.to_path_buf(), incoming.source.to_owned());
+        run_blocking(move || {
+            let mut from =
+                File::open(&source).map_err(|err| ObjectError::new("open", &described, err))?;
+            let mut temp = target.create()?;
+            let copied = std::io::copy(&mut from, &mut temp.file)
+                .map_err(io_error("copy to", &target.described))?;
+            if copied != target.size {
+                return Err(ObjectError::transient(
+                    "read",
+                    &described,
+                    format!(
+                        "expected {} bytes but read {copied}; the file changed while it was copied",
+                        target.size
+                    ),
+                ));
+            }
+            target.commit(temp, None)
         })
         .await
     }
 
-    /// Writes bytes fetched as ranges of the part size, up to the part concurrency at
-    /// once (each also holding one of the shared permits), each into its place; then
-    /// reads the file back to check it.
+    /// Writes bytes fetched as ranges (of the object's part size when its promise is about
+    /// parts, else of the run's), up to the part concurrency at once (each also holding one
+    /// of the shared permits), each into its place by its own job, which hashes it when
+    /// that is how the object can be checked; otherwise reads the file back to check it.
     pub async fn write_ranges<F, Fut, R>(
         &self,
         key: &str,
@@ -81,72 +132,179 @@ impl LocalStore {
         Fut: Future<Output = Result<R, ObjectError>>,
         R: AsyncBufRead + Unpin,
     {
-        let target = self.describe(key);
-        let (size, part_size, permits) = (incoming.size, parts.part_size.max(1), &parts.permits);
-        self.commit_via_temp(key, incoming, |temp| async move {
-            let file = create_temp(&temp)
-                .await
-                .map_err(io_error("create", &target))?;
-            file.set_len(size)
-                .await
-                .map_err(io_error("allocate", &target))?;
-            drop(file);
-            let ranges = (0..size.div_ceil(part_size))
-                .map(|i| (i * part_size, part_size.min(size - i * part_size)));
-            futures::stream::iter(ranges)
-                .map(|(offset, len)| {
-                    let (temp, target, fetch) = (&temp, &target, &fetch);
-                    async move {
-                        let _permit = permits
-                            .acquire()
-                            .await
-                            .expect("part permits are never closed");
-                        let mut reader = fetch(offset, offset + len - 1).await?;
-                        let mut file = tokio::fs::OpenOptions::new()
-                            .write(true)
-                            .open(temp)
-                            .await
-                            .map_err(io_error("open", target))?;
-                        file.seek(SeekFrom::Start(offset))
-                            .await
-                            .map_err(io_error("seek", target))?;
-                        let source =
-                            format!("{} bytes {offset}-{}", incoming.source, offset + len - 1);
-                        let mut unchecked = StreamCheck::new(&Expected::Unknown, false);
-                        copy_exactly(&mut reader, file, len, target, &source, &mut unchecked).await
-                    }
-                })
-                .buffer_unordered(parts.concurrency)
-                .try_collect::<()>()
-                .await?;
-            Ok(None)
+        let target = Arc::new(self.target(key, incoming)?);
+        let size = incoming.size;
+        let range_size = incoming
+            .expected
+            .part_size()
+            .filter(|&p| p >= crate::storage::s3::MIN_PART_SIZE)
+            .unwrap_or(parts.part_size)
+            .max(1);
+        let how = incoming.expected.by_ranges(range_size);
+        let made = Arc::clone(&target);
+        let temp = run_blocking(move || {
+            let temp = made.create()?;
+            temp.file
+                .set_len(made.size)
+                .map_err(io_error("allocate", &made.described))?;
+            Ok(temp)
+        })
+        .await?;
+        let file = Arc::new(
+            temp.file
+                .try_clone()
+                .map_err(io_error("open", &target.described))?,
+        );
+        let ranges = (0..size.div_ceil(range_size))
+            .map(|i| (i * range_size, range_size.min(size - i * range_size)));
+        let hashers: Vec<Option<Hasher>> = futures::stream::iter(ranges)
+            .map(|(offset, len)| {
+                let (fetch, file, target) = (&fetch, Arc::clone(&file), Arc::clone(&target));
+                async move {
+                    let _permit = parts
+                        .permits
+                        .acquire()
+                        .await
+                        .expect("part permits are never closed");
+                    let mut reader = fetch(offset, offset + len - 1).await?;
+                    let (tx, rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
+                    let job = tokio::task::spawn_blocking(move || {
+                        write_range(&file, offset, len, how, rx, &target.described)
+                    });
+                    let source = format!("{} bytes {offset}-{}", incoming.source, offset + len - 1);
+                    let range = Incoming {
+                        size: len,
+                        source: &source,
+                        ..incoming
+                    };
+                    finish(send_blocks(&mut reader, range, tx).await, job).await
+                }
+            })
+            .buffered(parts.concurrency)
+            .try_collect()
+            .await?;
+        drop(file);
+        run_blocking(move || {
+            let verdict = how.map(|how| {
+                let hashers = hashers.into_iter().flatten().collect();
+                target.expected.check_ranges(how, hashers)
+            });
+            target.commit(temp, verdict)
         })
         .await
     }
 
-    /// Creates the parent directory, lets `fill` write a temporary file beside the
-    /// target, checks its content against what was expected (with the verdict `fill`
-    /// reached while streaming, or by reading the file back), then makes it durable,
-    /// gives it its mtime and renames it into place. The temporary file is removed on
-    /// any failure, and when the copy is dropped half-way.
-    async fn commit_via_temp<F, Fut>(
-        &self,
-        key: &str,
-        incoming: Incoming<'_>,
-        fill: F,
-    ) -> Result<(), ObjectError>
-    where
-        F: FnOnce(PathBuf) -> Fut,
-        Fut: Future<Output = Result<Option<Result<(), String>>, ObjectError>>,
-    {
-        let target = self.describe(key);
+    /// Where `key` goes, checked for what can be checked before any file is touched.
+    fn target(&self, key: &str, incoming: Incoming<'_>) -> Result<Target, ObjectError> {
+        let described = self.describe(key);
         let path = self
             .path_for(key)
-            .map_err(|why| ObjectError::new("write", target.clone(), why))?;
-        self.refuse_links_above(&path)
-            .map_err(|why| ObjectError::new("write", target.clone(), why))?;
-        let parent = path.parent().unwrap_or(self.root());
-        tokio::fs::create_dir_all(parent).await.map_err(|err| {
+            .map_err(|why| ObjectError::new("write", &described, why))?;
+        Ok(Target {
+            root: self.root().to_path_buf(),
+            dirs: Arc::clone(&self.dirs),
+            path,
+            described,
+            size: incoming.size,
+            mtime: incoming.mtime,
+            source: incoming.source.to_owned(),
+            expected: incoming.expected.clone(),
+        })
+    }
+}
+
+/// A file about to be written, as its blocking jobs need it.
+struct Target {
+    root: PathBuf,
+    dirs: Arc<KnownDirs>,
+    path: PathBuf,
+    described: String,
+    size: u64,
+    mtime: SystemTime,
+    source: String,
+    expected: Expected,
+}
+
+/// Directories known to exist below the root, and to be no links: the last few hundred
+/// a run wrote into (it writes in key order, so a directory's files come together).
+#[derive(Default)]
+pub(super) struct KnownDirs(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
+
+impl KnownDirs {
+    const HELD: usize = 512;
+
+    fn contains(&self, dir: &Path) -> bool {
+        self.held().contains(dir)
+    }
+
+    fn insert(&self, dir: &Path) {
+        let mut held = self.held();
+        if held.len() >= Self::HELD {
+            held.clear();
+        }
+        held.insert(dir.to_path_buf());
+    }
+
+    /// Forgets `dir`, found gone.
+    fn forget(&self, dir: &Path) {
+        self.held().remove(dir);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A temporary file being filled, removed when it is dropped before its rename into
+/// place: an error, a panic, or a copy given up half-way.
+struct Temp {
+    file: File,
+    path: tempfile::TempPath,
+    _listed: InFlight,
+}
+
+impl Target {
+    /// Creates the parent directory and a temporary file beside the target.
+    fn create(&self) -> Result<Temp, ObjectError> {
+        let parent = self.path.parent().unwrap_or(&self.root);
+        if !self.dirs.contains(parent) {
+            self.make_parent(parent)?;
+            self.dirs.insert(parent);
+        }
+        let path = temp_path(parent);
+        let Some(listed) = InFlight::list(&path) else {
+            return Err(ObjectError::new(
+                "write",
+                &self.described,
+                "the run is being interrupted",
+            ));
+        };
+        let create = io_error("create", &self.described);
+        // Removes the file from here on, however the write ends but by its rename.
+        let unfinished = tempfile::TempPath::try_from_path(&path).map_err(&create)?;
+        let file = match create_temp(&path) {
+            // A directory known to exist was removed since (a delete emptied it).
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.dirs.forget(parent);
+                self.make_parent(parent)?;
+                create_temp(&path)
+            }
+            made => made,
+        };
+        Ok(Temp {
+            file: file.map_err(create)?,
+            path: unfinished,
+            _listed: listed,
+        })
+    }
+
+    /// Makes the parent directory, refusing a path through a symbolic link.
+    fn make_parent(&self, parent: &Path) -> Result<(), ObjectError> {
+        refuse_links_between(&self.root, &self.path)
+            .map_err(|why| ObjectError::new("write", &self.described, why))?;
+        std::fs::create_dir_all(parent).map_err(|err| {
             let in_the_way = matches!(
                 err.kind(),
                 std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists
@@ -154,70 +312,177 @@ impl LocalStore {
             match in_the_way {
                 true => ObjectError::new(
                     "create directory",
-                    &target,
+                    &self.described,
                     format!("{err}: a file is in the way, for another key is a leading part of this one (as 'a' is of 'a/b'); a directory tree cannot hold both"),
                 ),
-                false => io_error("create directory", &target)(err),
+                false => io_error("create directory", &self.described)(err),
             }
-        })?;
-        let temp = temp_path(parent);
-        let Some(_listed) = InFlight::list(&temp) else {
-            return Err(ObjectError::new(
-                "write",
-                target,
-                "the run is being interrupted",
-            ));
+        })
+    }
+
+    /// Checks the temporary file's content against what was expected (with the verdict
+    /// reached while its bytes came in, or by reading it back), then makes it durable,
+    /// gives it its mtime and mode and renames it into place.
+    fn commit(
+        &self,
+        mut temp: Temp,
+        verdict: Option<Result<(), String>>,
+    ) -> Result<(), ObjectError> {
+        let verdict = match (verdict, self.expected.request()) {
+            (Some(verdict), _) => verdict,
+            (None, None) => Ok(()),
+            (None, Some(request)) => temp
+                .file
+                .rewind()
+                .and_then(|()| read_digests(&mut temp.file, &[request]))
+                .map(|mut read| self.expected.check(&read.digests.remove(0)))
+                .map_err(io_error("verify", &self.described))?,
         };
-        // Removes the file when this ends in any way but its rename into place: an
-        // error, a panic, or the task being dropped mid-copy.
-        let unfinished =
-            tempfile::TempPath::try_from_path(&temp).map_err(io_error("create", &target))?;
-        let result = async {
-            let streamed = fill(temp.clone()).await?;
-            let verdict = match (streamed, incoming.expected.request()) {
-                (Some(verdict), _) => verdict,
-                (None, None) => Ok(()),
-                (None, Some(request)) => {
-                    let mut read = file_digests(temp.clone(), vec![request])
-                        .await
-                        .map_err(io_error("verify", &target))?;
-                    incoming.expected.check(&read.digests.remove(0))
-                }
-            };
-            verdict.map_err(|why| ObjectError::transient("verify", incoming.source, why))?;
-            let synced = temp.clone();
-            let mtime = incoming.mtime;
-            tokio::task::spawn_blocking(move || {
-                let file = std::fs::OpenOptions::new().write(true).open(synced)?;
-                file.sync_all()?;
-                file.set_modified(mtime)?;
-                // Unchecked bytes were private; the file takes its mode with its name.
+        verdict.map_err(|why| ObjectError::transient("verify", &self.source, why))?;
+        let file = &temp.file;
+        file.sync_all()
+            .and_then(|()| file.set_modified(self.mtime))
+            // Unchecked bytes were private; the file takes its mode with its name.
+            .and_then(|()| {
                 file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
                     crate::private::default_file_mode(),
                 ))
             })
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(io_error("sync", &target))?;
-            tokio::fs::rename(&temp, &path).await.map_err(|err| {
-                match err.kind() == std::io::ErrorKind::IsADirectory {
-                    true => ObjectError::new(
-                        "rename",
-                        &target,
-                        format!("{err}: a directory is in the way, for other keys continue this one (as 'a/b' does 'a'); a directory tree cannot hold both"),
-                    ),
-                    false => io_error("rename", &target)(err),
-                }
-            })
-        }
-        .await;
-        if result.is_ok() {
-            // Renamed: nothing is left at the temporary name to remove.
-            let _ = unfinished.keep();
-        }
-        result
+            .map_err(io_error("sync", &self.described))?;
+        temp.path.persist(&self.path).map_err(|err| {
+            let err = err.error;
+            match err.kind() == std::io::ErrorKind::IsADirectory {
+                true => ObjectError::new(
+                    "rename",
+                    &self.described,
+                    format!("{err}: a directory is in the way, for other keys continue this one (as 'a/b' does 'a'); a directory tree cannot hold both"),
+                ),
+                false => io_error("rename", &self.described)(err),
+            }
+        })
     }
+}
+
+/// Writes the range at `offset` from the blocks received, hashing it if `how` says so.
+fn write_range(
+    file: &File,
+    offset: u64,
+    len: u64,
+    how: Option<RangeCheck>,
+    mut blocks: mpsc::Receiver<Bytes>,
+    described: &str,
+) -> Result<Option<Hasher>, ObjectError> {
+    let mut hasher = how.map(|how| Hasher::new(how.kind()));
+    let mut at = offset;
+    while let Some(block) = blocks.blocking_recv() {
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&block);
+        }
+        file.write_all_at(&block, at)
+            .map_err(io_error("write", described))?;
+        at += block.len() as u64;
+    }
+    if at - offset != len {
+        return Err(ObjectError::new("write", described, "cut short"));
+    }
+    Ok(hasher)
+}
+
+/// Runs `job` on a blocking thread.
+async fn run_blocking<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, ObjectError> + Send + 'static,
+) -> Result<T, ObjectError> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+/// What the runtime thread's half of a write came to.
+enum Received {
+    All,
+    /// The bytes did not arrive as they should.
+    Failed(ObjectError),
+    /// The blocking job stopped taking them; its result says why.
+    Refused,
+}
+
+/// The result of a write from both halves: a failure to receive the bytes is the cause
+/// of whatever the job then saw.
+async fn finish<T: Send + 'static>(
+    received: Received,
+    job: tokio::task::JoinHandle<Result<T, ObjectError>>,
+) -> Result<T, ObjectError> {
+    let written = job
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+    match received {
+        Received::Failed(err) => Err(err),
+        Received::All | Received::Refused => written,
+    }
+}
+
+/// Reads exactly `incoming.size` bytes from `reader` and sends them in blocks of up to
+/// `BLOCK`. A failure to receive them (the connection dropped, the body cut short or
+/// longer than announced) is transient and names the source.
+async fn send_blocks<R>(reader: &mut R, incoming: Incoming<'_>, tx: mpsc::Sender<Bytes>) -> Received
+where
+    R: AsyncBufRead + Unpin,
+{
+    let len = incoming.size;
+    // A block is as large as what is left to come, up to BLOCK.
+    let limit = |left: u64| left.min(BLOCK as u64) as usize;
+    let mut room = limit(len);
+    let mut block = BytesMut::with_capacity(room);
+    let mut received = 0u64;
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) => chunk,
+            Err(err) => {
+                let why = describe_body_error(&err, incoming.expected.stated_checksum());
+                return Received::Failed(ObjectError::transient("receive", incoming.source, why));
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let n = chunk.len();
+        received += n as u64;
+        if received > len {
+            break;
+        }
+        let mut chunk = chunk;
+        while !chunk.is_empty() {
+            let take = (room - block.len()).min(chunk.len());
+            block.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if block.len() == room {
+                room = limit(len - received + chunk.len() as u64);
+                let full = std::mem::replace(&mut block, BytesMut::with_capacity(room));
+                if tx.send(full.freeze()).await.is_err() {
+                    return Received::Refused;
+                }
+            }
+        }
+        reader.consume(n);
+    }
+    if received != len {
+        let received = match received > len {
+            true => "more".to_owned(),
+            false => received.to_string(),
+        };
+        return Received::Failed(ObjectError::transient(
+            "receive",
+            incoming.source,
+            format!(
+                "expected {len} bytes but received {received}; the transfer was cut short \
+                 or the source changed"
+            ),
+        ));
+    }
+    if !block.is_empty() && tx.send(block.freeze()).await.is_err() {
+        return Received::Refused;
+    }
+    Received::All
 }
 
 /// An error of a local file operation; a full disk gets the obvious advice.
@@ -231,69 +496,17 @@ fn io_error<'a>(op: &'static str, target: &'a str) -> impl Fn(std::io::Error) ->
     }
 }
 
-/// Copies exactly `len` bytes into `file`, feeding `check`. A failure to receive them
-/// (the connection dropped, the body cut short) is transient and names `source`; a
-/// failure to write them names the file.
-async fn copy_exactly<R>(
-    reader: &mut R,
-    file: tokio::fs::File,
-    len: u64,
-    target: &str,
-    source: &str,
-    check: &mut StreamCheck,
-) -> Result<(), ObjectError>
-where
-    R: AsyncBufRead + Unpin,
-{
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut written = 0u64;
-    loop {
-        let chunk = reader.fill_buf().await.map_err(|err| {
-            let why = describe_body_error(&err, check.stated_checksum());
-            ObjectError::transient("receive", source, why)
-        })?;
-        if chunk.is_empty() {
-            break;
-        }
-        let n = chunk.len();
-        written += n as u64;
-        if written > len {
-            break;
-        }
-        check.update(chunk);
-        writer
-            .write_all(chunk)
-            .await
-            .map_err(io_error("write", target))?;
-        reader.consume(n);
-    }
-    if written != len {
-        let received = match written > len {
-            true => "more".to_owned(),
-            false => written.to_string(),
-        };
-        return Err(ObjectError::transient(
-            "receive",
-            source,
-            format!(
-                "expected {len} bytes but received {received}; the transfer was cut short \
-                 or the source changed"
-            ),
-        ));
-    }
-    writer.flush().await.map_err(io_error("write", target))
-}
-
 /// A temporary file only its owner can read until its bytes are checked; created new
 /// (never through a link planted at its name).
-async fn create_temp(path: &Path) -> std::io::Result<tokio::fs::File> {
-    tokio::fs::OpenOptions::new()
+fn create_temp(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
-        .await
 }
 
 /// `.s3mirror-tmp-OWNER.N.RANDOM`: the process that owns it (see `liveness`), so that a
@@ -403,8 +616,13 @@ mod tests {
         // The rest never comes: the copy is dropped while it waits for it.
         let dropped = tokio::time::timeout(Duration::from_millis(200), write).await;
         assert!(dropped.is_err());
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("sub")).unwrap().collect();
-        assert!(left.is_empty(), "{left:?}");
+        // The file's job sees its bytes stop coming and removes it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let left = || std::fs::read_dir(dir.path().join("sub")).unwrap().count();
+        while left() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(left(), 0);
         assert!(!in_flight().iter().any(|p| p.starts_with(dir.path())));
     }
 
@@ -464,6 +682,68 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("do not match"), "{err}");
         assert!(!dir.path().join("g").exists());
+    }
+
+    #[tokio::test]
+    async fn ranges_are_checked_as_they_come_where_the_promise_allows() {
+        use crate::storage::checksum::{digest, HashKind};
+        use crate::storage::{Checksum, ChecksumAlgorithm};
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 13) as u8).collect();
+        let crc = ChecksumAlgorithm::Crc32c;
+        let expected = Expected::Checksum {
+            checksum: Checksum::full(crc, &digest(HashKind::Checksum(crc), &data)),
+            part_size: None,
+        };
+        let parts = PartSettings {
+            part_size: 300,
+            concurrency: 3,
+            permits: std::sync::Arc::new(Semaphore::new(3)),
+            buffers: std::sync::Arc::new(Semaphore::new(1)),
+        };
+        for (name, damage) in [("good", None), ("bad", Some(700))] {
+            let fetch = |first: u64, last: u64| {
+                let mut slice = data[first as usize..=last as usize].to_vec();
+                if let Some(at) = damage.filter(|at| (first..=last).contains(at)) {
+                    slice[(at - first) as usize] ^= 1;
+                }
+                async move { Ok::<_, ObjectError>(std::io::Cursor::new(slice)) }
+            };
+            let written = store
+                .write_ranges(
+                    name,
+                    incoming(1000, SystemTime::now(), &expected),
+                    &parts,
+                    fetch,
+                )
+                .await;
+            match damage {
+                None => assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), data),
+                Some(_) => {
+                    let err = written.unwrap_err();
+                    assert!(err.to_string().contains("do not match"), "{err}");
+                    assert!(!dir.path().join(name).exists());
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_removed_after_a_write_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let write = |key: &'static str| {
+            store.write(
+                key,
+                &b"x"[..],
+                incoming(1, SystemTime::now(), &Expected::Unknown),
+            )
+        };
+        write("sub/a").await.unwrap();
+        std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
+        write("sub/b").await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("sub/b")).unwrap(), b"x");
     }
 
     #[tokio::test]
@@ -548,7 +828,7 @@ mod tests {
         std::fs::write(&victim, b"keep").unwrap();
         let planted = dir.path().join(".s3mirror-tmp-planted");
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        assert!(create_temp(&planted).await.is_err());
+        assert!(create_temp(&planted).is_err());
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert_ne!(temp_path(dir.path()), temp_path(dir.path()));
     }
