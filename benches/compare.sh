@@ -15,8 +15,12 @@
 #   no-op    re-sync of --noop-objects unchanged files  at 20 ms / 64 (s3mirror also with
 #            --list-parallelism 1, to show what listing common prefixes in parallel gains)
 #   large    --large files of --large-mib MiB, upload   at 0 ms / 8
+#            (s3mirror also on one core with taskset, as s3mirror-1-core, when there are more)
+#   download-large  the two large files of the seed-like set (below), bucket -> local directory,
+#            at 0 ms / 8, every tool, s3mirror also on one core, and rclone-durable: rclone
+#            followed by `sync`, since rclone returns before its files are on disk
 #   upload-rate-limited, restore, restore-slowdown  throttling, s3mirror and rclone: see the
-#            section "throttling" below
+#            section "throttling" below (the restore also with rclone-durable)
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
 #   no-op-flat     the no-op over --flat-objects files in one directory (one flat prefix)
@@ -151,6 +155,9 @@ command_for() {
     if [[ $dst == /* ]]; then s3dst=$dst; else s3dst=s3://$dst; fi
     case $tool in
         s3mirror) cmd=("$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint") ;;
+        s3mirror-1-core)
+            cmd=(taskset -c 0 "$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint")
+            ;;
         s3mirror-sequential-listing)
             cmd=("$s3mirror" "$s3src" "$s3dst" --threads "$threads" -q --endpoint-url "$endpoint"
                 --list-parallelism 1)
@@ -160,6 +167,12 @@ command_for() {
             [[ $src == /* ]] || src=g:$src
             [[ $dst == /* ]] || dst=g:$dst
             cmd=(rclone copy "$src" "$dst" --transfers "$threads" --checkers "$threads")
+            ;;
+        rclone-durable)
+            # rclone leaves what it wrote in the page cache; this is its run with `sync` after,
+            # for downloads, where s3mirror returns only once every file is durable.
+            command_for rclone "$threads" "$3" "$4"
+            cmd=(sh -c '"$@" && sync' sh "${cmd[@]}")
             ;;
         aws)
             aws_config "$threads"
@@ -226,7 +239,11 @@ for tool in $no_op_tools; do
     measure 20 64 no-op "$tool" "$noop_objects" 0 "$work/noop" noop/data/
 done
 
-for tool in $tools; do
+# With 2 or more CPUs, s3mirror also runs on one (taskset) for the large-file workloads, to
+# show what the second core brings.
+large_tools=$tools
+[[ " $tools " == *" s3mirror "* ]] && [ "$(nproc)" -ge 2 ] && large_tools="$tools s3mirror-1-core"
+for tool in $large_tools; do
     garage_bucket "large-$tool"
     measure 0 8 large "$tool" "$large" "$((large * large_mib << 20))" "$work/large" "large-$tool/data/"
 done
@@ -279,6 +296,19 @@ throttling_workloads() {
     garage_bucket seed
     fill seed "$work/seed"
 
+    # The large files alone, bucket -> empty local directory, as one download of large files.
+    mkdir -p "$work/seed-large"
+    ln "$work/seed"/large-* "$work/seed-large/"
+    garage_bucket seed-large
+    fill seed-large "$work/seed-large"
+    local download_tools=$large_tools
+    [[ " $tools " == *" rclone "* ]] && download_tools="$download_tools rclone-durable"
+    for tool in $download_tools; do
+        rm -rf "$work/restored"
+        mkdir -p "$work/restored"
+        measure 0 8 download-large "$tool" 2 "$((2 * seed_large_mib << 20))" seed-large/data/ "$work/restored"
+    done
+
     for tool in "${throttle_tools[@]}"; do
         garage_bucket "rate-limited-$tool"
         proxy_faults=(--rate-limit "$rate_limit")
@@ -295,6 +325,11 @@ throttling_workloads() {
         done
         proxy_faults=()
     done
+    if [[ " $tools " == *" rclone "* ]]; then
+        rm -rf "$work/restored"
+        mkdir -p "$work/restored"
+        measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+    fi
     rm -rf "$work/restored"
 
     mkdir -p "$out"

@@ -49,13 +49,16 @@ for r in rows:
     )
 open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
 
-# Objects/s for the small-object workloads, MiB/s for large files; listings are in the table.
+# Objects/s for the small-object workloads, MiB/s for large files and restores; listings
+# are in the table.
 tools = list(dict.fromkeys(r["tool"] for r in rows))
+by_bytes = ("large", "download-large", "restore", "restore-slowdown")
 panels = [
-    ("objects/s (log scale, higher is better)", "rate", lambda w: w not in ("large",) and not w.startswith("listing"), True),
-    ("MiB/s (higher is better)", "mib_s", lambda w: w == "large", False),
+    ("objects/s (log scale, higher is better)", "rate",
+     lambda w: w not in by_bytes and not w.startswith("listing"), True),
+    ("MiB/s (higher is better)", "mib_s", lambda w: w in by_bytes, False),
 ]
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [5, 1.4]})
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [5, 2.4]})
 for ax, (ylabel, key, wanted, log) in zip(axes, panels):
     labels = list(dict.fromkeys(r["label"] for r in rows if wanted(r["workload"])))
     shown = [t for t in tools if any(r["tool"] == t and r["label"] in labels for r in rows)]
