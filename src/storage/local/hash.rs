@@ -71,6 +71,41 @@ pub fn read_digests(
     Ok(hashers.finish())
 }
 
+/// `read_digests` of a file whose ranges are being written in any order: each written
+/// range is announced on `written` as (offset, length), and the file is hashed in order as
+/// far as its ranges reach, so that hashing goes on while the rest is still coming. None
+/// when the announcements end before the file's `size` is reached (the write failed).
+pub fn digests_as_written(
+    file: &std::fs::File,
+    size: u64,
+    requests: &[DigestRequest],
+    mut written: tokio::sync::mpsc::UnboundedReceiver<(u64, u64)>,
+) -> std::io::Result<Option<FileDigests>> {
+    use std::os::unix::fs::FileExt;
+    let mut hashers = RequestHashers::new(requests);
+    let mut buffer = vec![0; READ_BUFFER];
+    // Ranges written beyond the hashed prefix, by offset.
+    let mut ahead = std::collections::BTreeMap::new();
+    let (mut hashed, mut reach) = (0u64, 0u64);
+    while hashed < size {
+        while let Some(end) = ahead.remove(&reach) {
+            reach = end;
+        }
+        if hashed == reach {
+            let Some((offset, len)) = written.blocking_recv() else {
+                return Ok(None);
+            };
+            ahead.insert(offset, offset + len);
+            continue;
+        }
+        let n = (reach - hashed).min(READ_BUFFER as u64) as usize;
+        file.read_exact_at(&mut buffer[..n], hashed)?;
+        hashers.update(&buffer[..n]);
+        hashed += n as u64;
+    }
+    Ok(Some(hashers.finish()))
+}
+
 /// Answers every request for bytes in memory (a link's target kept as an object).
 pub fn bytes_digests(data: &[u8], requests: &[DigestRequest]) -> FileDigests {
     let mut hashers = RequestHashers::new(requests);
@@ -278,6 +313,41 @@ mod tests {
             hex::encode(as_md5(&digests.whole)),
             "9e107d9d372bb6826bd81d3542a419d6"
         );
+    }
+
+    #[test]
+    fn ranges_written_out_of_order_are_hashed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3 * READ_BUFFER as u32 / 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let request = DigestRequest {
+            kind: HashKind::Md5,
+            part_sizes: vec![],
+        };
+        let third = data.len() as u64 / 3;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for range in [
+            (2 * third, data.len() as u64 - 2 * third),
+            (0, third),
+            (third, third),
+        ] {
+            tx.send(range).unwrap();
+        }
+        drop(tx);
+        let read = digests_as_written(&file, data.len() as u64, &[request.clone()], rx)
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.digests[0].whole, digest(HashKind::Md5, &data));
+        // Announcements that end short of the file give no verdict.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send((third, third)).unwrap();
+        drop(tx);
+        let short = digests_as_written(&file, data.len() as u64, &[request], rx).unwrap();
+        assert!(short.is_none());
     }
 
     #[tokio::test]

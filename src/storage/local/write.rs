@@ -25,7 +25,7 @@ use rustix::fs::OFlags;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
-use super::{read_digests, refuse_links_between, LocalStore, TEMP_PREFIX};
+use super::{digests_as_written, read_digests, refuse_links_between, LocalStore, TEMP_PREFIX};
 use crate::storage::checksum::Hasher;
 use crate::storage::s3::{describe_body_error, PartSettings};
 use crate::storage::{Expected, ObjectError, RangeCheck, StreamCheck};
@@ -119,7 +119,8 @@ impl LocalStore {
     /// Writes bytes fetched as ranges (of the object's part size when its promise is about
     /// parts, else of the run's), up to the part concurrency at once (each also holding one
     /// of the shared permits), each into its place by its own job, which hashes it when
-    /// that is how the object can be checked; otherwise reads the file back to check it.
+    /// that is how the object can be checked; otherwise one more job hashes the file in
+    /// order as its ranges land.
     pub async fn write_ranges<F, Fut, R>(
         &self,
         key: &str,
@@ -155,11 +156,26 @@ impl LocalStore {
                 .try_clone()
                 .map_err(io_error("open", &target.described))?,
         );
+        // A promise that needs the bytes in order is checked by a job that follows the
+        // ranges as they land.
+        let (written, follower) = match (how, target.expected.request()) {
+            (None, Some(request)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let (file, described) = (Arc::clone(&file), target.described.clone());
+                let job = run_blocking(move || {
+                    digests_as_written(&file, size, &[request], rx)
+                        .map_err(io_error("verify", &described))
+                });
+                (Some(tx), Some(job))
+            }
+            _ => (None, None),
+        };
         let ranges = (0..size.div_ceil(range_size))
             .map(|i| (i * range_size, range_size.min(size - i * range_size)));
-        let hashers: Vec<Option<Hasher>> = futures::stream::iter(ranges)
+        let hashers: Result<Vec<Option<Hasher>>, ObjectError> = futures::stream::iter(ranges)
             .map(|(offset, len)| {
                 let (fetch, file, target) = (&fetch, Arc::clone(&file), Arc::clone(&target));
+                let written = written.clone();
                 async move {
                     let _permit = parts
                         .permits
@@ -177,18 +193,33 @@ impl LocalStore {
                         source: &source,
                         ..incoming
                     };
-                    finish(send_blocks(&mut reader, range, tx).await, job).await
+                    let hasher = finish(send_blocks(&mut reader, range, tx).await, job).await?;
+                    if let Some(written) = written {
+                        let _ = written.send((offset, len));
+                    }
+                    Ok(hasher)
                 }
             })
             .buffered(parts.concurrency)
             .try_collect()
-            .await?;
+            .await;
+        // Ends the follower's announcements, so that it stops when a range failed.
+        drop(written);
+        let followed = match follower {
+            Some(job) => job.await?,
+            None => None,
+        };
+        let hashers = hashers?;
         drop(file);
         run_blocking(move || {
-            let verdict = how.map(|how| {
-                let hashers = hashers.into_iter().flatten().collect();
-                target.expected.check_ranges(how, hashers)
-            });
+            let verdict = match (how, followed) {
+                (Some(how), _) => {
+                    let hashers = hashers.into_iter().flatten().collect();
+                    Some(target.expected.check_ranges(how, hashers))
+                }
+                (None, Some(mut read)) => Some(target.expected.check(&read.digests.remove(0))),
+                (None, None) => None,
+            };
             target.commit(temp, verdict)
         })
         .await
@@ -388,13 +419,15 @@ fn write_range(
     Ok(hasher)
 }
 
-/// Runs `job` on a blocking thread.
-async fn run_blocking<T: Send + 'static>(
+/// Starts `job` on a blocking thread at once; the future gives its result.
+fn run_blocking<T: Send + 'static>(
     job: impl FnOnce() -> Result<T, ObjectError> + Send + 'static,
-) -> Result<T, ObjectError> {
-    tokio::task::spawn_blocking(job)
-        .await
-        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+) -> impl Future<Output = Result<T, ObjectError>> {
+    let job = tokio::task::spawn_blocking(job);
+    async move {
+        job.await
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+    }
 }
 
 /// What the runtime thread's half of a write came to.
