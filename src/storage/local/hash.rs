@@ -338,7 +338,7 @@ mod tests {
             tx.send(range).unwrap();
         }
         drop(tx);
-        let read = digests_as_written(&file, data.len() as u64, &[request.clone()], rx)
+        let read = digests_as_written(&file, data.len() as u64, std::slice::from_ref(&request), rx)
             .unwrap()
             .unwrap();
         assert_eq!(read.digests[0].whole, digest(HashKind::Md5, &data));
