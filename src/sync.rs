@@ -411,11 +411,31 @@ async fn deadline(at: Option<std::time::Instant>) {
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    ShutdownSignal::listen().recv().await
+}
+
+/// SIGINT and SIGTERM, caught from the moment this is made (inside a runtime): one that
+/// comes before still ends the process at once.
+pub(crate) struct ShutdownSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    pub(crate) fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            terminate: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+        }
+    }
+
+    /// Waits for the first of them.
+    pub(crate) async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 

@@ -224,6 +224,11 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
     if options.read_only {
         config.mount_options.push(fuser::MountOption::RO);
     }
+    // Caught before the mount appears, so a signal sent once it is seen unmounts it.
+    let mut signals = {
+        let _inside = runtime.enter();
+        crate::sync::ShutdownSignal::listen()
+    };
     let session = fuser::spawn_mount(fuse, mountpoint, &config).map_err(|err| {
         format!(
             "mounting on {}: {err}; mounting needs /dev/fuse, and root or fusermount3 (Debian package fuse3)",
@@ -234,7 +239,7 @@ fn serve(args: MountArgs, url: crate::location::S3Url, mountpoint: &Path) -> Res
 
     let signalled = runtime.block_on(async {
         tokio::select! {
-            () = crate::sync::shutdown_signal() => true,
+            () = signals.recv() => true,
             () = unmounted(mountpoint) => false,
         }
     });
