@@ -67,12 +67,13 @@ for ax, (ylabel, key, wanted, log) in zip(axes, panels):
         values = [next((r[key] for r in rows if r["tool"] == tool and r["label"] == l), 0) for l in labels]
         bars = ax.bar([x + i * width for x in range(len(labels))], values, width, label=tool,
                       color=f"C{tools.index(tool)}")
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(labels))], labels, fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:.0f}" if v else "" for v in values], fontsize=7)
+    ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(labels))], labels, fontsize=8,
+                  rotation=20, ha="right")
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
-axes[0].legend(fontsize=8)
+    ax.legend(fontsize=7)
 fig.suptitle(title, fontsize=9)
 fig.tight_layout()
 fig.savefig(os.path.join(out, "plot.png"), dpi=110)

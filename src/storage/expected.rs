@@ -165,7 +165,8 @@ impl Expected {
 
     /// How ranges of `range_size` bytes can be checked one by one, if they can: a whole
     /// object's CRC by combining theirs, a promise about parts of that size by theirs. An
-    /// MD5 of the whole object needs the bytes in order, so the file is read back.
+    /// MD5 of the whole object needs the bytes in order, so the file is read as its ranges
+    /// land.
     pub fn by_ranges(&self, range_size: u64) -> Option<RangeCheck> {
         match self {
             Expected::Checksum {
@@ -218,18 +219,17 @@ pub struct StreamCheck {
 }
 
 impl StreamCheck {
-    /// Hashes the whole content only when that settles the check; parts only when the
-    /// caller also wants them (`with_parts`), since otherwise the file is read back.
-    pub fn new(expected: &Expected, with_parts: bool) -> Self {
+    /// Hashes what the promise is about: the whole content, or its parts.
+    pub fn new(expected: &Expected) -> Self {
         let request = expected.request();
         let (whole, parts) = match request {
             Some(DigestRequest { kind, part_sizes }) if part_sizes.is_empty() => {
                 (Some(Hasher::new(kind)), None)
             }
-            Some(DigestRequest { kind, part_sizes }) if with_parts => {
+            Some(DigestRequest { kind, part_sizes }) => {
                 (None, Some(PartHasher::new(kind, part_sizes[0])))
             }
-            _ => (None, None),
+            None => (None, None),
         };
         Self {
             expected: expected.clone(),
@@ -247,8 +247,7 @@ impl StreamCheck {
         }
     }
 
-    /// The verdict, or `None` when nothing was hashed: the written file must be read
-    /// back (parts of a known size), or there is nothing to check.
+    /// The verdict, or `None` when there is nothing to check.
     pub fn finish(self) -> Option<Result<(), String>> {
         let digests = match (self.whole, self.parts) {
             (Some(mut whole), _) => Digests {
@@ -316,13 +315,11 @@ mod tests {
             let err = expected.check(&digests_of(&request, &damaged)).unwrap_err();
             assert!(err.contains("damaged on the way"), "{err}");
             for (bytes, verdict) in [(&data, true), (&damaged, false)] {
-                let mut stream = StreamCheck::new(&expected, true);
+                let mut stream = StreamCheck::new(&expected);
                 stream.update(&bytes[..10]);
                 stream.update(&bytes[10..]);
                 assert_eq!(stream.finish().map(|v| v.is_ok()), Some(verdict));
             }
-            let whole_only = StreamCheck::new(&expected, false).finish().is_some();
-            assert_eq!(whole_only, request.part_sizes.is_empty());
             // Ranges of the part size, hashed one by one where the promise allows it.
             match expected.by_ranges(300) {
                 None => assert!(matches!(expected, Expected::Md5 { .. })),
@@ -369,6 +366,6 @@ mod tests {
             Expected::Unknown
         );
         assert!(Expected::Unknown.request().is_none());
-        assert_eq!(StreamCheck::new(&Expected::Unknown, true).finish(), None);
+        assert_eq!(StreamCheck::new(&Expected::Unknown).finish(), None);
     }
 }

@@ -67,7 +67,7 @@ impl LocalStore {
         let (tx, mut rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
         let job = tokio::task::spawn_blocking(move || {
             let mut temp = target.create()?;
-            let mut check = StreamCheck::new(&target.expected, true);
+            let mut check = StreamCheck::new(&target.expected);
             let mut written = 0;
             while let Some(block) = rx.blocking_recv() {
                 check.update(&block);

@@ -55,7 +55,7 @@ impl S3Store {
         let algorithm = checksum.as_ref().map(|c| c.algorithm);
         let upload = async {
             let reader = body.into_async_read();
-            let check = StreamCheck::new(&expected, true);
+            let check = StreamCheck::new(&expected);
             let buffer_mib = (part_size.div_ceil(1 << 20) as usize).min(BUFFER_BUDGET_MIB) as u32;
             // Parts are cut in order, so the source's ETag or checksum is checked as they
             // are; a mismatch or a short body ends the stream with an error before
