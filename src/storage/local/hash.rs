@@ -55,7 +55,7 @@ pub async fn file_digests(
 }
 
 /// `file_digests` of an open file, read from where it stands, on this thread.
-pub fn read_digests(
+fn read_digests(
     file: &mut std::fs::File,
     requests: &[DigestRequest],
 ) -> std::io::Result<FileDigests> {

@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io::{Seek, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use rustix::fs::OFlags;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
-use super::{digests_as_written, read_digests, refuse_links_between, LocalStore, TEMP_PREFIX};
+use super::{digests_as_written, refuse_links_between, LocalStore, TEMP_PREFIX};
 use crate::storage::checksum::Hasher;
 use crate::storage::s3::{describe_body_error, PartSettings};
 use crate::storage::{Expected, ObjectError, RangeCheck, StreamCheck};
@@ -53,7 +53,7 @@ pub struct Incoming<'a> {
 
 impl LocalStore {
     /// Writes `incoming.size` bytes from `reader` to `key`, checks them as they stream
-    /// in (or reads them back when only that can check them) and sets the mtime.
+    /// in and sets the mtime.
     pub async fn write<R>(
         &self,
         key: &str,
@@ -68,19 +68,18 @@ impl LocalStore {
         let job = tokio::task::spawn_blocking(move || {
             let mut temp = target.create()?;
             let mut check = StreamCheck::new(&target.expected);
-            let mut written = 0;
             while let Some(block) = rx.blocking_recv() {
+                if block.is_empty() {
+                    // The end: every byte came as announced.
+                    return target.commit(temp, check.finish());
+                }
                 check.update(&block);
                 temp.file
                     .write_all(&block)
                     .map_err(io_error("write", &target.described))?;
-                written += block.len() as u64;
             }
-            if written != target.size {
-                // The sender was dropped: the copy failed or was given up, and says so.
-                return Err(ObjectError::new("write", &target.described, "cut short"));
-            }
-            target.commit(temp, check.finish())
+            // The sender was dropped: the copy failed or was given up, and says so.
+            Err(ObjectError::new("write", &target.described, "cut short"))
         });
         let received = send_blocks(&mut reader, incoming, tx).await;
         finish(received, job).await
@@ -352,25 +351,13 @@ impl Target {
         })
     }
 
-    /// Checks the temporary file's content against what was expected (with the verdict
-    /// reached while its bytes came in, or by reading it back), then makes it durable,
-    /// gives it its mtime and mode and renames it into place.
-    fn commit(
-        &self,
-        mut temp: Temp,
-        verdict: Option<Result<(), String>>,
-    ) -> Result<(), ObjectError> {
-        let verdict = match (verdict, self.expected.request()) {
-            (Some(verdict), _) => verdict,
-            (None, None) => Ok(()),
-            (None, Some(request)) => temp
-                .file
-                .rewind()
-                .and_then(|()| read_digests(&mut temp.file, &[request]))
-                .map(|mut read| self.expected.check(&read.digests.remove(0)))
-                .map_err(io_error("verify", &self.described))?,
-        };
-        verdict.map_err(|why| ObjectError::transient("verify", &self.source, why))?;
+    /// Takes the verdict on the temporary file's content (reached while its bytes came
+    /// in; None when there was nothing to check), then makes it durable, gives it its mtime
+    /// and mode and renames it into place.
+    fn commit(&self, temp: Temp, verdict: Option<Result<(), String>>) -> Result<(), ObjectError> {
+        if let Some(Err(why)) = verdict {
+            return Err(ObjectError::transient("verify", &self.source, why));
+        }
         let file = &temp.file;
         file.sync_all()
             .and_then(|()| file.set_modified(self.mtime))
@@ -407,6 +394,10 @@ fn write_range(
     let mut hasher = how.map(|how| Hasher::new(how.kind()));
     let mut at = offset;
     while let Some(block) = blocks.blocking_recv() {
+        if block.is_empty() {
+            start_writeback(file, offset, len);
+            return Ok(hasher);
+        }
         if let Some(hasher) = &mut hasher {
             hasher.update(&block);
         }
@@ -414,11 +405,7 @@ fn write_range(
             .map_err(io_error("write", described))?;
         at += block.len() as u64;
     }
-    if at - offset != len {
-        return Err(ObjectError::new("write", described, "cut short"));
-    }
-    start_writeback(file, offset, len);
-    Ok(hasher)
+    Err(ObjectError::new("write", described, "cut short"))
 }
 
 /// Starts writing a range of `file` to disk without waiting for it, so that the fsync
@@ -474,7 +461,7 @@ async fn finish<T: Send + 'static>(
 }
 
 /// Reads exactly `incoming.size` bytes from `reader` and sends them in blocks of up to
-/// `BLOCK`. A failure to receive them (the connection dropped, the body cut short or
+/// `BLOCK`, then an empty block to say they all came. A failure to receive them (the connection dropped, the body cut short or
 /// longer than announced) is transient and names the source.
 async fn send_blocks<R>(reader: &mut R, incoming: Incoming<'_>, tx: mpsc::Sender<Bytes>) -> Received
 where
@@ -534,7 +521,11 @@ where
     if !block.is_empty() && tx.send(block.freeze()).await.is_err() {
         return Received::Refused;
     }
-    Received::All
+    // An empty block ends the bytes: a job commits nothing without it.
+    match tx.send(Bytes::new()).await {
+        Ok(()) => Received::All,
+        Err(_) => Received::Refused,
+    }
 }
 
 /// An error of a local file operation; a full disk gets the obvious advice.
@@ -871,6 +862,30 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_announced_never_reaches_the_final_name() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        // A whole block as announced, handed on before the extra byte shows.
+        let announced = vec![1u8; BLOCK];
+        let body = (&announced[..]).chain(&b"!"[..]);
+        let err = store
+            .write(
+                "f",
+                body,
+                incoming(BLOCK as u64, SystemTime::now(), &Expected::Unknown),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("received more"), "{err}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(dir.path()).unwrap().count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "a file was left");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]
