@@ -172,52 +172,58 @@ impl LocalStore {
         };
         let ranges = (0..size.div_ceil(range_size))
             .map(|i| (i * range_size, range_size.min(size - i * range_size)));
-        let hashers: Result<Vec<Option<Hasher>>, ObjectError> = futures::stream::iter(ranges)
-            .map(|(offset, len)| {
-                let (fetch, file, target) = (&fetch, Arc::clone(&file), Arc::clone(&target));
-                let written = written.clone();
-                async move {
-                    let _permit = parts
-                        .permits
-                        .acquire()
-                        .await
-                        .expect("part permits are never closed");
-                    let mut reader = fetch(offset, offset + len - 1).await?;
-                    let (tx, rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
-                    let job = tokio::task::spawn_blocking(move || {
-                        write_range(&file, offset, len, how, rx, &target.described)
-                    });
-                    let source = format!("{} bytes {offset}-{}", incoming.source, offset + len - 1);
-                    let range = Incoming {
-                        size: len,
-                        source: &source,
-                        ..incoming
-                    };
-                    let hasher = finish(send_blocks(&mut reader, range, tx).await, job).await?;
-                    if let Some(written) = written {
-                        let _ = written.send((offset, len));
+        let hashers: Result<Vec<(u64, Option<Hasher>)>, ObjectError> =
+            futures::stream::iter(ranges)
+                .map(|(offset, len)| {
+                    let (fetch, file, target) = (&fetch, Arc::clone(&file), Arc::clone(&target));
+                    let written = written.clone();
+                    async move {
+                        let _permit = parts
+                            .permits
+                            .acquire()
+                            .await
+                            .expect("part permits are never closed");
+                        let mut reader = fetch(offset, offset + len - 1).await?;
+                        let (tx, rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
+                        let job = tokio::task::spawn_blocking(move || {
+                            write_range(&file, offset, len, how, rx, &target.described)
+                        });
+                        let source =
+                            format!("{} bytes {offset}-{}", incoming.source, offset + len - 1);
+                        let range = Incoming {
+                            size: len,
+                            source: &source,
+                            ..incoming
+                        };
+                        let hasher = finish(send_blocks(&mut reader, range, tx).await, job).await?;
+                        if let Some(written) = written {
+                            let _ = written.send((offset, len));
+                        }
+                        Ok((offset, hasher))
                     }
-                    Ok(hasher)
-                }
-            })
-            .buffered(parts.concurrency)
-            .try_collect()
-            .await;
+                })
+                .buffer_unordered(parts.concurrency)
+                .try_collect()
+                .await;
         // Ends the follower's announcements, so that it stops when a range failed.
         drop(written);
         let followed = match follower {
             Some(job) => job.await?,
             None => None,
         };
-        let hashers = hashers?;
+        let mut hashers = hashers?;
+        hashers.sort_unstable_by_key(|(offset, _)| *offset);
         drop(file);
         run_blocking(move || {
             let verdict = match (how, followed) {
                 (Some(how), _) => {
-                    let hashers = hashers.into_iter().flatten().collect();
+                    let hashers = hashers.into_iter().filter_map(|(_, h)| h).collect();
                     Some(target.expected.check_ranges(how, hashers))
                 }
                 (None, Some(mut read)) => Some(target.expected.check(&read.digests.remove(0))),
+                (None, None) if target.expected.request().is_some() => {
+                    Some(Err("the written ranges did not cover the file".to_owned()))
+                }
                 (None, None) => None,
             };
             target.commit(temp, verdict)
@@ -751,7 +757,12 @@ mod tests {
                 if let Some(at) = damage.filter(|at| (first..=last).contains(at)) {
                     slice[(at - first) as usize] ^= 1;
                 }
-                async move { Ok::<_, ObjectError>(std::io::Cursor::new(slice)) }
+                // Later ranges land first.
+                let delay = Duration::from_millis((1000 - first) / 50);
+                async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, ObjectError>(std::io::Cursor::new(slice))
+                }
             };
             let written = store
                 .write_ranges(
