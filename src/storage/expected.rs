@@ -195,7 +195,8 @@ impl Expected {
                 let mut ranges = ranges.into_iter();
                 let mut whole = ranges.next().unwrap_or_else(|| Hasher::new(kind));
                 for next in ranges {
-                    whole.combine(&next);
+                    let combined = whole.combine(&next);
+                    debug_assert!(combined, "by_ranges combines CRCs only");
                 }
                 Digests {
                     whole: whole.finalize_reset(),

@@ -65,7 +65,7 @@ impl LocalStore {
     {
         let target = self.target(key, incoming)?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
-        let job = tokio::task::spawn_blocking(move || {
+        let job = run_blocking(move || {
             let mut temp = target.create()?;
             let mut check = StreamCheck::new(&target.expected);
             while let Some(block) = rx.blocking_recv() {
@@ -185,7 +185,7 @@ impl LocalStore {
                             .expect("part permits are never closed");
                         let mut reader = fetch(offset, offset + len - 1).await?;
                         let (tx, rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
-                        let job = tokio::task::spawn_blocking(move || {
+                        let job = run_blocking(move || {
                             write_range(&file, offset, len, how, rx, &target.described)
                         });
                         let source =
@@ -453,13 +453,11 @@ enum Received {
 
 /// The result of a write from both halves: a failure to receive the bytes is the cause
 /// of whatever the job then saw.
-async fn finish<T: Send + 'static>(
+async fn finish<T>(
     received: Received,
-    job: tokio::task::JoinHandle<Result<T, ObjectError>>,
+    job: impl Future<Output = Result<T, ObjectError>>,
 ) -> Result<T, ObjectError> {
-    let written = job
-        .await
-        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+    let written = job.await;
     match received {
         Received::Failed(err) => Err(err),
         Received::All | Received::Refused => written,
