@@ -219,6 +219,13 @@ pub struct CommonArgs {
     #[arg(short = 'l', long, conflicts_with = "no_follow_symlinks", env = "S3MIRROR_LINKS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub links: bool,
 
+    /// Make each file written to a local destination durable with its own fsync, instead
+    /// of one syncfs for all the files finished meanwhile (on ext4, XFS, btrfs and f2fs):
+    /// for a file system where other programs leave much unsynced data, which each syncfs
+    /// would write too
+    #[arg(long, env = "S3MIRROR_FSYNC_EACH_FILE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    pub fsync_each_file: bool,
+
     /// At most this many S3 requests per second, over all transfers and both sides
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), env = "S3MIRROR_MAX_RPS")]
     pub max_rps: Option<u64>,

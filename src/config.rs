@@ -94,6 +94,8 @@ pub struct SyncSettings {
     pub list_width: usize,
     /// What local walks do with symbolic links, and whether links are made again.
     pub links: LinkMode,
+    /// `--fsync-each-file`: no syncfs of a local destination's file system.
+    pub fsync_each_file: bool,
     /// Where uploads in progress are recorded; `None` when no directory is known.
     pub state_dir: Option<PathBuf>,
     pub transfer: TransferSettings,
@@ -344,6 +346,7 @@ impl SyncSettings {
                 (false, true) => LinkMode::Skip,
                 (false, false) => LinkMode::Follow,
             },
+            fsync_each_file: args.fsync_each_file,
             state_dir: None,
             dry_run: false,
             verify_after: false,

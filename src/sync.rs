@@ -277,15 +277,20 @@ async fn run_pipeline(
     Ok(planned?)
 }
 
+/// A local side, with the settings that concern it.
+fn local_store(path: &std::path::Path, settings: &SyncSettings) -> LocalStore {
+    LocalStore::new(path.to_path_buf())
+        .with_links(settings.links)
+        .with_fsync_each_file(settings.fsync_each_file)
+}
+
 /// The `--backup-dir` location, on the destination's side: a bucket reached with the
 /// destination's client, or a directory.
 fn backup_store(settings: &SyncSettings, dest: &Store) -> Option<Backup> {
     let backup = settings.backup.as_ref()?;
     let store = match (&backup.location, dest) {
         (Location::S3(url), Store::S3(dest)) => Store::S3(dest.sibling(url.clone())),
-        (Location::Local(path), Store::Local(_)) => {
-            Store::Local(LocalStore::new(path.clone()).with_links(settings.links))
-        }
+        (Location::Local(path), Store::Local(_)) => Store::Local(local_store(path, settings)),
         _ => unreachable!("the settings put the backup dir on the destination's side"),
     };
     Some(Backup {
@@ -521,9 +526,7 @@ async fn open_stores(
             .with_endpoint(endpoint)
             .with_as_of(as_of),
         ),
-        (Location::Local(path), _) => {
-            Store::Local(LocalStore::new(path.clone()).with_links(settings.links))
-        }
+        (Location::Local(path), _) => Store::Local(local_store(path, settings)),
         (Location::S3(_), None) => unreachable!("an S3 side always has a client"),
     };
     let route = match settings.server_side_copy {

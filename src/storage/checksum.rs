@@ -8,9 +8,10 @@
 use std::fmt;
 
 use base64::Engine;
-use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
+
+use super::md5::Md5;
 
 /// The algorithms S3 offers for additional checksums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

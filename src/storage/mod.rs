@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod etag;
 mod expected;
 pub mod local;
+pub mod md5;
 pub mod s3;
 
 use std::fmt;

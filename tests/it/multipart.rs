@@ -2,7 +2,7 @@
 //! server, with thresholds lowered so small files exercise them.
 
 use base64::Engine;
-use md5::{Digest, Md5};
+use s3mirror::storage::md5::Md5;
 
 use std::io::Write;
 
@@ -312,4 +312,100 @@ async fn after_kill_9_the_next_run_aborts_what_was_left_and_only_that() {
         0,
         "no record is left once everything ended"
     );
+}
+
+/// Uploads `data` in 5 MiB parts with the SDK, as another tool would: a multipart ETag,
+/// no part size recorded, and `md5chksum` (rclone's whole-object MD5) as given.
+async fn put_in_parts(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    data: &[u8],
+    md5chksum: &str,
+) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .metadata("md5chksum", md5chksum)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (i, chunk) in data.chunks(5 * MIB).enumerate() {
+        let number = i as i32 + 1;
+        let part = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_ranged_download_is_checked_against_an_md5chksum_alone() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mp-md5chksum").await;
+    let data = big_file();
+    let md5 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes));
+    put_in_parts(&client, &bucket, "good/video.mp4", &data, &md5(&data)).await;
+    // A recorded MD5 the bytes do not have: what a damaged download looks like.
+    put_in_parts(
+        &client,
+        &bucket,
+        "bad/video.mp4",
+        &data,
+        &md5(b"other bytes"),
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+
+    // Three 5 MiB ranges, landing in any order; the MD5 follows them as they are written.
+    let good = work.path().join("good");
+    let url = format!("s3://{bucket}/good");
+    let run = s3mirror(&[&[url.as_str(), good.to_str().unwrap()][..], &SMALL_PARTS].concat());
+    run.assert_code(0);
+    assert_eq!(run.requests("GetObject"), 3);
+    assert_eq!(std::fs::read(good.join("video.mp4")).unwrap(), data);
+
+    let bad = work.path().join("bad");
+    let url = format!("s3://{bucket}/bad");
+    let args = [url.as_str(), bad.to_str().unwrap(), "--max-retries", "0"];
+    let run = s3mirror(&[&args[..], &SMALL_PARTS].concat());
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("video.mp4") && run.stderr.contains("md5chksum"),
+        "{}",
+        run.stderr
+    );
+    // Neither under its name nor as a temporary file.
+    let left: Vec<_> = std::fs::read_dir(&bad).map_or(vec![], |d| d.collect());
+    assert!(left.is_empty(), "{left:?}");
 }

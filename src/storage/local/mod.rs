@@ -1,6 +1,7 @@
 //! Local-directory side of a mirror: a sorted walk for listing, and writes that never
 //! leave a partial file under its final name.
 
+mod durable;
 mod hash;
 mod links;
 mod moves;
@@ -29,6 +30,8 @@ pub struct LocalStore {
     links: LinkMode,
     /// Directories this run has made or found, so most writes skip those checks.
     dirs: std::sync::Arc<write::KnownDirs>,
+    /// How its files are made durable before their rename: in groups where it can.
+    durability: std::sync::Arc<durable::Durability>,
 }
 
 impl LocalStore {
@@ -37,11 +40,20 @@ impl LocalStore {
             root,
             links: LinkMode::Follow,
             dirs: Default::default(),
+            durability: Default::default(),
         }
     }
 
     pub fn with_links(mut self, links: LinkMode) -> Self {
         self.links = links;
+        self
+    }
+
+    /// Gives each file written its own fsync, never a syncfs of the file system.
+    pub fn with_fsync_each_file(mut self, each_file: bool) -> Self {
+        if each_file {
+            self.durability = std::sync::Arc::new(durable::Durability::each_file());
+        }
         self
     }
 
