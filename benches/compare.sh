@@ -19,7 +19,7 @@
 #   download-large  the two large files of the seed-like set (below), bucket -> local directory,
 #            at 0 ms / 8, every tool, s3mirror also on one core, and rclone-durable: rclone
 #            followed by `sync`, since rclone returns before its files are on disk
-#   upload-rate-limited, restore, restore-slowdown  throttling, s3mirror and rclone: see the
+#   upload-rate-limited, restore, restore-slowdown, restore-direct  throttling, s3mirror and rclone: see the
 #            section "throttling" below (the restore also with rclone-durable)
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
@@ -191,10 +191,17 @@ command_for() {
 
 echo "latency_ms,threads,workload,tool,objects,bytes,wall_s,cpu_s,peak_rss_kib,requests" >"$work/results.csv"
 # measure LATENCY THREADS WORKLOAD TOOL OBJECTS BYTES SRC DST [EXTRA...]
+# With direct=1 the tool talks to the server itself (no proxy, no request count).
+direct=0
 measure() {
     local latency=$1 threads=$2 workload=$3 tool=$4 n=$5 bytes=$6 src=$7 dst=$8
     shift 8
-    start_proxy "$latency"
+    if [ "$direct" = 1 ]; then
+        endpoint=$GARAGE_ENDPOINT
+        : >"$work/proxy.log"
+    else
+        start_proxy "$latency"
+    fi
     command_for "$tool" "$threads" "$src" "$dst"
     sync
     echo "  $workload $tool (${latency} ms, $threads)" >&2
@@ -257,6 +264,7 @@ done
 #                      --seed-large-mib MiB
 # restore-slowdown     the same restore through a proxy answering --slowdown-share of the requests,
 #                      drawn at random, with 503 SlowDown
+# restore-direct       the restore with no proxy between the tool and the server
 # s3mirror and rclone only; DIR/throttling.md gives the ratios (uploads/s against the limit, the
 # restore through SlowDowns against the restore without). Requests/s, refusals included, shows
 # how each tool spends the limit: rclone asks HeadObject before each PutObject.
@@ -325,11 +333,22 @@ throttling_workloads() {
         done
         proxy_faults=()
     done
+    local restore_tools=("${throttle_tools[@]}")
     if [[ " $tools " == *" rclone "* ]]; then
         rm -rf "$work/restored"
         mkdir -p "$work/restored"
         measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+        restore_tools+=(rclone-durable)
     fi
+    # The same restore straight to the server: the proxy costs every tool the same per
+    # request, which hides part of the difference between them.
+    direct=1
+    for tool in "${restore_tools[@]}"; do
+        rm -rf "$work/restored"
+        mkdir -p "$work/restored"
+        measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+    done
+    direct=0
     rm -rf "$work/restored"
 
     mkdir -p "$out"
