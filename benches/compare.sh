@@ -353,7 +353,7 @@ throttling_workloads() {
 
     mkdir -p "$out"
     awk -F, -v limit="$rate_limit" -v share="$slowdown_share" '
-        $3 ~ /^(upload-rate-limited|restore|restore-slowdown)$/ && !($4 in seen) { seen[$4]; order[++n] = $4 }
+        $3 == "upload-rate-limited" && !($4 in seen) { seen[$4]; order[++n] = $4 }
         $3 == "upload-rate-limited" { rate[$4] = $5 / $7; asked[$4] = $10 / $7 }
         $3 == "restore" { clean[$4] = $7 }
         $3 == "restore-slowdown" { slow[$4] = $7 }

@@ -3,7 +3,7 @@
 //! Only the error code, the server's message and the chain of transport causes are
 //! shown: never request URLs (they may be presigned) nor headers (they carry signatures).
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_checksums::body::validate::Error as ChecksumError;
 use aws_smithy_runtime_api::http::Response;
 
@@ -123,8 +123,21 @@ fn unreadable(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The error and its causes, as the SDK renders them (codes and messages, no URLs).
+/// The error and its causes, each as it displays itself ("a: b: c"). Never their Debug
+/// forms, which carry whole responses (headers, bodies) and requests.
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    DisplayErrorContext(err).to_string()
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        // Some errors repeat their cause in their own text.
+        if !said.is_empty() && !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 fn hint(code: Option<&str>, status: u16) -> Option<&'static str> {
@@ -151,6 +164,34 @@ mod tests {
     use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
     use aws_sdk_s3::primitives::SdkBody;
     use aws_smithy_runtime_api::http::StatusCode;
+
+    #[test]
+    fn a_chain_of_causes_is_shown_by_display_alone() {
+        #[derive(Debug)]
+        struct Failure(&'static str, Option<Box<Failure>>, &'static str);
+        impl std::fmt::Display for Failure {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Failure {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let root = Failure("refused", None, "x-amz-security-token: SECRET");
+        let middle = Failure("loading credentials: refused", Some(Box::new(root)), "");
+        let top = Failure(
+            "dispatch failure",
+            Some(Box::new(middle)),
+            "https://b/k?X-Amz-Signature=1",
+        );
+        // The middle one repeats its cause, which is not said twice.
+        assert_eq!(
+            chain(&top),
+            "dispatch failure: loading credentials: refused"
+        );
+    }
 
     #[test]
     fn a_body_failing_its_checksum_says_so_with_both_values() {
