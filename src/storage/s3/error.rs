@@ -167,8 +167,13 @@ mod tests {
 
     #[test]
     fn a_chain_of_causes_is_shown_by_display_alone() {
+        // The third field stands for what only the Debug form shows (headers, URLs).
         #[derive(Debug)]
-        struct Failure(&'static str, Option<Box<Failure>>, &'static str);
+        struct Failure(
+            &'static str,
+            Option<Box<Failure>>,
+            #[allow(dead_code)] &'static str,
+        );
         impl std::fmt::Display for Failure {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.0)
@@ -191,6 +196,8 @@ mod tests {
             chain(&top),
             "dispatch failure: loading credentials: refused"
         );
+        let debug = format!("{top:?}");
+        assert!(debug.contains("SECRET") && debug.contains("Signature"));
     }
 
     #[test]
