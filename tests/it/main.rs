@@ -198,6 +198,57 @@ pub fn sdk_client(endpoint: &str, region: &str, key: (&str, &str), check_reads: 
     Client::from_conf(config)
 }
 
+/// Uploads `parts` as one multipart object with the SDK, as another tool would: with the
+/// user metadata given and nothing else recorded (no part size, no checksum).
+pub async fn put_multipart(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    parts: &[&[u8]],
+    metadata: &[(&str, &str)],
+) {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let mut create = client.create_multipart_upload().bucket(bucket).key(key);
+    for (name, value) in metadata {
+        create = create.metadata(*name, *value);
+    }
+    let upload = create.send().await.unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut done = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let number = i as i32 + 1;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(data.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        done.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_owned))
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 /// Puts one object with the SDK, as another tool would.
 pub async fn put_object(client: &Client, bucket: &str, key: &str, body: &[u8]) {
     client

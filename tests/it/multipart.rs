@@ -7,7 +7,9 @@ use s3mirror::storage::md5::Md5;
 use std::io::Write;
 
 use crate::garage::garage;
-use crate::{bucket_contents, s3mirror, s3mirror_command, tree_contents, write_tree, Run};
+use crate::{
+    bucket_contents, put_multipart, s3mirror, s3mirror_command, tree_contents, write_tree, Run,
+};
 
 const MIB: usize = 1 << 20;
 const SMALL_PARTS: [&str; 4] = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
@@ -314,60 +316,6 @@ async fn after_kill_9_the_next_run_aborts_what_was_left_and_only_that() {
     );
 }
 
-/// Uploads `data` in 5 MiB parts with the SDK, as another tool would: a multipart ETag,
-/// no part size recorded, and `md5chksum` (rclone's whole-object MD5) as given.
-async fn put_in_parts(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    data: &[u8],
-    md5chksum: &str,
-) {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let upload = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .metadata("md5chksum", md5chksum)
-        .send()
-        .await
-        .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for (i, chunk) in data.chunks(5 * MIB).enumerate() {
-        let number = i as i32 + 1;
-        let part = client
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(number)
-            .body(chunk.to_vec().into())
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .e_tag(part.e_tag().unwrap())
-                .build(),
-        );
-    }
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_ranged_download_is_checked_against_an_md5chksum_alone() {
     let server = garage();
@@ -375,14 +323,24 @@ async fn a_ranged_download_is_checked_against_an_md5chksum_alone() {
     let bucket = server.new_bucket("mp-md5chksum").await;
     let data = big_file();
     let md5 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes));
-    put_in_parts(&client, &bucket, "good/video.mp4", &data, &md5(&data)).await;
+    // In 5 MiB parts, with rclone's whole-object MD5 and no part size recorded.
+    let parts: Vec<&[u8]> = data.chunks(5 * MIB).collect();
+    let (good, bad) = (md5(&data), md5(b"other bytes"));
+    put_multipart(
+        &client,
+        &bucket,
+        "good/video.mp4",
+        &parts,
+        &[("md5chksum", &good)],
+    )
+    .await;
     // A recorded MD5 the bytes do not have: what a damaged download looks like.
-    put_in_parts(
+    put_multipart(
         &client,
         &bucket,
         "bad/video.mp4",
-        &data,
-        &md5(b"other bytes"),
+        &parts,
+        &[("md5chksum", &bad)],
     )
     .await;
     let work = tempfile::tempdir().unwrap();

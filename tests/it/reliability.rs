@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use faultproxy::{Faults, Proxy};
 
 use crate::garage::garage;
-use crate::{bucket_contents, s3mirror, tree_contents, write_tree, Run};
+use crate::{bucket_contents, put_multipart, s3mirror, tree_contents, write_tree, Run};
 
 pub async fn proxy(faults: Faults) -> Proxy {
     let upstream: SocketAddr = garage()
@@ -196,53 +196,6 @@ async fn without_retries_throttling_fails_the_run_with_its_cause() {
     assert_eq!(Proxy::count(&proxy.counters.requests), 1);
 }
 
-/// Uploads `parts` as one multipart object, as a tool that records nothing would: the
-/// only promise about its content is its multipart ETag.
-async fn put_multipart(client: &aws_sdk_s3::Client, bucket: &str, key: &str, parts: &[Vec<u8>]) {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let upload = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut done = Vec::new();
-    for (i, data) in parts.iter().enumerate() {
-        let number = i as i32 + 1;
-        let out = client
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(number)
-            .body(data.clone().into())
-            .send()
-            .await
-            .unwrap();
-        done.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(out.e_tag().map(str::to_owned))
-                .build(),
-        );
-    }
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
 /// Compares two sets of objects by key, naming the keys that differ (not their bytes).
 fn assert_same_contents(
     got: &std::collections::BTreeMap<String, Vec<u8>>,
@@ -298,8 +251,8 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
     ]);
     up.assert_code(0);
     // Uploaded in parts by another tool: only the multipart ETag tells the content.
-    let six: Vec<Vec<u8>> = vec![vec![7u8; 5 * MIB], vec![9u8; MIB]];
-    put_multipart(&client, &bucket, "data/sdk/six.bin", &six).await;
+    let (five, one) = (vec![7u8; 5 * MIB], vec![9u8; MIB]);
+    put_multipart(&client, &bucket, "data/sdk/six.bin", &[&five, &one], &[]).await;
     let expected = bucket_contents(&client, &bucket, "data/").await;
 
     let proxy = proxy(Faults {
