@@ -80,6 +80,7 @@ fn main() -> std::process::ExitCode {
             return ExitCode::Usage.into();
         }
     };
+    raise_open_file_limit();
     // One thread runs every task: the per-object work is small, and cross-thread wake-ups
     // cost more CPU than it (measured: 15% less CPU per object than two worker threads).
     // Hashing and file I/O that may wait for a disk run in the blocking pool.
@@ -205,4 +206,17 @@ fn init_logging(verbose: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+/// Raises the soft limit on open files to the hard one: every transfer holds a
+/// connection, a local file and, for a file waiting for its sync, one more descriptor,
+/// so `--threads 500` needs more than the 1,024 many systems allow by default.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        // Kept as it was if refused: the run goes on within it.
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }

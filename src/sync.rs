@@ -209,7 +209,13 @@ async fn run_pipeline(
     let progress = console.start_progress(Arc::clone(stats));
     // Bounded to the number of workers: the planner waits whenever all are busy.
     let (jobs_tx, jobs_rx) = async_channel::bounded(settings.threads);
-    let mut workers = transfer.spawn_workers(jobs_rx, settings.threads);
+    // A file waiting to be made durable and renamed holds a worker but no transfer slot:
+    // as many workers again let the transfers go on meanwhile.
+    let workers = match (&transfer.dest, settings.dry_run) {
+        (Store::Local(_), false) => settings.threads * 2,
+        _ => settings.threads,
+    };
+    let mut workers = transfer.spawn_workers(jobs_rx, workers);
     let planner = Planner {
         mode: settings.compare,
         pairing,

@@ -2,37 +2,52 @@
 //! request or in parts depending on its size.
 
 use super::{Route, Transfer};
-use crate::storage::local::{self, Incoming};
-use crate::storage::{Entry, Expected, ObjectError, Store};
+use crate::storage::local::{self, Incoming, Landing};
+use crate::storage::s3::S3Store;
+use crate::storage::{Entry, Expected, LocalStore, ObjectError, Store};
 
 impl Transfer {
-    pub(super) async fn copy(&self, entry: &Entry) -> Result<(), ObjectError> {
+    /// Copies an object; a file written into a local destination may still be on its
+    /// way to its final name when this returns, and has landed when its landing ends.
+    pub(super) async fn copy(&self, entry: &Entry) -> Result<Landing, ObjectError> {
+        let key = entry.key.as_str();
+        if entry.is_marker() {
+            return self.copy_marker(entry).await.map(|()| Landing::done());
+        }
+        if let Some(target) = self.link_target(entry).await? {
+            let made = match &self.dest {
+                Store::S3(dest) => dest.put_link(key, target, entry.mtime).await,
+                Store::Local(dest) => dest.write_link(key, target, entry.mtime).await,
+            };
+            return made.map(|()| Landing::done());
+        }
+        match &self.dest {
+            Store::S3(dest) => self
+                .copy_to_bucket(entry, dest)
+                .await
+                .map(|()| Landing::done()),
+            Store::Local(dest) => {
+                // Refused before a byte is read: a key no file can be named after.
+                dest.path_for(key)
+                    .map_err(|why| ObjectError::new("write", dest.describe(key), why))?;
+                self.copy_to_directory(entry, dest).await
+            }
+        }
+    }
+
+    async fn copy_to_bucket(&self, entry: &Entry, dest: &S3Store) -> Result<(), ObjectError> {
         let key = entry.key.as_str();
         // The version a point-in-time listing names; None reads the current one.
         let version = entry.version.as_deref();
         let sizes = &self.sizes;
-        if entry.is_marker() {
-            return self.copy_marker(entry).await;
-        }
-        if let Some(target) = self.link_target(entry).await? {
-            return match &self.dest {
-                Store::S3(dest) => dest.put_link(key, target, entry.mtime).await,
-                Store::Local(dest) => dest.write_link(key, target, entry.mtime).await,
-            };
-        }
-        if let Store::Local(dest) = &self.dest {
-            // Refused before a byte is read: a key no file can be named after.
-            dest.path_for(key)
-                .map_err(|why| ObjectError::new("write", dest.describe(key), why))?;
-        }
-        match (&self.source, &self.dest) {
-            (Store::S3(source), Store::S3(dest)) if self.route == Route::ServerSide => {
+        match &self.source {
+            Store::S3(source) if self.route == Route::ServerSide => {
                 let threshold = sizes.multipart_copy_threshold;
                 dest.copy_object_from(source.url(), entry, threshold, &self.parts)
                     .await
                     .map_err(|err| self.explain_refused_read(err))
             }
-            (Store::S3(source), Store::S3(dest)) => {
+            Store::S3(source) => {
                 let download = source.get(key, version).await?;
                 let download = source.with_tags(key, download).await?;
                 // A promise about parts (a multipart ETag without a recorded MD5) can only
@@ -46,7 +61,7 @@ impl Transfer {
                     dest.put_download(key, download).await
                 }
             }
-            (Store::Local(source), Store::S3(dest)) => {
+            Store::Local(source) => {
                 let path = source
                     .path_for(key)
                     .map_err(|why| ObjectError::new("read", source.describe(key), why))?;
@@ -57,7 +72,18 @@ impl Transfer {
                     dest.put_file(key, &path, entry).await
                 }
             }
-            (Store::S3(source), Store::Local(dest)) if entry.size >= sizes.multipart_threshold => {
+        }
+    }
+
+    async fn copy_to_directory(
+        &self,
+        entry: &Entry,
+        dest: &LocalStore,
+    ) -> Result<Landing, ObjectError> {
+        let key = entry.key.as_str();
+        let version = entry.version.as_deref();
+        match &self.source {
+            Store::S3(source) if entry.size >= self.sizes.multipart_threshold => {
                 let expected = source.expected(key, version).await?;
                 let fetch = |first, last| async move {
                     let body = source
@@ -73,7 +99,7 @@ impl Transfer {
                 };
                 dest.write_ranges(key, incoming, &self.parts, fetch).await
             }
-            (Store::S3(source), Store::Local(dest)) => {
+            Store::S3(source) => {
                 let download = source.get(key, version).await?;
                 let incoming = Incoming {
                     size: download.size,
@@ -84,7 +110,7 @@ impl Transfer {
                 dest.write(key, download.body.into_async_read(), incoming)
                     .await
             }
-            (Store::Local(source), Store::Local(dest)) => {
+            Store::Local(source) => {
                 let path = source
                     .path_for(key)
                     .map_err(|why| ObjectError::new("read", source.describe(key), why))?;

@@ -23,7 +23,7 @@ use crate::keylist::Manifest;
 use crate::plan::{CopyReason, Decision, Event, Job, Reporter};
 use crate::stats::{Failure, Stats};
 use crate::storage::checksum::HashKind;
-use crate::storage::local::DigestRequest;
+use crate::storage::local::{DigestRequest, Landing};
 use crate::storage::s3::requests::RequestCounts;
 use crate::storage::s3::{part_size_for, PartSettings, RestoreState};
 use crate::storage::{
@@ -81,27 +81,39 @@ impl Transfer {
         workers
     }
 
+    /// Runs a job in a transfer slot, given back once the bytes are written and checked:
+    /// a file that must still be made durable and renamed waits for that outside it.
     async fn run_job(&self, job: Job) {
         let slot = self.concurrency.acquire().await;
-        self.run_job_in_slot(job).await;
+        let copied = self.run_job_in_slot(&job).await;
         self.concurrency
             .completed(slot, answers(self.stats.requests()));
         if let Some(lowest) = self.concurrency.lowered() {
             self.stats.concurrency_lowered_to(lowest as u64);
         }
+        if let Some(copied) = copied {
+            self.land(&job, copied).await;
+        }
     }
 
-    async fn run_job_in_slot(&self, job: Job) {
+    /// Decides and copies; a copy whose outcome is still to come is returned.
+    async fn run_job_in_slot(&self, job: &Job) -> Option<Copied> {
         let size = job.source.size;
         let decision = match job.decision {
-            Decision::CompareContent => self.compare_content(&job).await,
-            Decision::CompareChecksum => self.compare_checksum(&job).await,
+            Decision::CompareContent => self.compare_content(job).await,
+            Decision::CompareChecksum => self.compare_checksum(job).await,
             decision => Ok(decision),
         };
         let reason = match decision {
             Ok(Decision::Copy(reason)) => reason,
-            Ok(_) => return self.stats.skipped_planned(size),
-            Err(err) => return self.fail(&job, err),
+            Ok(_) => {
+                self.stats.skipped_planned(size);
+                return None;
+            }
+            Err(err) => {
+                self.fail(job, err);
+                return None;
+            }
         };
         if self.dry_run
             && job
@@ -114,27 +126,60 @@ impl Transfer {
                 let version = job.source.version.as_deref();
                 match source.is_restored(&job.source.key, version).await {
                     Ok(true) => {}
-                    Ok(false) => return self.pass_over_archived(&job).await,
-                    Err(err) => return self.fail(&job, err),
+                    Ok(false) => {
+                        self.pass_over_archived(job).await;
+                        return None;
+                    }
+                    Err(err) => {
+                        self.fail(job, err);
+                        return None;
+                    }
                 }
             }
         }
         if !self.budget.admit(size) {
-            return self.stats.not_started(size);
+            self.stats.not_started(size);
+            return None;
         }
         let started = std::time::Instant::now();
         if let Some(existing) = job.dest.as_ref().filter(|_| reason != CopyReason::Missing) {
             if let Err(err) = self.back_up(&existing.key, existing.size).await {
-                return self.fail(&job, err);
+                self.fail(job, err);
+                return None;
             }
         }
-        if !self.dry_run {
-            match self.copy_with_retries(&job.source).await {
-                Ok(()) => {}
-                Err(err) if err.archived => return self.pass_over_archived(&job).await,
-                Err(err) => return self.fail(&job, err),
-            }
+        let landing = match self.dry_run {
+            true => Landing::done(),
+            false => match self.copy_with_retries(&job.source).await {
+                Ok(landing) => landing,
+                Err(err) if err.archived => {
+                    self.pass_over_archived(job).await;
+                    return None;
+                }
+                Err(err) => {
+                    self.fail(job, err);
+                    return None;
+                }
+            },
+        };
+        Some(Copied {
+            landing,
+            reason,
+            started,
+        })
+    }
+
+    /// Waits for a copy's file to land, then counts and reports the copy.
+    async fn land(&self, job: &Job, copied: Copied) {
+        let Copied {
+            landing,
+            reason,
+            started,
+        } = copied;
+        if let Err(err) = landing.landed().await {
+            return self.fail(job, err);
         }
+        let size = job.source.size;
         if let (Some(manifest), Store::S3(source)) = (&self.manifest, &self.source) {
             let url = source.url();
             let version = job.source.version.as_deref();
@@ -284,12 +329,12 @@ impl Transfer {
     /// Copies an object, starting again after a transient failure (bytes cut short or
     /// damaged, a file changing while read) up to the retry limit, with backoff. A local
     /// file is looked at again first, so a file that has settled is copied as it now is.
-    async fn copy_with_retries(&self, listed: &Entry) -> Result<(), ObjectError> {
+    async fn copy_with_retries(&self, listed: &Entry) -> Result<Landing, ObjectError> {
         let attempts = self.sizes.object_retries + 1;
         let mut entry = Cow::Borrowed(listed);
         for attempt in 1.. {
             let err = match self.copy(&entry).await {
-                Ok(()) => return Ok(()),
+                Ok(landing) => return Ok(landing),
                 Err(err) if err.transient && attempt < attempts => err,
                 Err(err) => return Err(err),
             };
@@ -348,6 +393,13 @@ impl Transfer {
             },
         );
     }
+}
+
+/// A copy made, still to be counted once its file lands.
+struct Copied {
+    landing: Landing,
+    reason: CopyReason,
+    started: std::time::Instant,
 }
 
 /// The run's answers so far, for the adaptive concurrency (throttled read first, so it

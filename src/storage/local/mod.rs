@@ -17,7 +17,7 @@ pub use hash::{
     read_small, DigestRequest, Digests, FileDigests, Md5Digest, SmallFile,
 };
 pub use links::{not_a_target, LinkMode, LINK_SUFFIX, MAX_TARGET as MAX_LINK_TARGET};
-pub use write::{remove_temps_in_flight, Incoming};
+pub use write::{remove_temps_in_flight, Incoming, Landing};
 
 /// Name prefix of s3mirror's temporary files; listings skip them, so a leftover from a
 /// crash is neither uploaded nor mistaken for a finished file.

@@ -1,5 +1,8 @@
 //! Writes into the destination directory through a temporary file in the same
 //! directory, made durable and given its final mtime before it is renamed into place.
+//! A write returns once the bytes are written and checked, with a `Landing` that ends
+//! once the file has its name: the sync and rename happen behind it, so that a file
+//! waiting for the disk holds no transfer.
 //!
 //! Invariant: a file under its final name is always complete. A crash leaves at most a
 //! `.s3mirror-tmp-*` file, which listings ignore.
@@ -23,7 +26,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use rustix::fs::OFlags;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::durable::Durability;
 use super::{digests_as_written, refuse_links_between, LocalStore, TEMP_PREFIX};
@@ -52,6 +55,30 @@ pub struct Incoming<'a> {
     pub expected: &'a Expected,
 }
 
+/// A file whose bytes are written and checked, on its way to its final name: made
+/// durable, then renamed into place. Dropped, the file still lands; only its outcome is
+/// not heard.
+#[derive(Debug)]
+#[must_use = "a file has landed only once its landing ends"]
+pub struct Landing(Option<oneshot::Receiver<Result<(), ObjectError>>>);
+
+impl Landing {
+    /// Nothing left to do: the copy ended where it was written.
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    /// Ends once the file is durable under its final name, or failed to be.
+    pub async fn landed(self) -> Result<(), ObjectError> {
+        match self.0 {
+            None => Ok(()),
+            Some(outcome) => outcome
+                .await
+                .expect("every file handed over for its sync is told the outcome"),
+        }
+    }
+}
+
 impl LocalStore {
     /// Writes `incoming.size` bytes from `reader` to `key`, checks them as they stream
     /// in and sets the mtime.
@@ -60,7 +87,7 @@ impl LocalStore {
         key: &str,
         mut reader: R,
         incoming: Incoming<'_>,
-    ) -> Result<(), ObjectError>
+    ) -> Result<Landing, ObjectError>
     where
         R: AsyncBufRead + Unpin,
     {
@@ -103,7 +130,7 @@ impl LocalStore {
         key: &str,
         source: &Path,
         incoming: Incoming<'_>,
-    ) -> Result<(), ObjectError> {
+    ) -> Result<Landing, ObjectError> {
         let target = self.target(key, incoming)?;
         let (source, described) = (source.to_path_buf(), incoming.source.to_owned());
         run_blocking(move || {
@@ -138,7 +165,7 @@ impl LocalStore {
         incoming: Incoming<'_>,
         parts: &PartSettings,
         fetch: F,
-    ) -> Result<(), ObjectError>
+    ) -> Result<Landing, ObjectError>
     where
         F: Fn(u64, u64) -> Fut,
         Fut: Future<Output = Result<R, ObjectError>>,
@@ -372,13 +399,21 @@ impl Target {
     }
 
     /// Takes the verdict on the temporary file's content (reached while its bytes came
-    /// in; None when there was nothing to check), then gives it its mtime and mode, makes
-    /// it durable and renames it into place.
-    fn commit(&self, temp: Temp, verdict: Option<Result<(), String>>) -> Result<(), ObjectError> {
+    /// in; None when there was nothing to check) and gives the file its mtime and mode;
+    /// then hands it over to be made durable and renamed into place.
+    fn commit(
+        &self,
+        temp: Temp,
+        verdict: Option<Result<(), String>>,
+    ) -> Result<Landing, ObjectError> {
         if let Some(Err(why)) = verdict {
             return Err(ObjectError::transient("verify", &self.source, why));
         }
-        let file = &temp.file;
+        let Temp {
+            file,
+            path,
+            _listed: listed,
+        } = temp;
         file.set_modified(self.mtime)
             // Unchecked bytes were private; the file takes its mode with its name.
             .and_then(|()| {
@@ -386,20 +421,39 @@ impl Target {
                     crate::private::default_file_mode(),
                 ))
             })
-            .and_then(|()| self.durability.make_durable(file))
             .map_err(io_error("sync", &self.described))?;
-        temp.path.persist(&self.path).map_err(|err| {
-            let err = err.error;
-            match err.kind() == std::io::ErrorKind::IsADirectory {
-                true => ObjectError::new(
-                    "rename",
-                    &self.described,
-                    format!("{err}: a directory is in the way, for other keys continue this one (as 'a/b' does 'a'); a directory tree cannot hold both"),
-                ),
-                false => io_error("rename", &self.described)(err),
-            }
-        })
+        let (outcome, landing) = oneshot::channel();
+        let (to, described) = (self.path.clone(), self.described.clone());
+        let rename = move |synced: std::io::Result<()>| {
+            let landed = synced
+                .map_err(io_error("sync", &described))
+                .and_then(|()| rename_into_place(path, &to, &described));
+            // Still in the interrupt's list until renamed or removed.
+            drop(listed);
+            let _ = outcome.send(landed);
+        };
+        self.durability.make_durable(file, Box::new(rename));
+        Ok(Landing(Some(landing)))
     }
+}
+
+/// Gives a durable temporary file its final name.
+fn rename_into_place(
+    temp: tempfile::TempPath,
+    to: &Path,
+    described: &str,
+) -> Result<(), ObjectError> {
+    temp.persist(to).map_err(|err| {
+        let err = err.error;
+        match err.kind() == std::io::ErrorKind::IsADirectory {
+            true => ObjectError::new(
+                "rename",
+                described,
+                format!("{err}: a directory is in the way, for other keys continue this one (as 'a/b' does 'a'); a directory tree cannot hold both"),
+            ),
+            false => io_error("rename", described)(err),
+        }
+    })
 }
 
 /// Writes the range at `offset` from the blocks received, hashing it if `how` says so.
@@ -723,6 +777,9 @@ mod tests {
                 incoming(5, SystemTime::now(), &expected),
             )
             .await
+            .unwrap()
+            .landed()
+            .await
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"hello");
 
@@ -793,7 +850,10 @@ mod tests {
                 )
                 .await;
             match damage {
-                None => assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), data),
+                None => {
+                    written.unwrap().landed().await.unwrap();
+                    assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), data);
+                }
                 Some(_) => {
                     let err = written.unwrap_err();
                     assert!(err.to_string().contains("do not match"), "{err}");
@@ -807,16 +867,17 @@ mod tests {
     async fn a_directory_removed_after_a_write_is_made_again() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().to_path_buf());
-        let write = |key: &'static str| {
-            store.write(
+        let write = |key: &'static str| async {
+            let written = store.write(
                 key,
                 &b"x"[..],
                 incoming(1, SystemTime::now(), &Expected::Unknown),
-            )
+            );
+            written.await.unwrap().landed().await.unwrap();
         };
-        write("sub/a").await.unwrap();
+        write("sub/a").await;
         std::fs::remove_dir_all(dir.path().join("sub")).unwrap();
-        write("sub/b").await.unwrap();
+        write("sub/b").await;
         assert_eq!(std::fs::read(dir.path().join("sub/b")).unwrap(), b"x");
     }
 
@@ -832,12 +893,41 @@ mod tests {
                 incoming(5, mtime, &Expected::Unknown),
             )
             .await
+            .unwrap()
+            .landed()
+            .await
             .unwrap();
         let path = dir.path().join("a/b/c.txt");
         assert_eq!(std::fs::read(&path).unwrap(), b"hello");
         assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
+    }
+
+    #[tokio::test]
+    async fn a_rename_that_fails_after_the_write_is_the_landings_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        // The bytes are written and checked: the transfer is over.
+        let landing = store
+            .write(
+                "a",
+                &b"x"[..],
+                incoming(1, SystemTime::now(), &Expected::Unknown),
+            )
+            .await
+            .unwrap();
+        // The directory in the way shows when the file is renamed, behind it.
+        let err = landing.landed().await.unwrap_err();
+        assert!(err.to_string().contains("rename"), "{err}");
+        assert!(
+            err.to_string().contains("a directory is in the way"),
+            "{err}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left behind");
+        assert!(!in_flight().iter().any(|p| p.starts_with(dir.path())));
     }
 
     #[tokio::test]
@@ -863,6 +953,9 @@ mod tests {
                 &parts,
                 fetch,
             )
+            .await
+            .unwrap()
+            .landed()
             .await
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("r")).unwrap(), data);
