@@ -31,7 +31,8 @@
 #
 # Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
 # Ratios between tools measured in one run are the figures to quote; absolute times depend
-# on the machine (the server and the proxy share its CPUs).
+# on the machine (the server and the proxy share its CPUs). Each download keeps its files
+# until the last has run: the defaults need about 35 GB free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
@@ -286,6 +287,30 @@ for name in ("large-1", "large-2"):
 PY
 }
 
+# restore_dir: a new empty directory for one download, in $restored. Each download gets its
+# own and none is removed until the last has run: on a file system that discards freed
+# blocks, the journal commits that follow a large delete are slow, and whichever tool ran
+# next, if it syncs, would pay for the one before.
+restore_dir() {
+    restores=$((restores + 1))
+    restored="$work/restored/$restores"
+    mkdir -p "$restored"
+}
+
+# forget_cached DIR: drops DIR's files from the page cache once they are on disk, so that
+# the downloads that follow find as much free memory as the first.
+forget_cached() {
+    sync
+    python3 - "$1" <<'PY'
+import os, sys
+for root, _, files in os.walk(sys.argv[1]):
+    for name in files:
+        fd = os.open(os.path.join(root, name), os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+PY
+}
+
 # files_and_bytes DIR: the number of files below DIR and the sum of their sizes.
 files_and_bytes() {
     find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %.0f\n", n, b }'
@@ -311,10 +336,11 @@ throttling_workloads() {
     fill seed-large "$work/seed-large"
     local download_tools=$large_tools
     [[ " $tools " == *" rclone "* ]] && download_tools="$download_tools rclone-durable"
+    local restores=0 restored
     for tool in $download_tools; do
-        rm -rf "$work/restored"
-        mkdir -p "$work/restored"
-        measure 0 8 download-large "$tool" 2 "$((2 * seed_large_mib << 20))" seed-large/data/ "$work/restored"
+        restore_dir
+        measure 0 8 download-large "$tool" 2 "$((2 * seed_large_mib << 20))" seed-large/data/ "$restored"
+        forget_cached "$restored"
     done
 
     for tool in "${throttle_tools[@]}"; do
@@ -325,28 +351,28 @@ throttling_workloads() {
         for workload in restore restore-slowdown; do
             proxy_faults=()
             [ "$workload" = restore ] || proxy_faults=(--slowdown "$slowdown_share")
-            rm -rf "$work/restored"
-            mkdir -p "$work/restored"
-            measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
-            [ "$(files_and_bytes "$work/restored")" = "$(files_and_bytes "$work/seed")" ] ||
+            restore_dir
+            measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
+            [ "$(files_and_bytes "$restored")" = "$(files_and_bytes "$work/seed")" ] ||
                 echo "  $tool $workload: the restored directory differs from the source" >&2
+            forget_cached "$restored"
         done
         proxy_faults=()
     done
     local restore_tools=("${throttle_tools[@]}")
     if [[ " $tools " == *" rclone "* ]]; then
-        rm -rf "$work/restored"
-        mkdir -p "$work/restored"
-        measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+        restore_dir
+        measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
+        forget_cached "$restored"
         restore_tools+=(rclone-durable)
     fi
     # The same restore straight to the server: the proxy costs every tool the same per
     # request, which hides part of the difference between them.
     direct=1
     for tool in "${restore_tools[@]}"; do
-        rm -rf "$work/restored"
-        mkdir -p "$work/restored"
-        measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$work/restored"
+        restore_dir
+        measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
+        forget_cached "$restored"
     done
     direct=0
     rm -rf "$work/restored"

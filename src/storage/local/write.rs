@@ -600,11 +600,18 @@ where
     }
 }
 
-/// An error of a local file operation; a full disk gets the obvious advice.
+/// An error of a local file operation; a full disk and too many open files get the
+/// obvious advice.
 fn io_error<'a>(op: &'static str, target: &'a str) -> impl Fn(std::io::Error) -> ObjectError + 'a {
     move |err| {
         if err.kind() == std::io::ErrorKind::StorageFull {
             let cause = format!("{err}; free space on the destination file system and run again");
+            return ObjectError::new(op, target, cause);
+        }
+        if err.raw_os_error() == Some(rustix::io::Errno::MFILE.raw_os_error()) {
+            let cause = format!(
+                "{err}; raise the hard limit on open files (ulimit -Hn, LimitNOFILE=) or lower --threads"
+            );
             return ObjectError::new(op, target, cause);
         }
         ObjectError::new(op, target, err)
@@ -1008,6 +1015,19 @@ mod tests {
             assert!(err.to_string().contains("received more"), "{err}");
             until_empty(dir.path()).await;
         }
+    }
+
+    #[test]
+    fn running_out_of_space_or_descriptors_says_what_to_do() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let err = io_error("write", "/d/f")(full).to_string();
+        assert!(err.contains("/d/f") && err.contains("free space"), "{err}");
+        let emfile = std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        let err = io_error("create", "/d/f")(emfile).to_string();
+        assert!(
+            err.contains("create") && err.contains("lower --threads"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
