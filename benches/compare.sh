@@ -32,7 +32,7 @@
 # Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
 # Ratios between tools measured in one run are the figures to quote; absolute times depend
 # on the machine (the server and the proxy share its CPUs). Each download keeps its files
-# until the last has run: the defaults need about 35 GB free.
+# until the last has run: the defaults need about 45 GB free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
@@ -367,9 +367,13 @@ throttling_workloads() {
         restore_tools+=(rclone-durable)
     fi
     # The same restore straight to the server: the proxy costs every tool the same per
-    # request, which hides part of the difference between them.
+    # request, which hides part of the difference between them. Measured in order and again
+    # in reverse (rclone-durable, a reference, once), since a restore that syncs pays for
+    # the disk's state, which the runs before it leave; the table shows the means.
     direct=1
-    for tool in "${restore_tools[@]}"; do
+    local reversed=()
+    for tool in "${throttle_tools[@]}"; do reversed=("$tool" "${reversed[@]}"); done
+    for tool in "${restore_tools[@]}" "${reversed[@]}"; do
         restore_dir
         measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
         forget_cached "$restored"
