@@ -60,7 +60,7 @@ pub struct Incoming<'a> {
 /// not heard.
 #[derive(Debug)]
 #[must_use = "a file has landed only once its landing ends"]
-pub struct Landing(Option<oneshot::Receiver<Result<(), ObjectError>>>);
+pub struct Landing(Option<(oneshot::Receiver<Result<(), ObjectError>>, String)>);
 
 impl Landing {
     /// Nothing left to do: the copy ended where it was written.
@@ -70,12 +70,17 @@ impl Landing {
 
     /// Ends once the file is durable under its final name, or failed to be.
     pub async fn landed(self) -> Result<(), ObjectError> {
-        match self.0 {
-            None => Ok(()),
-            Some(outcome) => outcome
-                .await
-                .expect("every file handed over for its sync is told the outcome"),
-        }
+        let Some((outcome, described)) = self.0 else {
+            return Ok(());
+        };
+        outcome.await.unwrap_or_else(|_| {
+            // Only if the thread that syncs files ended before this one's turn.
+            Err(ObjectError::new(
+                "sync",
+                &described,
+                "the file was never made durable, so it was not renamed into place; run again",
+            ))
+        })
     }
 }
 
@@ -424,6 +429,7 @@ impl Target {
             .map_err(io_error("sync", &self.described))?;
         let (outcome, landing) = oneshot::channel();
         let (to, described) = (self.path.clone(), self.described.clone());
+        let landing = Landing(Some((landing, described.clone())));
         let rename = move |synced: std::io::Result<()>| {
             let landed = synced
                 .map_err(io_error("sync", &described))
@@ -433,7 +439,7 @@ impl Target {
             let _ = outcome.send(landed);
         };
         self.durability.make_durable(file, Box::new(rename));
-        Ok(Landing(Some(landing)))
+        Ok(landing)
     }
 }
 
@@ -935,6 +941,18 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left behind");
         assert!(!in_flight().iter().any(|p| p.starts_with(dir.path())));
+    }
+
+    #[tokio::test]
+    async fn a_file_never_told_its_outcome_fails_and_is_not_counted_as_landed() {
+        let (outcome, heard) = oneshot::channel();
+        drop(outcome);
+        let err = Landing(Some((heard, "/d/f".to_owned())))
+            .landed()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("sync /d/f"), "{err}");
+        assert!(err.to_string().contains("never made durable"), "{err}");
     }
 
     #[tokio::test]
