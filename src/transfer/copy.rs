@@ -3,7 +3,7 @@
 
 use super::{Route, Transfer};
 use crate::storage::local::{self, Incoming, Landing};
-use crate::storage::s3::S3Store;
+use crate::storage::s3::{self, S3Store};
 use crate::storage::{Entry, Expected, LocalStore, ObjectError, Store};
 
 impl Transfer {
@@ -89,7 +89,7 @@ impl Transfer {
                     let body = source
                         .get_range(key, version, first, last, entry.etag.as_ref())
                         .await?;
-                    Ok(body.into_async_read())
+                    Ok(s3::chunks(body))
                 };
                 let incoming = Incoming {
                     size: entry.size,
@@ -107,8 +107,7 @@ impl Transfer {
                     source: &source.describe(key),
                     expected: &download.expected,
                 };
-                dest.write(key, download.body.into_async_read(), incoming)
-                    .await
+                dest.write(key, s3::chunks(download.body), incoming).await
             }
             Store::Local(source) => {
                 let path = source

@@ -9,23 +9,21 @@
 //!
 //! The runtime thread only receives bytes. Everything that touches the file system or
 //! hashes runs on a blocking thread, one job per file (or per range of a large file):
-//! the runtime thread hands each job its bytes in blocks of `BLOCK` through a short
-//! channel, so a download costs it no system call, and hashing and `fsync` run on as many
-//! cores as there are files in flight.
+//! the runtime thread hands each job the chunks it received, uncopied, in blocks of at
+//! least `BLOCK` bytes through a short channel, so a download costs it no system call and
+//! no copy, and hashing and `fsync` run on as many cores as there are files in flight.
 
 use std::fs::File;
 use std::future::Future;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
-use futures::{StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
 use rustix::fs::OFlags;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::durable::Durability;
@@ -34,12 +32,20 @@ use crate::storage::checksum::Hasher;
 use crate::storage::s3::{describe_body_error, PartSettings};
 use crate::storage::{Expected, ObjectError, RangeCheck, StreamCheck};
 
-/// Bytes handed to a file's blocking job at a time.
+/// Bytes handed to a file's blocking job at a time, at the least (but for the last): the
+/// chunks received until they add up to this.
 const BLOCK: usize = 128 * 1024;
 
 /// Blocks a job may have waiting, beyond the one it writes and the one being filled: a
-/// download holds at most three blocks, 384 KiB, however slow the disk.
+/// download holds at most three blocks, each `BLOCK` and one chunk, however slow the disk.
 const BLOCKS_AHEAD: usize = 1;
+
+/// Chunks of a body as they were received, written with one system call; empty, the end
+/// of the bytes.
+type Block = Vec<Bytes>;
+
+/// The most buffers one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_BUFFERS: usize = 1024;
 
 /// Distinguishes the temporary files of concurrent writes in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -85,46 +91,43 @@ impl Landing {
 }
 
 impl LocalStore {
-    /// Writes `incoming.size` bytes from `reader` to `key`, checks them as they stream
+    /// Writes `incoming.size` bytes from `body` to `key`, checks them as they stream
     /// in and sets the mtime.
-    pub async fn write<R>(
+    pub async fn write(
         &self,
         key: &str,
-        mut reader: R,
+        body: impl Stream<Item = std::io::Result<Bytes>>,
         incoming: Incoming<'_>,
-    ) -> Result<Landing, ObjectError>
-    where
-        R: AsyncBufRead + Unpin,
-    {
+    ) -> Result<Landing, ObjectError> {
         let target = self.target(key, incoming)?;
         // A body of one block is received whole before its job starts: the job then never
         // waits for bytes, and the hand-over costs one thread wake-up instead of three.
         let whole = incoming.size <= BLOCK as u64;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(if whole { 2 } else { BLOCKS_AHEAD });
+        let (tx, mut rx) = mpsc::channel::<Block>(if whole { 2 } else { BLOCKS_AHEAD });
         let job = move || {
-            let mut temp = target.create()?;
+            let temp = target.create()?;
             let mut check = StreamCheck::new(&target.expected);
+            let mut at = 0;
             while let Some(block) = rx.blocking_recv() {
                 if block.is_empty() {
                     // The end: every byte came as announced.
                     return target.commit(temp, check.finish());
                 }
-                check.update(&block);
-                temp.file
-                    .write_all(&block)
+                block.iter().for_each(|chunk| check.update(chunk));
+                at = write_block(&temp.file, &block, at)
                     .map_err(io_error("write", &target.described))?;
             }
             // The sender was dropped: the copy failed or was given up, and says so.
             Err(ObjectError::new("write", &target.described, "cut short"))
         };
         if whole {
-            if let Received::Failed(err) = send_blocks(&mut reader, incoming, tx).await {
+            if let Received::Failed(err) = send_blocks(body, incoming, tx).await {
                 return Err(err);
             }
             return run_blocking(job).await;
         }
         let job = run_blocking(job);
-        let received = send_blocks(&mut reader, incoming, tx).await;
+        let received = send_blocks(body, incoming, tx).await;
         finish(received, job).await
     }
 
@@ -164,7 +167,7 @@ impl LocalStore {
     /// of the shared permits), each into its place by its own job, which hashes it when
     /// that is how the object can be checked; otherwise one more job hashes the file in
     /// order as its ranges land.
-    pub async fn write_ranges<F, Fut, R>(
+    pub async fn write_ranges<F, Fut, S>(
         &self,
         key: &str,
         incoming: Incoming<'_>,
@@ -173,8 +176,8 @@ impl LocalStore {
     ) -> Result<Landing, ObjectError>
     where
         F: Fn(u64, u64) -> Fut,
-        Fut: Future<Output = Result<R, ObjectError>>,
-        R: AsyncBufRead + Unpin,
+        Fut: Future<Output = Result<S, ObjectError>>,
+        S: Stream<Item = std::io::Result<Bytes>>,
     {
         let target = Arc::new(self.target(key, incoming)?);
         let size = incoming.size;
@@ -226,8 +229,8 @@ impl LocalStore {
                             .acquire()
                             .await
                             .expect("part permits are never closed");
-                        let mut reader = fetch(offset, offset + len - 1).await?;
-                        let (tx, rx) = mpsc::channel::<Bytes>(BLOCKS_AHEAD);
+                        let body = fetch(offset, offset + len - 1).await?;
+                        let (tx, rx) = mpsc::channel::<Block>(BLOCKS_AHEAD);
                         let job = run_blocking(move || {
                             write_range(&file, offset, len, how, rx, &target.described)
                         });
@@ -238,7 +241,7 @@ impl LocalStore {
                             source: &source,
                             ..incoming
                         };
-                        let hasher = finish(send_blocks(&mut reader, range, tx).await, job).await?;
+                        let hasher = finish(send_blocks(body, range, tx).await, job).await?;
                         if let Some(written) = written {
                             let _ = written.send((offset, len));
                         }
@@ -468,7 +471,7 @@ fn write_range(
     offset: u64,
     len: u64,
     how: Option<RangeCheck>,
-    mut blocks: mpsc::Receiver<Bytes>,
+    mut blocks: mpsc::Receiver<Block>,
     described: &str,
 ) -> Result<Option<Hasher>, ObjectError> {
     let mut hasher = how.map(|how| Hasher::new(how.kind()));
@@ -479,11 +482,9 @@ fn write_range(
             return Ok(hasher);
         }
         if let Some(hasher) = &mut hasher {
-            hasher.update(&block);
+            block.iter().for_each(|chunk| hasher.update(chunk));
         }
-        file.write_all_at(&block, at)
-            .map_err(io_error("write", described))?;
-        at += block.len() as u64;
+        at = write_block(file, &block, at).map_err(io_error("write", described))?;
     }
     Err(ObjectError::new("write", described, "cut short"))
 }
@@ -538,49 +539,42 @@ async fn finish<T>(
     }
 }
 
-/// Reads exactly `incoming.size` bytes from `reader` and sends them in blocks of up to
-/// `BLOCK`, then an empty block to say they all came. A failure to receive them (the connection dropped, the body cut short or
-/// longer than announced) is transient and names the source.
-async fn send_blocks<R>(reader: &mut R, incoming: Incoming<'_>, tx: mpsc::Sender<Bytes>) -> Received
-where
-    R: AsyncBufRead + Unpin,
-{
+/// Receives exactly `incoming.size` bytes from `body` and sends them in blocks of at
+/// least `BLOCK` (but for the last), then an empty block to say they all came. A failure
+/// to receive them (the connection dropped, the body cut short or longer than announced)
+/// is transient and names the source.
+async fn send_blocks(
+    body: impl Stream<Item = std::io::Result<Bytes>>,
+    incoming: Incoming<'_>,
+    tx: mpsc::Sender<Block>,
+) -> Received {
+    let mut body = std::pin::pin!(body);
     let len = incoming.size;
-    // A block is as large as what is left to come, up to BLOCK.
-    let limit = |left: u64| left.min(BLOCK as u64) as usize;
-    let mut room = limit(len);
-    let mut block = BytesMut::with_capacity(room);
+    let (mut block, mut gathered) = (Block::new(), 0);
     let mut received = 0u64;
-    loop {
-        let chunk = match reader.fill_buf().await {
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(err) => {
                 let why = describe_body_error(&err, incoming.expected.stated_checksum());
                 return Received::Failed(ObjectError::transient("receive", incoming.source, why));
             }
         };
-        if chunk.is_empty() {
-            break;
-        }
-        let n = chunk.len();
-        received += n as u64;
+        received += chunk.len() as u64;
         if received > len {
             break;
         }
-        let mut chunk = chunk;
-        while !chunk.is_empty() {
-            let take = (room - block.len()).min(chunk.len());
-            block.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
-            if block.len() == room {
-                room = limit(len - received + chunk.len() as u64);
-                let full = std::mem::replace(&mut block, BytesMut::with_capacity(room));
-                if tx.send(full.freeze()).await.is_err() {
-                    return Received::Refused;
-                }
+        if chunk.is_empty() {
+            continue;
+        }
+        gathered += chunk.len();
+        block.push(chunk);
+        if gathered >= BLOCK {
+            gathered = 0;
+            if tx.send(std::mem::take(&mut block)).await.is_err() {
+                return Received::Refused;
             }
         }
-        reader.consume(n);
     }
     if received != len {
         let received = match received > len {
@@ -596,14 +590,31 @@ where
             ),
         ));
     }
-    if !block.is_empty() && tx.send(block.freeze()).await.is_err() {
+    if !block.is_empty() && tx.send(block).await.is_err() {
         return Received::Refused;
     }
     // An empty block ends the bytes: a job commits nothing without it.
-    match tx.send(Bytes::new()).await {
+    match tx.send(Block::new()).await {
         Ok(()) => Received::All,
         Err(_) => Received::Refused,
     }
+}
+
+/// Writes a block's chunks at `at`, in as few system calls as the kernel takes them;
+/// returns where the next block goes.
+fn write_block(file: &File, block: &[Bytes], mut at: u64) -> std::io::Result<u64> {
+    let mut buffers: Vec<IoSlice<'_>> = block.iter().map(|chunk| IoSlice::new(chunk)).collect();
+    let mut buffers = &mut buffers[..];
+    while !buffers.is_empty() {
+        let batch = buffers.len().min(MAX_BUFFERS);
+        let written = rustix::io::pwritev(file, &buffers[..batch], at)?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        at += written as u64;
+        IoSlice::advance_slices(&mut buffers, written);
+    }
+    Ok(at)
 }
 
 /// An error of a local file operation; a full disk and too many open files get the
@@ -719,6 +730,16 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
     use tokio::sync::Semaphore;
 
+    /// `data` as a body arriving in chunks of 10,000 bytes (the last shorter), which
+    /// blocks do not divide evenly.
+    fn body(data: &[u8]) -> impl Stream<Item = std::io::Result<Bytes>> {
+        let chunks: Vec<_> = data
+            .chunks(10_000)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        futures::stream::iter(chunks)
+    }
+
     fn incoming(size: u64, mtime: SystemTime, expected: &Expected) -> Incoming<'_> {
         Incoming {
             size,
@@ -741,17 +762,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_dropped_half_way_leaves_no_temporary_file() {
-        use tokio::io::AsyncWriteExt;
         // Received whole before its job starts, and streamed to a job as it comes.
         for size in [1000, 3 * BLOCK as u64] {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalStore::new(dir.path().to_path_buf());
-            let (mut sender, receiver) = tokio::io::duplex(64);
-            sender.write_all(b"the first bytes").await.unwrap();
-            let reader = tokio::io::BufReader::new(receiver);
+            let first = body(b"the first bytes");
             let write = store.write(
                 "sub/k",
-                reader,
+                first.chain(futures::stream::pending()),
                 incoming(size, SystemTime::now(), &Expected::Unknown),
             );
             // The rest never comes: the copy is dropped while it waits for it.
@@ -775,7 +793,7 @@ mod tests {
         let err = store
             .write(
                 "f",
-                &b"hellp"[..],
+                body(b"hellp"),
                 incoming(5, SystemTime::now(), &expected),
             )
             .await
@@ -786,7 +804,7 @@ mod tests {
         store
             .write(
                 "f",
-                &b"hello"[..],
+                body(b"hello"),
                 incoming(5, SystemTime::now(), &expected),
             )
             .await
@@ -808,7 +826,7 @@ mod tests {
             if first == 2 {
                 slice[0] = b'L';
             }
-            Ok::<_, ObjectError>(std::io::Cursor::new(slice))
+            Ok::<_, ObjectError>(body(&slice))
         };
         let err = store
             .write_ranges(
@@ -851,7 +869,7 @@ mod tests {
                 let delay = Duration::from_millis((1000 - first) / 50);
                 async move {
                     tokio::time::sleep(delay).await;
-                    Ok::<_, ObjectError>(std::io::Cursor::new(slice))
+                    Ok::<_, ObjectError>(body(&slice))
                 }
             };
             let written = store
@@ -883,7 +901,7 @@ mod tests {
         let write = |key: &'static str| async {
             let written = store.write(
                 key,
-                &b"x"[..],
+                body(b"x"),
                 incoming(1, SystemTime::now(), &Expected::Unknown),
             );
             written.await.unwrap().landed().await.unwrap();
@@ -902,7 +920,7 @@ mod tests {
         store
             .write(
                 "a/b/c.txt",
-                &b"hello"[..],
+                body(b"hello"),
                 incoming(5, mtime, &Expected::Unknown),
             )
             .await
@@ -926,7 +944,7 @@ mod tests {
         let landing = store
             .write(
                 "a",
-                &b"x"[..],
+                body(b"x"),
                 incoming(1, SystemTime::now(), &Expected::Unknown),
             )
             .await
@@ -968,7 +986,7 @@ mod tests {
         };
         let fetch = |first: u64, last: u64| {
             let slice = data[first as usize..=last as usize].to_vec();
-            async move { Ok::<_, ObjectError>(std::io::Cursor::new(slice)) }
+            async move { Ok::<_, ObjectError>(body(&slice)) }
         };
         let mtime = UNIX_EPOCH + Duration::from_secs(1_000);
         store
@@ -995,19 +1013,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_body_never_reaches_the_final_name() {
-        for (size, body) in [(10, vec![1u8; 3]), (3 * BLOCK, vec![1u8; 2 * BLOCK + 3])] {
+        for (size, data) in [(10, vec![1u8; 3]), (3 * BLOCK, vec![1u8; 2 * BLOCK + 3])] {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalStore::new(dir.path().to_path_buf());
             let err = store
                 .write(
                     "f",
-                    &body[..],
+                    self::body(&data),
                     incoming(size as u64, SystemTime::now(), &Expected::Unknown),
                 )
                 .await
                 .unwrap_err();
             assert!(err.transient);
-            let says = format!("expected {size} bytes but received {}", body.len());
+            let says = format!("expected {size} bytes but received {}", data.len());
             assert!(err.to_string().contains(&says), "{err}");
             until_empty(dir.path()).await;
         }
@@ -1015,17 +1033,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_longer_than_announced_never_reaches_the_final_name() {
-        use tokio::io::AsyncReadExt;
         // Whole blocks as announced, handed on before the extra byte shows.
         for size in [BLOCK, 2 * BLOCK] {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalStore::new(dir.path().to_path_buf());
             let announced = vec![1u8; size];
-            let body = (&announced[..]).chain(&b"!"[..]);
             let err = store
                 .write(
                     "f",
-                    body,
+                    body(&announced).chain(body(b"!")),
                     incoming(size as u64, SystemTime::now(), &Expected::Unknown),
                 )
                 .await
@@ -1033,6 +1049,26 @@ mod tests {
             assert!(err.to_string().contains("received more"), "{err}");
             until_empty(dir.path()).await;
         }
+    }
+
+    #[test]
+    fn a_block_of_more_chunks_than_one_system_call_takes_is_written_whole() {
+        let data: Vec<u8> = (0..3 * MAX_BUFFERS as u32).map(|i| i as u8).collect();
+        // Chunks of 1 to 3 bytes, more than MAX_BUFFERS of them.
+        let mut block = Block::new();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let take = (block.len() % 3 + 1).min(rest.len());
+            block.push(Bytes::copy_from_slice(&rest[..take]));
+            rest = &rest[take..];
+        }
+        assert!(block.len() > MAX_BUFFERS);
+        let file = tempfile::tempfile().unwrap();
+        let end = write_block(&file, &block, 5).unwrap();
+        assert_eq!(end, 5 + data.len() as u64);
+        let mut written = vec![0; data.len()];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut written, 5).unwrap();
+        assert_eq!(written, data);
     }
 
     #[test]

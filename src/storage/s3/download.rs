@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, ServerSideEncryption};
 use base64::Engine;
+use bytes::Bytes;
 
 use super::error::read_error;
 use super::metadata::{ObjectHeaders, MD5_METADATA, PART_SIZE_METADATA};
@@ -220,6 +221,15 @@ impl S3Store {
             })?;
         Ok(out.body)
     }
+}
+
+/// A body's bytes in the chunks they arrive in, owned, so that they are handed on
+/// without being copied; an error keeps its cause (a checksum mismatch stays one).
+pub fn chunks(body: ByteStream) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::unfold(body, |mut body| async move {
+        let chunk = body.next().await?.map_err(std::io::Error::from);
+        Some((chunk, body))
+    })
 }
 
 #[cfg(test)]

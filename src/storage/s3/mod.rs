@@ -90,6 +90,7 @@ use crate::storage::{ChecksumAlgorithm, KeyRange, Listing};
 
 pub use client::{build_client, ClientSettings, DEFAULT_REGION};
 pub use copy::CopySource;
+pub use download::chunks;
 pub use error::{describe_body_error, describe_sdk_error};
 pub use journal::{Journal, Recorded};
 pub use metadata::{content_type_for, url_encoded_key, PART_SIZE_METADATA};
