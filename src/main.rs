@@ -192,12 +192,15 @@ fn log_to(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Warnings by default, debug with `-vv`; `RUST_LOG` overrides. The SDK's own crates stay
-/// at warn unless asked for, since their debug output is about requests, not objects.
+/// at warn unless asked for, since their debug output is about requests, not objects. The
+/// credential chain's warning about each provider that failed is left to `-vv`: it dumps
+/// the provider's raw answer (its headers too), and the run's own error already names the
+/// cause and the fix.
 fn init_logging(verbose: u8) {
     let default = if verbose >= 2 {
         "s3mirror=debug,warn"
     } else {
-        "warn"
+        "warn,aws_config::meta::credentials::chain=error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -18,6 +18,8 @@ struct Case {
     name: &'static str,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
+    /// Variables of the usual environment left out.
+    unset: Vec<&'static str>,
     /// Run without the capability to read files regardless of their permissions.
     no_dac_override: bool,
     code: i32,
@@ -30,6 +32,7 @@ impl Case {
             name,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
+            unset: Vec::new(),
             no_dac_override: false,
             code,
             says: says.to_vec(),
@@ -41,9 +44,17 @@ impl Case {
         self
     }
 
+    fn without(mut self, key: &'static str) -> Self {
+        self.unset.push(key);
+        self
+    }
+
     fn run(&self) -> Run {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let mut command = s3mirror_command(&args);
+        for key in &self.unset {
+            command.env_remove(key);
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -64,6 +75,27 @@ impl Case {
         }
         Run::from(command.output().expect("run s3mirror"))
     }
+}
+
+/// A server on loopback that answers every request 403 Forbidden, as the instance metadata
+/// service of an instance that disabled it does; returns its address.
+fn refusing_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = "IMDS is disabled";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
 }
 
 /// A tmpfs of 1 MiB at a directory, unmounted when dropped.
@@ -140,6 +172,7 @@ async fn every_bad_input_gets_a_clear_line_and_its_exit_code() {
     .await
     .unwrap();
     let expired_endpoint = format!("http://{}", proxy.addr);
+    let refusing_metadata = format!("http://{}", refusing_server());
 
     let src = src.to_str().unwrap();
     let url = |prefix: &str| format!("s3://{bucket}/{prefix}");
@@ -200,6 +233,16 @@ async fn every_bad_input_gets_a_clear_line_and_its_exit_code() {
         )
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("RUST_LOG", "trace"),
+        Case::new(
+            "no credentials, and an instance metadata service that refuses",
+            &[&url("x"), &path("never")],
+            3,
+            &["ListObjectsV2", "configure credentials"],
+        )
+        .without("AWS_ACCESS_KEY_ID")
+        .without("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "false")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &refusing_metadata),
         Case::new(
             "expired credentials",
             &[
