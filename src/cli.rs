@@ -299,8 +299,9 @@ pub struct CommonArgs {
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Consider only keys matching GLOB, relative to the prefix (repeatable; the last
-    /// matching --include or --exclude wins; `*` matches `/` too)
+    /// Take back keys matching GLOB, relative to the prefix, that an earlier --exclude
+    /// left out (repeatable; the last matching --include or --exclude wins; `*` matches
+    /// `/` too): --exclude '*' --include '*.jpg' takes only the JPEGs
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
 

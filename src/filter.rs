@@ -19,10 +19,17 @@ pub enum Rule {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid pattern {pattern:?}: {cause}")]
-pub struct PatternError {
-    pattern: String,
-    cause: String,
+pub enum PatternError {
+    #[error("invalid pattern {pattern:?}: {cause}")]
+    Invalid { pattern: String, cause: String },
+    /// An include before every exclude: every key is included already, so it leaves
+    /// nothing out, though a user of rclone would expect it to.
+    #[error(
+        "--include {0:?} comes before any --exclude, so it leaves no key out (every key is \
+         included unless an --exclude leaves it out, and the last matching pattern wins, as in \
+         the AWS CLI); to take only the keys it matches, put --exclude '*' before it"
+    )]
+    IncludeFirst(String),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,12 +47,17 @@ pub struct Filters {
 
 impl Filters {
     /// Adds patterns in command-line order. `*` matches any characters, `/` included.
+    /// An include that comes before every exclude is refused: it would change nothing.
     pub fn with_patterns<'a>(
         mut self,
         rules: impl IntoIterator<Item = (Rule, &'a str)>,
     ) -> Result<Self, PatternError> {
         for (rule, pattern) in rules {
-            let glob = Glob::new(pattern).map_err(|err| PatternError {
+            let excluding = self.patterns.iter().any(|(rule, _)| *rule == Rule::Exclude);
+            if rule == Rule::Include && !excluding {
+                return Err(PatternError::IncludeFirst(pattern.to_owned()));
+            }
+            let glob = Glob::new(pattern).map_err(|err| PatternError::Invalid {
                 pattern: pattern.to_owned(),
                 cause: err.kind().to_string(),
             })?;
@@ -143,8 +155,26 @@ mod tests {
     #[test]
     fn invalid_patterns_are_errors() {
         let err = Filters::default()
-            .with_patterns([(Rule::Include, "a[")])
+            .with_patterns([(Rule::Exclude, "a[")])
             .unwrap_err();
         assert!(err.to_string().contains("invalid pattern \"a[\""), "{err}");
+    }
+
+    #[test]
+    fn an_include_before_every_exclude_is_refused_with_the_fix() {
+        use Rule::*;
+        for rules in [
+            &[(Include, "*.jpg")][..],
+            &[(Include, "a/*"), (Exclude, "*")],
+        ] {
+            let err = Filters::default()
+                .with_patterns(rules.iter().copied())
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("--include \""), "{err}");
+            assert!(err.contains("put --exclude '*' before it"), "{err}");
+        }
+        let f = filters(&[(Exclude, "*"), (Include, "*.jpg")]);
+        assert!(f.key_selected("a.jpg") && !f.key_selected("a.png"));
     }
 }

@@ -74,10 +74,11 @@ pub fn filter(data: &[u8]) {
     let mut parts: Vec<&str> = text.split('\n').collect();
     let key = parts.pop().unwrap_or_default();
     let rules = parts.iter().enumerate().map(|(i, pattern)| {
+        // Alternating from an exclude: an include before every exclude is refused.
         let rule = if i % 2 == 0 {
-            Rule::Include
-        } else {
             Rule::Exclude
+        } else {
+            Rule::Include
         };
         (rule, *pattern)
     });

@@ -348,10 +348,14 @@ async fn every_bad_input_gets_a_clear_line_and_its_exit_code() {
 
 #[test]
 fn usage_errors_exit_2_with_the_reason() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["/tmp/a", "/tmp/b", "--threads", "0"],
             "--threads must be between",
+        ),
+        (
+            &["/tmp/a", "/tmp/b", "--include", "*.jpg"],
+            "--include \"*.jpg\" comes before any --exclude",
         ),
         (&["/tmp/a"], "required"),
         (
