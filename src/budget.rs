@@ -1,8 +1,7 @@
 //! Run budgets for a maintenance window: `--max-duration` and `--max-transfer`. Once one
 //! is reached no new copy starts and the listing stops; copies in flight finish (with
 //! `--cutoff hard`, they are aborted at the deadline instead, their multipart uploads
-//! with them), deletions are left for a run that covers the whole listing, and the run
-//! exits 4. A rerun continues where this one stopped: what was copied is in place.
+//! with them), deletions are left for a run that copies everything, and the run exits 4. A rerun continues where this one stopped: what was copied is in place.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -208,6 +208,13 @@ pub struct CommonArgs {
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), env = "S3MIRROR_LIST_PARALLELISM")]
     pub list_parallelism: u16,
 
+    /// Objects to copy that the run looks ahead at, beyond those in transfer: those of
+    /// --multipart-threshold or more start ahead of the smaller ones, so that large
+    /// objects late in key order do not end the run alone; 0 copies in key order. Each
+    /// takes a few hundred bytes of memory
+    #[arg(long, default_value_t = crate::plan::DEFAULT_BACKLOG, value_name = "N", env = "S3MIRROR_MAX_BACKLOG")]
+    pub max_backlog: usize,
+
     /// Pass over every symbolic link in a local tree (counted, never copied) instead of
     /// copying what it points to
     #[arg(long, env = "S3MIRROR_NO_FOLLOW_SYMLINKS", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]

@@ -92,6 +92,8 @@ pub struct SyncSettings {
     pub compare: CompareMode,
     /// ListObjectsV2 requests a bucket listing sends at once.
     pub list_width: usize,
+    /// `--max-backlog`: jobs decided ahead of the workers, handed out largest first.
+    pub backlog: usize,
     /// What local walks do with symbolic links, and whether links are made again.
     pub links: LinkMode,
     /// `--fsync-each-file`: no syncfs of a local destination's file system.
@@ -341,6 +343,7 @@ impl SyncSettings {
             threads: args.threads,
             pacing: Pacing::new(args.max_rps, args.max_bandwidth.filter(|&b| b > 0)),
             list_width: usize::from(args.list_parallelism),
+            backlog: args.max_backlog,
             links: match (args.links, args.no_follow_symlinks) {
                 (true, _) => LinkMode::Store,
                 (false, true) => LinkMode::Skip,

@@ -9,7 +9,9 @@ use crate::config::{ServerSideCopy, SyncSettings};
 use crate::location::Location;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::plan::{count_source, DeleteQueue, Event, MergeJoin, Pairing, Planner, Reporter};
+use crate::plan::{
+    count_source, hand_out, DeleteQueue, Event, MergeJoin, Pairing, Planner, Reporter,
+};
 use crate::stats::Stats;
 use tokio::sync::Semaphore;
 
@@ -207,8 +209,16 @@ async fn run_pipeline(
     });
 
     let progress = console.start_progress(Arc::clone(stats));
-    // Bounded to the number of workers: the planner waits whenever all are busy.
-    let (jobs_tx, jobs_rx) = async_channel::bounded(settings.threads);
+    // The planner's jobs go to the backlog, which hands the largest to the next free
+    // worker. Both channels are bounded: the planner waits whenever the backlog is full,
+    // and a job in the workers' channel is one the backlog can no longer rank.
+    let (decided_tx, decided_rx) = async_channel::bounded(settings.threads);
+    let (jobs_tx, jobs_rx) = async_channel::bounded(1);
+    // A dry run or a verify reports in key order, and copies nothing to start early.
+    let backlog = match settings.dry_run || settings.output.verify {
+        true => 0,
+        false => settings.backlog,
+    };
     // A file waiting to be made durable and renamed holds a worker but no transfer slot:
     // as many workers again let the transfers go on meanwhile.
     let workers = match (&transfer.dest, settings.dry_run) {
@@ -235,7 +245,15 @@ async fn run_pipeline(
         None => None,
     };
     let pipeline = async {
-        let planned = planner.run(join, jobs_tx, deletes).await;
+        let (planned, ()) = tokio::join!(
+            planner.run(join, decided_tx, deletes),
+            hand_out(
+                decided_rx,
+                jobs_tx,
+                backlog,
+                settings.transfer.multipart_threshold
+            )
+        );
         while workers.join_next().await.is_some() {}
         let planned = planned?;
         if let Some(delete) = settings.delete {

@@ -1,9 +1,11 @@
 //! The planner: walks the merge-join of both listings, decides per key, counts what
 //! needs no work and hands the rest to the transfer workers.
 //!
-//! Invariant: the jobs channel is bounded, so the listings are read only as fast as the
-//! workers take jobs, and memory holds O(threads) jobs whatever the object count.
+//! Invariant: the jobs channel and the backlog are bounded, so the listings are read
+//! only as fast as the workers take jobs, and memory holds O(threads + backlog) jobs
+//! whatever the object count.
 
+mod backlog;
 mod census;
 mod decide;
 mod delete_queue;
@@ -12,6 +14,7 @@ mod merge;
 
 use std::time::SystemTime;
 
+pub use backlog::{hand_out, DEFAULT_CAPACITY as DEFAULT_BACKLOG};
 pub use census::count_source;
 pub use decide::{decide, CompareMode, CopyReason, Decision, Pairing};
 pub use delete_queue::DeleteQueue;

@@ -17,14 +17,18 @@ const DELETE_CONCURRENCY: usize = 4;
 const BACKUP_CONCURRENCY: usize = 16;
 
 impl Transfer {
-    /// Deletes the queued keys, unless a listing was incomplete, the source was empty
-    /// (without `allow_empty_source`) or there are more than `max_delete`.
+    /// Deletes the queued keys, unless a budget stopped the run, a listing was
+    /// incomplete, the source was empty (without `allow_empty_source`) or there are more
+    /// than `max_delete`.
     pub async fn delete_extras(&self, planned: Planned, settings: DeleteSettings) {
-        if planned.cut_short {
+        // Even when the listing was whole, the copies it called for may not have started
+        // (they wait in the backlog): a mirror that stops halfway keeps what it would
+        // delete, as one that stopped before it is.
+        if planned.cut_short || self.budget.stopped().is_some() {
             // Not a failure: the budget's stop is what the exit code reports.
             self.reporter.report(Event::Notice(
-                "the run stopped at a budget before the end of the listing, so nothing was \
-                 deleted; a run that covers the whole listing deletes",
+                "the run stopped at a budget before every object was copied, so nothing was \
+                 deleted; a run that copies them all deletes",
             ));
             return;
         }

@@ -1,6 +1,6 @@
 //! Run budgets for a maintenance window: `--max-transfer` and `--max-duration` stop new
 //! copies with exit 4, `--cutoff hard` aborts what is in flight, deletions wait for a
-//! run that covers the whole listing, and a rerun finishes the job.
+//! run that copies everything, and a rerun finishes the job.
 
 use std::time::Duration;
 

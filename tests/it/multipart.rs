@@ -8,7 +8,8 @@ use std::io::Write;
 
 use crate::garage::garage;
 use crate::{
-    bucket_contents, put_multipart, s3mirror, s3mirror_command, tree_contents, write_tree, Run,
+    bucket_contents, put_multipart, put_object, s3mirror, s3mirror_command, tree_contents,
+    write_tree, Run,
 };
 
 const MIB: usize = 1 << 20;
@@ -366,4 +367,50 @@ async fn a_ranged_download_is_checked_against_an_md5chksum_alone() {
     // Neither under its name nor as a temporary file.
     let left: Vec<_> = std::fs::read_dir(&bad).map_or(vec![], |d| d.collect());
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The keys copied, in the order `--json` reported them.
+fn copy_order(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["action"] == "copy")
+        .map(|line| line["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_object_late_in_key_order_starts_ahead_of_the_small_ones() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("mp-large-first").await;
+    let data = big_file();
+    put_object(&client, &bucket, "z-large", &data).await;
+    for i in 0..40 {
+        put_object(&client, &bucket, &format!("d/f{i:02}"), b"small").await;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("s3://{bucket}");
+
+    // One transfer at a time, so copies end in the order they start. The planner finds
+    // the large object last, once the first few small ones are already handed out.
+    let restore = |dir: &str, extra: &[&str]| {
+        let dest = work.path().join(dir);
+        let args = [source.as_str(), dest.to_str().unwrap(), "--threads", "1"];
+        let run = s3mirror(&[&args[..], &["--json"], &SMALL_PARTS, extra].concat());
+        run.assert_code(0);
+        let contents = tree_contents(&dest);
+        assert_eq!(contents.len(), 41);
+        assert_eq!(contents["z-large"], data);
+        copy_order(&run.stdout)
+    };
+    let ahead = restore("ahead", &[]);
+    let position = ahead.iter().position(|key| key == "z-large").unwrap();
+    assert!(
+        position < 10,
+        "the large object copied {position}th: {ahead:?}"
+    );
+
+    let in_key_order = restore("in-key-order", &["--max-backlog", "0"]);
+    assert_eq!(in_key_order.last().map(String::as_str), Some("z-large"));
 }
