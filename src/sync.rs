@@ -209,8 +209,8 @@ async fn run_pipeline(
     });
 
     let progress = console.start_progress(Arc::clone(stats));
-    // The planner's jobs go to the backlog, which hands the largest to the next free
-    // worker. Both channels are bounded: the planner waits whenever the backlog is full,
+    // The planner's jobs go to the backlog, which hands large objects to the free
+    // workers first. Both channels are bounded: the planner waits whenever the backlog is full,
     // and a job in the workers' channel is one the backlog can no longer rank.
     let (decided_tx, decided_rx) = async_channel::bounded(settings.threads);
     let (jobs_tx, jobs_rx) = async_channel::bounded(1);

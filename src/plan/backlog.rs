@@ -162,40 +162,40 @@ mod tests {
         if all_first {
             planner.await.unwrap();
         }
+        let taken = taken(workers_rx).await;
+        backlog.await.unwrap();
+        taken
+    }
+
+    /// Small and large jobs (100 bytes or more, in these tests) in key order.
+    const MIXED: [(&str, u64); 6] = [
+        ("a", 1),
+        ("b", 5),
+        ("c", 100),
+        ("d", 300),
+        ("e", 99),
+        ("f", 100),
+    ];
+
+    /// The keys of the jobs the workers take, in order, until the backlog ends.
+    async fn taken(workers: async_channel::Receiver<Job>) -> Vec<String> {
         let mut taken = Vec::new();
-        while let Ok(job) = workers_rx.recv().await {
+        while let Ok(job) = workers.recv().await {
             taken.push(job.source.key);
         }
-        backlog.await.unwrap();
         taken
     }
 
     #[tokio::test]
     async fn large_jobs_go_ahead_of_the_small_ones_waiting_each_kind_in_key_order() {
-        let jobs = [
-            ("a", 1),
-            ("b", 5),
-            ("c", 100),
-            ("d", 300),
-            ("e", 99),
-            ("f", 100),
-        ];
         // The first two are handed out before the others come: one in the workers'
         // channel, one waiting for room in it.
-        assert_eq!(order(&jobs, 10).await, ["a", "b", "c", "d", "f", "e"]);
+        assert_eq!(order(&MIXED, 10).await, ["a", "b", "c", "d", "f", "e"]);
     }
 
     #[tokio::test]
     async fn without_a_backlog_jobs_go_in_key_order() {
-        let jobs = [
-            ("a", 1),
-            ("b", 5),
-            ("c", 100),
-            ("d", 300),
-            ("e", 99),
-            ("f", 100),
-        ];
-        assert_eq!(order(&jobs, 0).await, ["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(order(&MIXED, 0).await, ["a", "b", "c", "d", "e", "f"]);
     }
 
     #[tokio::test]
@@ -218,10 +218,7 @@ mod tests {
             .expect("a job handed out makes room for the next")
             .unwrap();
         drop(decided_tx);
-        let mut rest = Vec::new();
-        while let Ok(job) = workers_rx.recv().await {
-            rest.push(job.source.key);
-        }
+        let rest = taken(workers_rx).await;
         backlog.await.unwrap();
         assert_eq!(rest, ["k1", "k2", "k3", "k4", "k5", "k6"]);
     }
