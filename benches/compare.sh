@@ -16,6 +16,8 @@
 #            --list-parallelism 1, to show what listing common prefixes in parallel gains)
 #   large    --large files of --large-mib MiB, upload   at 0 ms / 8
 #            (s3mirror also on one core with taskset, as s3mirror-1-core, when there are more)
+#   check-large  re-sync of those files by content (s3mirror --compare etag, rclone --checksum)
+#            at 0 ms / 8: every byte hashed, nothing sent, so the client's cores are the bound
 #   download-large  the two large files of the seed-like set (below), bucket -> local directory,
 #            at 0 ms / 8, every tool, s3mirror also on one core, and rclone-durable: rclone
 #            followed by `sync`, since rclone returns before its files are on disk
@@ -254,6 +256,17 @@ large_tools=$tools
 for tool in $large_tools; do
     garage_bucket "large-$tool"
     measure 0 8 large "$tool" "$large" "$((large * large_mib << 20))" "$work/large" "large-$tool/data/"
+done
+# check-large: the same re-sync by content, against the bucket each tool wrote (the AWS CLI
+# cannot compare content). Every byte is read and hashed and nothing is sent.
+for tool in $large_tools; do
+    case $tool in
+        s3mirror*) check=(--compare etag) ;;
+        rclone) check=(--checksum) ;;
+        *) continue ;;
+    esac
+    measure 0 8 check-large "$tool" "$large" "$((large * large_mib << 20))" "$work/large" \
+        "large-$tool/data/" "${check[@]}"
 done
 
 # --- throttling ---------------------------------------------------------------------------

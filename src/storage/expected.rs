@@ -73,7 +73,7 @@ impl Expected {
                 part_size.iter().copied().collect(),
             ),
         };
-        Some(DigestRequest { kind, part_sizes })
+        Some(DigestRequest::parts(kind, part_sizes))
     }
 
     /// Compares digests computed as `request` asked with what the server promised; the
@@ -224,12 +224,12 @@ impl StreamCheck {
     pub fn new(expected: &Expected) -> Self {
         let request = expected.request();
         let (whole, parts) = match request {
-            Some(DigestRequest { kind, part_sizes }) if part_sizes.is_empty() => {
-                (Some(Hasher::new(kind)), None)
-            }
-            Some(DigestRequest { kind, part_sizes }) => {
-                (None, Some(PartHasher::new(kind, part_sizes[0])))
-            }
+            Some(DigestRequest {
+                kind, whole: true, ..
+            }) => (Some(Hasher::new(kind)), None),
+            Some(DigestRequest {
+                kind, part_sizes, ..
+            }) => (None, Some(PartHasher::new(kind, part_sizes[0]))),
             None => (None, None),
         };
         Self {

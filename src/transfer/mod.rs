@@ -211,21 +211,19 @@ impl Transfer {
         let Some(remote_tag) = remote.and_then(|entry| entry.etag.as_ref()) else {
             return Ok(Decision::Copy(CopyReason::ContentDiffers));
         };
-        let candidates = match remote_tag.parts() {
-            Some(parts) => candidate_part_sizes(job.source.size, parts, self.parts.part_size),
-            None => Vec::new(),
-        };
-        let request = DigestRequest {
-            kind: HashKind::Md5,
-            part_sizes: candidates,
-        };
-        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
         let matches = match remote_tag.parts() {
-            Some(_) => digests
-                .parts
-                .iter()
-                .any(|parts| ETag::multipart(parts) == *remote_tag),
-            None => ETag::from_md5(&local::as_md5(&digests.whole)) == *remote_tag,
+            Some(parts) => {
+                let candidates = candidate_part_sizes(job.source.size, parts, self.parts.part_size);
+                parts_match(store, key, HashKind::Md5, candidates, |parts| {
+                    ETag::multipart(parts) == *remote_tag
+                })
+                .await?
+            }
+            None => {
+                let request = DigestRequest::whole(HashKind::Md5);
+                let digests = store.digests(key, vec![request]).await?.digests.remove(0);
+                ETag::from_md5(&local::as_md5(&digests.whole)) == *remote_tag
+            }
         };
         Ok(same_content(matches))
     }
@@ -297,33 +295,25 @@ impl Transfer {
         checksum: &Checksum,
         recorded_part_size: Option<u64>,
     ) -> Result<bool, ObjectError> {
-        let part_sizes = match checksum.parts {
-            Some(parts) => {
-                let mut sizes: Vec<u64> = recorded_part_size
-                    .filter(|&p| p > 0 && size.div_ceil(p).max(1) == u64::from(parts))
-                    .into_iter()
-                    .collect();
-                for candidate in candidate_part_sizes(size, parts, self.parts.part_size) {
-                    if !sizes.contains(&candidate) {
-                        sizes.push(candidate);
-                    }
-                }
-                sizes
+        let kind = HashKind::Checksum(checksum.algorithm);
+        let Some(parts) = checksum.parts else {
+            let request = DigestRequest::whole(kind);
+            let digests = store.digests(key, vec![request]).await?.digests.remove(0);
+            return Ok(Checksum::full(checksum.algorithm, &digests.whole) == *checksum);
+        };
+        let mut sizes: Vec<u64> = recorded_part_size
+            .filter(|&p| p > 0 && size.div_ceil(p).max(1) == u64::from(parts))
+            .into_iter()
+            .collect();
+        for candidate in candidate_part_sizes(size, parts, self.parts.part_size) {
+            if !sizes.contains(&candidate) {
+                sizes.push(candidate);
             }
-            None => Vec::new(),
-        };
-        let request = DigestRequest {
-            kind: HashKind::Checksum(checksum.algorithm),
-            part_sizes,
-        };
-        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
-        Ok(match checksum.parts {
-            Some(_) => digests
-                .parts
-                .iter()
-                .any(|parts| Checksum::composite(checksum.algorithm, parts) == *checksum),
-            None => Checksum::full(checksum.algorithm, &digests.whole) == *checksum,
+        }
+        parts_match(store, key, kind, sizes, |digests| {
+            Checksum::composite(checksum.algorithm, digests) == *checksum
         })
+        .await
     }
 
     /// Copies an object, starting again after a transient failure (bytes cut short or
@@ -429,12 +419,34 @@ fn same_content(matches: bool) -> Decision {
     }
 }
 
+/// Whether the digests of a local file's parts, for one of `part_sizes` (most likely
+/// first), make what `matches` accepts. Each part size costs a pass of the hash over every
+/// byte, so the most likely one is tried alone, and the others, in one more read of the
+/// file, only when it fails: an unchanged file is hashed once.
+async fn parts_match(
+    store: &LocalStore,
+    key: &str,
+    kind: HashKind,
+    mut part_sizes: Vec<u64>,
+    matches: impl Fn(&[Vec<u8>]) -> bool,
+) -> Result<bool, ObjectError> {
+    let others = part_sizes.split_off(part_sizes.len().min(1));
+    for sizes in [part_sizes, others] {
+        if sizes.is_empty() {
+            continue;
+        }
+        let request = DigestRequest::parts(kind, sizes);
+        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
+        if digests.parts.iter().any(|parts| matches(parts)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A local file's CRC32C, for comparing two local files under `--compare checksum`.
 async fn whole_file_checksum(store: &LocalStore, key: &str) -> Result<Vec<u8>, ObjectError> {
-    let request = DigestRequest {
-        kind: HashKind::Checksum(ChecksumAlgorithm::Crc32c),
-        part_sizes: Vec::new(),
-    };
+    let request = DigestRequest::whole(HashKind::Checksum(ChecksumAlgorithm::Crc32c));
     Ok(store
         .digests(key, vec![request])
         .await?
@@ -469,6 +481,7 @@ pub fn candidate_part_sizes(size: u64, parts: u32, configured: u64) -> Vec<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::checksum::digest;
 
     #[test]
     fn candidates_all_give_the_part_count() {
@@ -478,5 +491,36 @@ mod tests {
         assert!(got.iter().all(|&p| size.div_ceil(p) == 7), "{got:?}");
         assert_eq!(candidate_part_sizes(10 << 20, 2, 16 << 20)[0], 5 << 20);
         assert!(candidate_part_sizes(1, 3, 16 << 20).is_empty());
+    }
+
+    #[tokio::test]
+    async fn parts_match_any_part_size_tried_first_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..100u8).collect();
+        std::fs::write(dir.path().join("f"), &data).unwrap();
+        let store = LocalStore::new(dir.path().to_path_buf());
+        let etag = |part: usize| {
+            let parts: Vec<_> = data
+                .chunks(part)
+                .map(|c| digest(HashKind::Md5, c))
+                .collect();
+            ETag::multipart(&parts)
+        };
+        let (by_30, by_40) = (etag(30), etag(40));
+        let found = |sizes: Vec<u64>, wanted: ETag| {
+            let store = &store;
+            async move {
+                parts_match(store, "f", HashKind::Md5, sizes, |parts| {
+                    ETag::multipart(parts) == wanted
+                })
+                .await
+                .unwrap()
+            }
+        };
+        assert!(found(vec![30, 40], by_30.clone()).await);
+        assert!(found(vec![40, 25, 30], by_30.clone()).await);
+        assert!(!found(vec![40, 25], by_30).await);
+        assert!(found(vec![40], by_40.clone()).await);
+        assert!(!found(vec![], by_40).await);
     }
 }

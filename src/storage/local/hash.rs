@@ -14,17 +14,46 @@ const READ_BUFFER: usize = 1024 * 1024;
 
 pub type Md5Digest = [u8; 16];
 
-/// What to compute in a pass: one kind of hash, of the whole file and of its parts for
-/// each part size.
+/// What to compute in a pass: one kind of hash, of the whole file, of its parts for each
+/// part size, or both. Each costs a pass of the hash over every byte, so what is not
+/// needed is not asked for: a multipart ETag or a composite checksum is made of its parts.
 #[derive(Debug, Clone)]
 pub struct DigestRequest {
     pub kind: HashKind,
+    pub whole: bool,
     pub part_sizes: Vec<u64>,
+}
+
+impl DigestRequest {
+    /// The digest of the whole file.
+    pub fn whole(kind: HashKind) -> Self {
+        Self::whole_and_parts(kind, Vec::new())
+    }
+
+    /// The digests of the parts for each part size, or of the whole file when there is
+    /// no part size to try.
+    pub fn parts(kind: HashKind, part_sizes: Vec<u64>) -> Self {
+        Self {
+            kind,
+            whole: part_sizes.is_empty(),
+            part_sizes,
+        }
+    }
+
+    /// The digest of the whole file and those of its parts for each part size.
+    pub fn whole_and_parts(kind: HashKind, part_sizes: Vec<u64>) -> Self {
+        Self {
+            kind,
+            whole: true,
+            part_sizes,
+        }
+    }
 }
 
 /// The answer to one `DigestRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
+    /// Empty unless the request asked for it.
     pub whole: Vec<u8>,
     /// For each requested part size, the digest of every part, in order.
     pub parts: Vec<Vec<Vec<u8>>>,
@@ -40,7 +69,7 @@ pub struct FileDigests {
 }
 
 struct RequestHasher {
-    whole: Hasher,
+    whole: Option<Hasher>,
     parts: Vec<PartHasher>,
 }
 
@@ -124,7 +153,7 @@ impl RequestHashers {
         let hashers = requests
             .iter()
             .map(|request| RequestHasher {
-                whole: Hasher::new(request.kind),
+                whole: request.whole.then(|| Hasher::new(request.kind)),
                 parts: request
                     .part_sizes
                     .iter()
@@ -138,7 +167,9 @@ impl RequestHashers {
     fn update(&mut self, data: &[u8]) {
         self.len += data.len() as u64;
         for hasher in &mut self.hashers {
-            hasher.whole.update(data);
+            if let Some(whole) = &mut hasher.whole {
+                whole.update(data);
+            }
             for part in &mut hasher.parts {
                 part.update(data);
             }
@@ -149,8 +180,10 @@ impl RequestHashers {
         let digests = self
             .hashers
             .into_iter()
-            .map(|mut hasher| Digests {
-                whole: hasher.whole.finalize_reset(),
+            .map(|hasher| Digests {
+                whole: hasher
+                    .whole
+                    .map_or_else(Vec::new, |mut h| h.finalize_reset()),
                 parts: hasher.parts.into_iter().map(PartHasher::finish).collect(),
             })
             .collect();
@@ -163,10 +196,7 @@ impl RequestHashers {
 
 /// MD5 of the whole file and of its parts for each part size: what ETags are made of.
 pub async fn md5_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result<(Digests, u64)> {
-    let request = DigestRequest {
-        kind: HashKind::Md5,
-        part_sizes,
-    };
+    let request = DigestRequest::whole_and_parts(HashKind::Md5, part_sizes);
     let mut out = file_digests(path, vec![request]).await?;
     Ok((out.digests.remove(0), out.len))
 }
@@ -242,10 +272,7 @@ pub async fn file_checksum(
     path: PathBuf,
     algorithm: ChecksumAlgorithm,
 ) -> std::io::Result<(Vec<u8>, u64)> {
-    let request = DigestRequest {
-        kind: HashKind::Checksum(algorithm),
-        part_sizes: Vec::new(),
-    };
+    let request = DigestRequest::whole(HashKind::Checksum(algorithm));
     let mut out = file_digests(path, vec![request]).await?;
     Ok((out.digests.remove(0).whole, out.len))
 }
@@ -288,14 +315,8 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let crc = HashKind::Checksum(ChecksumAlgorithm::Crc32c);
         let requests = vec![
-            DigestRequest {
-                kind: HashKind::Md5,
-                part_sizes: vec![],
-            },
-            DigestRequest {
-                kind: crc,
-                part_sizes: vec![4096],
-            },
+            DigestRequest::whole(HashKind::Md5),
+            DigestRequest::whole_and_parts(crc, vec![4096]),
         ];
         let got = file_digests(path, requests).await.unwrap();
         assert_eq!(got.digests[0].whole, digest(HashKind::Md5, &data));
@@ -324,10 +345,7 @@ mod tests {
             .collect();
         std::fs::write(&path, &data).unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        let request = DigestRequest {
-            kind: HashKind::Md5,
-            part_sizes: vec![],
-        };
+        let request = DigestRequest::whole(HashKind::Md5);
         let third = data.len() as u64 / 3;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         for range in [

@@ -77,14 +77,12 @@ impl S3Store {
         } else {
             // Hashed first, in one pass, for the Content-MD5 (and the checksum) the
             // server verifies; a file changing afterwards fails that check.
-            let mut requests = vec![DigestRequest {
-                kind: HashKind::Md5,
-                part_sizes: vec![],
-            }];
-            requests.extend(self.write.checksum.map(|algorithm| DigestRequest {
-                kind: HashKind::Checksum(algorithm),
-                part_sizes: vec![],
-            }));
+            let mut requests = vec![DigestRequest::whole(HashKind::Md5)];
+            requests.extend(
+                self.write
+                    .checksum
+                    .map(|algorithm| DigestRequest::whole(HashKind::Checksum(algorithm))),
+            );
             let hashed = local::file_digests(path.to_path_buf(), requests)
                 .await
                 .map_err(|err| read_error(&err))?;

@@ -75,14 +75,14 @@ impl S3Store {
     ) -> Result<(), ObjectError> {
         let part_size = part_size_for(source.size, parts.part_size);
         let algorithm = self.write.checksum.unwrap_or(DEFAULT_PART_CHECKSUM);
+        // A CRC's object checksum is the whole file's; another's is composed of the parts'.
+        let checksums = HashKind::Checksum(algorithm);
         let requests = vec![
-            DigestRequest {
-                kind: HashKind::Md5,
-                part_sizes: Vec::new(),
-            },
-            DigestRequest {
-                kind: HashKind::Checksum(algorithm),
-                part_sizes: vec![part_size],
+            DigestRequest::whole(HashKind::Md5),
+            if algorithm.is_crc() {
+                DigestRequest::whole_and_parts(checksums, vec![part_size])
+            } else {
+                DigestRequest::parts(checksums, vec![part_size])
             },
         ];
         let digests = local::file_digests(path.to_path_buf(), requests)
@@ -167,10 +167,7 @@ impl S3Store {
         if opaque {
             return Ok(());
         }
-        let request = DigestRequest {
-            kind: HashKind::Md5,
-            part_sizes: vec![part_size],
-        };
+        let request = DigestRequest::parts(HashKind::Md5, vec![part_size]);
         let mut read = local::file_digests(path.to_path_buf(), vec![request])
             .await
             .map_err(|err| ObjectError::new("read", path.display().to_string(), err))?;
