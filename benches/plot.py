@@ -66,7 +66,9 @@ open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
 # Objects/s for the small-object workloads, MiB/s for large files and restores; listings
 # are in the table.
 tools = list(dict.fromkeys(r["tool"] for r in rows))
-by_bytes = ("large", "download-large", "restore", "restore-slowdown", "restore-direct")
+by_bytes = (
+    "large", "check-large", "download-large", "restore", "restore-slowdown", "restore-direct",
+)
 panels = [
     ("objects/s (log scale, higher is better)", "rate",
      lambda w: w not in by_bytes and not w.startswith("listing"), True),
