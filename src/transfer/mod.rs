@@ -221,8 +221,8 @@ impl Transfer {
             }
             None => {
                 let request = DigestRequest::whole(HashKind::Md5);
-                let digests = store.digests(key, vec![request]).await?.digests.remove(0);
-                ETag::from_md5(&local::as_md5(&digests.whole)) == *remote_tag
+                let whole = store.digests(key, request).await?.whole;
+                ETag::from_md5(&local::as_md5(&whole)) == *remote_tag
             }
         };
         Ok(same_content(matches))
@@ -297,9 +297,8 @@ impl Transfer {
     ) -> Result<bool, ObjectError> {
         let kind = HashKind::Checksum(checksum.algorithm);
         let Some(parts) = checksum.parts else {
-            let request = DigestRequest::whole(kind);
-            let digests = store.digests(key, vec![request]).await?.digests.remove(0);
-            return Ok(Checksum::full(checksum.algorithm, &digests.whole) == *checksum);
+            let whole = store.digests(key, DigestRequest::whole(kind)).await?.whole;
+            return Ok(Checksum::full(checksum.algorithm, &whole) == *checksum);
         };
         let mut sizes: Vec<u64> = recorded_part_size
             .filter(|&p| p > 0 && size.div_ceil(p).max(1) == u64::from(parts))
@@ -435,8 +434,9 @@ async fn parts_match(
         if sizes.is_empty() {
             continue;
         }
-        let request = DigestRequest::parts(kind, sizes);
-        let digests = store.digests(key, vec![request]).await?.digests.remove(0);
+        let digests = store
+            .digests(key, DigestRequest::parts(kind, sizes))
+            .await?;
         if digests.parts.iter().any(|parts| matches(parts)) {
             return Ok(true);
         }
@@ -447,12 +447,7 @@ async fn parts_match(
 /// A local file's CRC32C, for comparing two local files under `--compare checksum`.
 async fn whole_file_checksum(store: &LocalStore, key: &str) -> Result<Vec<u8>, ObjectError> {
     let request = DigestRequest::whole(HashKind::Checksum(ChecksumAlgorithm::Crc32c));
-    Ok(store
-        .digests(key, vec![request])
-        .await?
-        .digests
-        .remove(0)
-        .whole)
+    Ok(store.digests(key, request).await?.whole)
 }
 
 /// Part sizes that split `size` bytes into exactly `parts` parts, most likely first:

@@ -125,21 +125,26 @@ impl LocalStore {
         })
     }
 
-    /// Answers digest requests for the content of `key`: a file's, or a link's target
+    /// Answers a digest request for the content of `key`: a file's, or a link's target
     /// when links are kept as objects.
     pub async fn digests(
         &self,
         key: &str,
-        requests: Vec<DigestRequest>,
-    ) -> Result<FileDigests, crate::storage::ObjectError> {
+        request: DigestRequest,
+    ) -> Result<Digests, crate::storage::ObjectError> {
         let fail = |why: &dyn std::fmt::Display| {
             crate::storage::ObjectError::new("hash", self.describe(key), why)
         };
-        if let Some(target) = self.read_link(key).await? {
-            return Ok(bytes_digests(&target, &requests));
-        }
-        let path = self.path_for(key).map_err(|why| fail(&why))?;
-        file_digests(path, requests).await.map_err(|err| fail(&err))
+        let mut answered = match self.read_link(key).await? {
+            Some(target) => bytes_digests(&target, std::slice::from_ref(&request)),
+            None => {
+                let path = self.path_for(key).map_err(|why| fail(&why))?;
+                file_digests(path, vec![request])
+                    .await
+                    .map_err(|err| fail(&err))?
+            }
+        };
+        Ok(answered.digests.remove(0))
     }
 
     /// Makes the directory a folder marker stands for (`key` ends with `/`).
