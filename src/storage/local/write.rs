@@ -41,7 +41,7 @@ const BLOCK: usize = 256 * 1024;
 /// download holds at most six blocks, each `BLOCK` and one chunk, however slow the disk.
 /// Room for a megabyte lets the runtime thread drain a connection while the job waits for
 /// a thread or the disk; one block of room held the server's answer back in the socket,
-/// which cost the server CPU and a restore of the seed-like set 4-7 % of its time.
+/// which cost the server CPU and a restore of the seed-like set about 5 % of its time.
 const BLOCKS_AHEAD: usize = 4;
 
 /// Chunks of a body as they were received, written with one system call; empty, the end
