@@ -194,13 +194,6 @@ impl RequestHashers {
     }
 }
 
-/// MD5 of the whole file and of its parts for each part size: what ETags are made of.
-pub async fn md5_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result<(Digests, u64)> {
-    let request = DigestRequest::whole_and_parts(HashKind::Md5, part_sizes);
-    let mut out = file_digests(path, vec![request]).await?;
-    Ok((out.digests.remove(0), out.len))
-}
-
 /// A small file read whole, with the digests its upload sends.
 pub struct SmallFile {
     pub data: Vec<u8>,
@@ -267,16 +260,6 @@ fn read_if_cached(_path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
     Ok(None)
 }
 
-/// One checksum algorithm's digest of the whole file, and the bytes read.
-pub async fn file_checksum(
-    path: PathBuf,
-    algorithm: ChecksumAlgorithm,
-) -> std::io::Result<(Vec<u8>, u64)> {
-    let request = DigestRequest::whole(HashKind::Checksum(algorithm));
-    let mut out = file_digests(path, vec![request]).await?;
-    Ok((out.digests.remove(0).whole, out.len))
-}
-
 /// An MD5 digest as the fixed-size array ETags are built from.
 pub fn as_md5(digest: &[u8]) -> Md5Digest {
     digest.try_into().expect("an MD5 digest is 16 bytes")
@@ -286,6 +269,13 @@ pub fn as_md5(digest: &[u8]) -> Md5Digest {
 mod tests {
     use super::*;
     use crate::storage::ETag;
+
+    /// MD5 of the whole file and of its parts for each part size: what ETags are made of.
+    async fn md5_digests(path: PathBuf, part_sizes: Vec<u64>) -> std::io::Result<(Digests, u64)> {
+        let request = DigestRequest::whole_and_parts(HashKind::Md5, part_sizes);
+        let mut out = file_digests(path, vec![request]).await?;
+        Ok((out.digests.remove(0), out.len))
+    }
 
     #[tokio::test]
     async fn small_files_are_read_whole_and_hashed() {

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use crate::storage::{KeyRange, Listing};
 
 pub use hash::{
-    as_md5, bytes_digests, digests_as_written, file_checksum, file_digests, md5_digests,
-    read_small, DigestRequest, Digests, FileDigests, Md5Digest, SmallFile,
+    as_md5, bytes_digests, digests_as_written, file_digests, read_small, DigestRequest, Digests,
+    FileDigests, Md5Digest, SmallFile,
 };
 pub use links::{not_a_target, LinkMode, LINK_SUFFIX, MAX_TARGET as MAX_LINK_TARGET};
 pub use write::{remove_temps_in_flight, Incoming, Landing};
