@@ -74,43 +74,49 @@ async fn an_interrupted_or_killed_download_leaves_no_temporary_file_behind() {
     crate::write_tree(&work.path().join("src"), &[("big.bin".into(), big.clone())]);
     let url = format!("s3://{bucket}");
     let src = work.path().join("src");
-    let dest = work.path().join("dest");
-    let (url2, dest2) = (url, dest);
     tokio::task::spawn_blocking(move || {
-        s3mirror(&[src.to_str().unwrap(), &url2]).assert_code(0);
-        for signal in [libc::SIGINT, libc::SIGKILL] {
-            let mut child = crate::s3mirror_command(&[
-                &url2,
-                dest2.to_str().unwrap(),
-                "--max-bandwidth",
-                "1MiB",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while dest2.read_dir().map_or(true, |d| d.count() == 0) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the download did not start"
+        s3mirror(&[src.to_str().unwrap(), &url]).assert_code(0);
+        // Whole, and by ranges.
+        let by_ranges = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+        for (name, options) in [("whole", &[][..]), ("ranges", &by_ranges[..])] {
+            let dest = work.path().join(name);
+            for signal in [libc::SIGINT, libc::SIGKILL] {
+                let mut args = vec![&url[..], dest.to_str().unwrap(), "--max-bandwidth", "1MiB"];
+                args.extend(options);
+                let mut child = crate::s3mirror_command(&args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while dest.read_dir().map_or(true, |d| d.count() == 0) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{name}: the download did not start"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                assert_eq!(
+                    temp_files(&dest).len(),
+                    1,
+                    "{name}: a download is under way"
                 );
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                unsafe { libc::kill(child.id() as i32, signal) };
+                let status = child.wait().unwrap();
+                if signal == libc::SIGINT {
+                    assert_eq!(status.code(), Some(130), "{name}");
+                    assert!(temp_files(&dest).is_empty(), "{name}: Ctrl-C removes it");
+                } else {
+                    assert_eq!(temp_files(&dest).len(), 1, "{name}: kill -9 leaves it");
+                }
             }
-            assert_eq!(temp_files(&dest2).len(), 1, "a download is under way");
-            unsafe { libc::kill(child.id() as i32, signal) };
-            let status = child.wait().unwrap();
-            if signal == libc::SIGINT {
-                assert_eq!(status.code(), Some(130));
-                assert!(temp_files(&dest2).is_empty(), "Ctrl-C removes it");
-            } else {
-                assert_eq!(temp_files(&dest2).len(), 1, "kill -9 leaves it");
-            }
+            // The next run removes what the killed one left, and finishes the copy.
+            let mut args = vec![&url[..], dest.to_str().unwrap()];
+            args.extend(options);
+            s3mirror(&args).assert_code(0);
+            assert!(temp_files(&dest).is_empty(), "{name}");
+            assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), big, "{name}");
         }
-        // The next run removes what the killed one left, and finishes the copy.
-        s3mirror(&[&url2, dest2.to_str().unwrap()]).assert_code(0);
-        assert!(temp_files(&dest2).is_empty());
-        assert_eq!(std::fs::read(dest2.join("big.bin")).unwrap(), big);
     })
     .await
     .unwrap();
