@@ -6,7 +6,7 @@
 #                      [--flat-objects N] [--flat-listing-objects N]
 #                      [--large N] [--large-mib N] [--tools "s3mirror rclone aws s3sync"]
 #                      [--throttle-objects N] [--rate-limit N] [--seed-objects N] [--seed-max-kib N]
-#                      [--seed-large-mib N] [--slowdown-share P]
+#                      [--seed-large-mib N] [--slowdown-share P] [--restore-rounds N]
 #                      [--out DIR]
 #
 # Workloads (each tool writes to its own fresh bucket):
@@ -22,7 +22,8 @@
 #            at 0 ms / 8, every tool, s3mirror also on one core, and rclone-durable: rclone
 #            followed by `sync`, since rclone returns before its files are on disk
 #   upload-rate-limited, restore, restore-slowdown, restore-direct  throttling, s3mirror and rclone: see the
-#            section "throttling" below (the restore also with rclone-durable)
+#            section "throttling" below (the restore also with rclone-durable); restore-direct
+#            runs in --restore-rounds rounds (default 3), the tools in a new order each round
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
 #   no-op-flat     the no-op over --flat-objects files in one directory (one flat prefix)
@@ -32,16 +33,19 @@
 #                  --flat-objects keys (0 skips it)
 #
 # Writes DIR/results.csv, DIR/table.md and DIR/plot.png (default DIR: bench-results/latest).
+# A workload measured in several rounds is shown as the median of its rounds. Beside each
+# tool's own CPU, results.csv has the machine's: every CPU's busy time over the run, the
+# server, the proxy and the kernel's writeback threads included.
 # Ratios between tools measured in one run are the figures to quote; absolute times depend
 # on the machine (the server and the proxy share its CPUs). Each download keeps its files
-# until the last has run: the defaults need about 45 GB free.
+# until the last has run: the defaults need about 60 GB free (it stops first if there is less).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/garage-lib.sh
 
 objects=10000 noop_objects=100000 listing_objects=1000000 large=4 large_mib=256
 flat_objects=100000 flat_listing_objects=1000000
-throttle_objects=5000 rate_limit=400 seed_objects=10000 seed_max_kib=4096 seed_large_mib=300 slowdown_share=0.1
+throttle_objects=5000 rate_limit=400 seed_objects=10000 seed_max_kib=4096 seed_large_mib=300 slowdown_share=0.1 restore_rounds=3
 tools="s3mirror rclone aws s3sync" out=bench-results/latest
 while [ $# -gt 0 ]; do
     case $1 in
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
         --seed-max-kib) seed_max_kib=$2; shift 2 ;;
         --seed-large-mib) seed_large_mib=$2; shift 2 ;;
         --slowdown-share) slowdown_share=$2; shift 2 ;;
+        --restore-rounds) restore_rounds=$2; shift 2 ;;
         --tools) tools=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
@@ -192,7 +197,13 @@ command_for() {
     esac
 }
 
-echo "latency_ms,threads,workload,tool,objects,bytes,wall_s,cpu_s,peak_rss_kib,requests" >"$work/results.csv"
+echo "latency_ms,threads,workload,tool,objects,bytes,wall_s,cpu_s,peak_rss_kib,requests,machine_cpu_s" \
+    >"$work/results.csv"
+# busy_seconds: the CPU time all CPUs have spent busy since boot (/proc/stat: user, nice,
+# system, irq and softirq; not idle, iowait or time stolen by the host).
+busy_seconds() {
+    awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { print ($2 + $3 + $4 + $7 + $8) / hz; exit }' /proc/stat
+}
 # measure LATENCY THREADS WORKLOAD TOOL OBJECTS BYTES SRC DST [EXTRA...]
 # With direct=1 the tool talks to the server itself (no proxy, no request count).
 direct=0
@@ -208,17 +219,21 @@ measure() {
     command_for "$tool" "$threads" "$src" "$dst"
     sync
     echo "  $workload $tool (${latency} ms, $threads)" >&2
+    local busy_before
+    busy_before=$(busy_seconds)
     if ! /usr/bin/time -f "%e %U %S %M" -o "$work/time" "${cmd[@]}" "$@" >"$work/out" 2>&1; then
         echo "$tool $workload failed:" >&2
         tail -20 "$work/out" >&2
         stop_proxy
         return 0
     fi
+    local busy
+    busy=$(awk -v a="$busy_before" -v b="$(busy_seconds)" 'BEGIN { printf "%.2f", b - a }')
     stop_proxy
     local wall user sys rss requests
     read -r wall user sys rss <"$work/time"
     requests=$(sed -n 's/^faultproxy: \([0-9]*\) requests.*/\1/p' "$work/proxy.log")
-    echo "$latency,$threads,$workload,$tool,$n,$bytes,$wall,$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}'),$rss,$requests" \
+    echo "$latency,$threads,$workload,$tool,$n,$bytes,$wall,$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}'),$rss,$requests,$busy" \
         >>"$work/results.csv"
 }
 
@@ -339,6 +354,22 @@ throttling_workloads() {
     make_files "$work/throttle" "$throttle_objects" 4096
     make_seed_like "$work/seed" "$seed_objects" "$((seed_max_kib << 10))" "$seed_large_mib"
     seed_bytes=$(files_and_bytes "$work/seed" | cut -d' ' -f2)
+    local restore_tools=("${throttle_tools[@]}")
+    [[ " $tools " == *" rclone "* ]] && restore_tools+=(rclone-durable)
+    local download_tools=$large_tools
+    [[ " $tools " == *" rclone "* ]] && download_tools="$download_tools rclone-durable"
+    # Every download is kept until the last has run (restore_dir), so the room they need is
+    # known before the first: a restore and one through SlowDowns for each tool,
+    # rclone-durable's restore, the rounds straight to the server, the large downloads.
+    local downloads need free
+    downloads=$((${#throttle_tools[@]} + (1 + restore_rounds) * ${#restore_tools[@]}))
+    need=$((downloads * seed_bytes + $(wc -w <<<"$download_tools") * (2 * seed_large_mib << 20)))
+    free=$(($(df --output=avail -k "$work" | tail -1) << 10))
+    if [ "$need" -gt "$free" ]; then
+        echo "the downloads need $((need >> 30)) GiB and $work has $((free >> 30)) GiB free:" \
+            "free some room, or lower --restore-rounds or --seed-objects" >&2
+        exit 1
+    fi
     garage_bucket seed
     fill seed "$work/seed"
 
@@ -347,8 +378,6 @@ throttling_workloads() {
     ln "$work/seed"/large-* "$work/seed-large/"
     garage_bucket seed-large
     fill seed-large "$work/seed-large"
-    local download_tools=$large_tools
-    [[ " $tools " == *" rclone "* ]] && download_tools="$download_tools rclone-durable"
     local restores=0 restored
     for tool in $download_tools; do
         restore_dir
@@ -372,24 +401,26 @@ throttling_workloads() {
         done
         proxy_faults=()
     done
-    local restore_tools=("${throttle_tools[@]}")
     if [[ " $tools " == *" rclone "* ]]; then
         restore_dir
         measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
         forget_cached "$restored"
-        restore_tools+=(rclone-durable)
     fi
     # The same restore straight to the server: the proxy costs every tool the same per
-    # request, which hides part of the difference between them. Measured in order and again
-    # in reverse (rclone-durable, a reference, once), since a restore that syncs pays for
-    # the disk's state, which the runs before it leave; the table shows the means.
+    # request, which hides part of the difference between them. A restore that syncs pays
+    # for the state of the disk and of memory that the runs before it leave, so it runs in
+    # --restore-rounds rounds, the order of the tools turned by one place each round: every
+    # tool comes first, in the middle and last equally often when the rounds are a multiple
+    # of the tools. The table shows each tool's median.
     direct=1
-    local reversed=()
-    for tool in "${throttle_tools[@]}"; do reversed=("$tool" "${reversed[@]}"); done
-    for tool in "${restore_tools[@]}" "${reversed[@]}"; do
-        restore_dir
-        measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
-        forget_cached "$restored"
+    local round i count=${#restore_tools[@]}
+    for ((round = 0; round < restore_rounds; round++)); do
+        for ((i = 0; i < count; i++)); do
+            tool=${restore_tools[$(((i + round) % count))]}
+            restore_dir
+            measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
+            forget_cached "$restored"
+        done
     done
     direct=0
     rm -rf "$work/restored"

@@ -12,16 +12,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 out, title = sys.argv[1], sys.argv[2]
-# A workload measured more than once (the restores straight to the server, in alternating
-# order) is shown as the mean of its runs.
+# A workload measured more than once (the restores straight to the server, in rounds) is
+# shown as the median of its runs, each figure on its own.
+def median(values):
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
 runs = {}
 for r in csv.DictReader(open(os.path.join(out, "results.csv"))):
     runs.setdefault((r["workload"], r["latency_ms"], r["threads"], r["tool"]), []).append(r)
 rows = []
 for measured in runs.values():
     r = dict(measured[0], runs=len(measured))
-    for key in ("wall_s", "cpu_s"):
-        r[key] = str(sum(float(m[key]) for m in measured) / len(measured))
+    for key in ("wall_s", "cpu_s", "machine_cpu_s"):
+        r[key] = str(median(float(m[key]) for m in measured))
     r["peak_rss_kib"] = str(max(int(m["peak_rss_kib"]) for m in measured))
     rows.append(r)
 for r in rows:
@@ -40,13 +45,13 @@ def best_peer(label, key, higher_is_better):
     return max(peers) if higher_is_better else min(peers)
 
 def tool_label(r):
-    return r["tool"] if r["runs"] == 1 else f'{r["tool"]} (mean of {r["runs"]})'
+    return r["tool"] if r["runs"] == 1 else f'{r["tool"]} (median of {r["runs"]})'
 
 lines = [
     f"{title}",
     "",
-    "| workload | latency | transfers | tool | wall s | objects/s | MiB/s | CPU ms/object | peak RSS MiB | requests | vs best peer |",
-    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    "| workload | latency | transfers | tool | wall s | objects/s | MiB/s | CPU ms/object | machine CPU s | peak RSS MiB | requests | vs best peer |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
 ]
 for r in rows:
     ratio = ""
@@ -59,7 +64,7 @@ for r in rows:
                 ratio += f', {r["cpu_ms"] / cpu:.2f}x CPU'
     lines.append(
         f'| {r["workload"]} | {r["latency_ms"]} ms | {r["threads"]} | {tool_label(r)} | {float(r["wall_s"]):.2f} | '
-        f'{r["rate"]:.0f} | {r["mib_s"]:.1f} | {r["cpu_ms"]:.3f} | {r["rss_mib"]:.0f} | {r["requests"]} | {ratio} |'
+        f'{r["rate"]:.0f} | {r["mib_s"]:.1f} | {r["cpu_ms"]:.3f} | {float(r["machine_cpu_s"]):.1f} | {r["rss_mib"]:.0f} | {r["requests"]} | {ratio} |'
     )
 open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
 
