@@ -289,30 +289,8 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
     assert!(run.stderr.contains("damaged on the way"), "{}", run.stderr);
 
     // Bucket to bucket through this machine: the destination checks the source's MD5.
-    let endpoint = format!("http://{}", proxy.addr);
-    let through = tokio::task::spawn_blocking({
-        let (copy_url, endpoint, garage) = (
-            format!("s3://{copy_bucket}/data"),
-            endpoint.clone(),
-            server.endpoint.clone(),
-        );
-        move || {
-            s3mirror(&[
-                &url,
-                &copy_url,
-                "--source-endpoint-url",
-                &endpoint,
-                "--dest-endpoint-url",
-                &garage,
-                "--multipart-threshold",
-                "8MiB",
-                "--part-size",
-                "5MiB",
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let copy_url = format!("s3://{copy_bucket}/data");
+    let through = copy_through(&proxy, &url, &copy_url, &[]).await;
     through.assert_code(0);
     assert_same_contents(
         &bucket_contents(&client, &copy_bucket, "data/").await,
@@ -320,6 +298,106 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
         &through,
     );
     assert!(through.count("recopied") >= 1, "{}", through.stderr);
+}
+
+/// A bucket to bucket copy through this machine, reading the source through the proxy
+/// and writing straight to the server, in parts above 8 MiB.
+async fn copy_through(proxy: &Proxy, from: &str, to: &str, extra: &[&str]) -> Run {
+    let endpoint = format!("http://{}", proxy.addr);
+    let args: Vec<String> = [
+        from,
+        to,
+        "--source-endpoint-url",
+        &endpoint,
+        "--dest-endpoint-url",
+        &garage().endpoint,
+        "--multipart-threshold",
+        "8MiB",
+        "--part-size",
+        "5MiB",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        s3mirror(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Objects that state a whole-object CRC (as every object AWS has stored since December
+/// 2024 states a CRC64NVME) and so are checked against it rather than their MD5: copied
+/// through this machine past a proxy that damages and cuts bodies, none lands damaged,
+/// whether the copy carries checksums or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_objects_stating_crcs_through_this_machine_never_land_damaged() {
+    const MIB: usize = 1 << 20;
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("crc-damaged").await;
+    let work = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = (0..120u32)
+        .map(|i| {
+            let body = format!("crc object {i} ").repeat(1 + (i as usize * 89) % 4000);
+            (format!("small/f{i:03}"), body.into_bytes())
+        })
+        .collect();
+    files.push((
+        "big/eleven.bin".into(),
+        (0..11 * MIB).map(|i| (i % 241) as u8).collect(),
+    ));
+    write_tree(work.path(), &files);
+    let url = format!("s3://{bucket}/data");
+    let up = s3mirror(&[
+        work.path().to_str().unwrap(),
+        &url,
+        "--checksum-algorithm",
+        "crc32c",
+        "--multipart-threshold",
+        "5MiB",
+        "--part-size",
+        "5MiB",
+    ]);
+    up.assert_code(0);
+    let expected = bucket_contents(&client, &bucket, "data/").await;
+
+    let proxy = proxy(Faults {
+        truncate: 0.08,
+        corrupt: 0.08,
+        ..Faults::default()
+    })
+    .await;
+    // Without checksums, the bytes are checked on their way through, and a mismatch
+    // names the read; with them, the destination checks the source's CRC.
+    for (name, extra, refusal) in [
+        ("crc-plain-copy", &[][..], "GetObject"),
+        (
+            "crc-crc-copy",
+            &["--checksum-algorithm", "crc32c"][..],
+            "PutObject",
+        ),
+    ] {
+        let copy_bucket = server.new_bucket(name).await;
+        let copy_url = format!("s3://{copy_bucket}/data");
+        let through = copy_through(&proxy, &url, &copy_url, extra).await;
+        through.assert_code(0);
+        assert_same_contents(
+            &bucket_contents(&client, &copy_bucket, "data/").await,
+            &expected,
+            &through,
+        );
+        assert!(through.count("recopied") >= 1, "{name}: {}", through.stderr);
+        let refused = through.stderr.lines().any(|line| {
+            line.contains(refusal)
+                && (line.contains("checksum mismatch")
+                    || line.contains("damaged on the way")
+                    || line.contains("InvalidDigest"))
+        });
+        assert!(refused, "{name}: {}", through.stderr);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ macro_rules! checksum_from {
 }
 
 pub mod basic;
+mod checked_body;
 mod client;
 mod copy;
 mod download;

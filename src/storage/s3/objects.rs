@@ -10,6 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, Delete, ObjectIdentifier};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 
+use super::checked_body::{checked, source_damage};
 use super::error::damaged_in_transit;
 use super::metadata::{
     content_type_for, format_mtime, ObjectHeaders, MTIME_METADATA, PART_SIZE_METADATA,
@@ -133,7 +134,9 @@ impl S3Store {
 
     /// Uploads an object being read from another bucket, keeping its headers and metadata.
     /// The destination verifies the bytes against the source's checksum (with checksums
-    /// on) or its MD5 (as Content-MD5) where the source states one.
+    /// on) or its MD5 (as Content-MD5) where the source states one; other bytes are
+    /// checked on their way through, against the source's CRC, before their last chunk
+    /// is sent.
     pub async fn put_download(&self, key: &str, download: Download) -> Result<(), ObjectError> {
         let checksum = self.carried_checksum(key, download.checksum)?;
         // The source's MD5 as Content-MD5: the destination refuses bytes damaged on the
@@ -142,19 +145,28 @@ impl S3Store {
             Expected::Md5 { digest, .. } if checksum.is_none() => Some(b64(&digest)),
             _ => None,
         };
+        let unchecked = checksum.is_none() && content_md5.is_none();
+        let body = match download.expected {
+            Expected::Unknown => download.body,
+            _ if !unchecked => download.body,
+            ref expected => checked(download.body, download.size, expected),
+        };
         let put = self
             .client
             .put_object()
             .bucket(self.url.bucket())
             .key(self.url.full_key(key))
-            .body(download.body)
+            .body(body)
             .content_length(download.size as i64)
             .set_content_md5(content_md5);
         let put = download.headers.apply_to_put(put);
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
-            .map_err(|err| self.put_error(key, &err))?;
+            .map_err(|err| match source_damage(&err) {
+                Some(damaged) => ObjectError::transient("GetObject", &download.source, damaged),
+                None => self.put_error(key, &err),
+            })?;
         self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
     }
 
