@@ -362,8 +362,9 @@ pub struct SyncArgs {
     #[arg(long, value_enum, default_value_t = CompareArg::Auto, env = "S3MIRROR_COMPARE")]
     pub compare: CompareArg,
 
-    /// Write every object with this additional checksum, which the server verifies
-    /// (any case: CRC32C as the AWS CLI spells it) [default with --compare checksum: crc32c]
+    /// Write every object with this additional checksum, which the server verifies and
+    /// must state back (any case: CRC32C as the AWS CLI spells it); without it, uploads of
+    /// files still store a CRC32C [default with --compare checksum: crc32c]
     #[arg(
         long,
         value_enum,

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use aws_sdk_s3::types::ChecksumMode;
+use base64::Engine;
 
 use crate::garage::garage;
 use crate::SMALL_PARTS;
-use crate::{bucket_contents, s3mirror, tree_contents, write_tree};
+use crate::{bucket_contents, put_object, s3mirror, tree_contents, write_tree};
 
 const MIB: usize = 1 << 20;
 
@@ -177,7 +178,8 @@ async fn objects_without_checksums_are_reported_or_rewritten() {
     write_tree(&source, &[("a.txt".into(), b"alpha".to_vec())]);
     let src = source.to_str().unwrap();
     let url = format!("s3://{bucket}/plain");
-    s3mirror(&[src, &url]).assert_code(0);
+    // Written by another tool: s3mirror's own uploads always store a checksum.
+    put_object(&client, &bucket, "plain/a.txt", b"alpha").await;
     assert_eq!(stored(&client, &bucket, "plain/a.txt").await, None);
 
     // A source object without a checksum cannot be judged: the object fails, clearly.
@@ -196,6 +198,35 @@ async fn objects_without_checksums_are_reported_or_rewritten() {
     assert!(run.stdout.contains("no stored checksum"), "{}", run.stdout);
     assert!(stored(&client, &bucket, "plain/a.txt").await.is_some());
     assert_eq!(run_ok(&[src, &url], &[]).count("copied"), 0);
+}
+
+/// Without `--checksum-algorithm`, an upload from a file stores the CRC32C of its whole
+/// content, whether it goes in one PutObject (read whole or streamed) or in parts.
+#[tokio::test]
+async fn uploads_without_an_algorithm_store_the_crc32c_of_the_whole_content() {
+    let server = garage();
+    let client = server.client();
+    let bucket = server.new_bucket("ck-default").await;
+    let work = tempfile::tempdir().unwrap();
+    let files = [
+        ("small.txt".to_owned(), b"small".to_vec()),
+        ("streamed.bin".to_owned(), big_file()[..MIB].to_vec()),
+        ("parts.bin".to_owned(), big_file()),
+    ];
+    write_tree(work.path(), &files);
+    let url = format!("s3://{bucket}/up");
+    let run = s3mirror(&[&[work.path().to_str().unwrap(), &url][..], &SMALL_PARTS].concat());
+    run.assert_code(0);
+    assert_eq!(
+        (run.requests("PutObject"), run.requests("UploadPart")),
+        (2, 3)
+    );
+    for (key, data) in &files {
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32;
+        let want = base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes());
+        let got = stored(&client, &bucket, &format!("up/{key}")).await;
+        assert_eq!(got, Some(("CRC32C".to_owned(), want)), "{key}");
+    }
 }
 
 #[tokio::test]

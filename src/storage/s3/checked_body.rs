@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::describe_body_error;
-use crate::storage::{Checksum, Expected, StreamCheck};
+use crate::storage::{Expected, StreamCheck};
 
 /// Why a checked body stopped: its bytes did not match the source's promise, fewer
 /// arrived than were listed, or the source's response broke off. Found again in the write's error to name the read as the
@@ -53,14 +53,6 @@ struct CheckedBody {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl CheckedBody {
-    /// The checksum the source states, for a mismatch the S3 client found.
-    fn stated(&self) -> Option<&Checksum> {
-        match &self.expected {
-            Expected::Checksum { checksum, .. } => Some(checksum),
-            _ => None,
-        }
-    }
-
     /// The verdict at the end of the inner body.
     fn finish(&mut self) -> Result<(), SourceDamaged> {
         let check = self.check.take().expect("a body ends once");
@@ -106,7 +98,8 @@ impl Body for CheckedBody {
                 }
                 Some(Err(err)) => {
                     // The S3 client's own check of a stated CRC, or a broken connection.
-                    let why = describe_body_error(&std::io::Error::other(err), self.stated());
+                    let stated = self.expected.stated_checksum();
+                    let why = describe_body_error(&std::io::Error::other(err), stated);
                     return Poll::Ready(Some(Err(Box::new(SourceDamaged(why)))));
                 }
                 None => {
@@ -145,7 +138,7 @@ pub fn source_damage<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
 mod tests {
     use super::*;
     use crate::storage::checksum::{digest, HashKind};
-    use crate::storage::ChecksumAlgorithm;
+    use crate::storage::{Checksum, ChecksumAlgorithm};
 
     fn crc_of(data: &[u8]) -> Expected {
         let algorithm = ChecksumAlgorithm::Crc32c;

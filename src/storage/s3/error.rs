@@ -86,13 +86,20 @@ where
 
 /// Why the bytes of a body stopped arriving. The SDK checks a full-object checksum the
 /// server states as the body streams and ends it with an opaque "streaming error" when
-/// the bytes do not match: that is named as the mismatch it is, with both values.
+/// the bytes do not match: that is named as the mismatch it is, with both values. Any
+/// other cause is told with the errors beneath it ("streaming error: end of file before
+/// message length reached").
 pub fn describe_body_error(err: &std::io::Error, stated: Option<&Checksum>) -> String {
+    let mut text = err.to_string();
     // An io::Error's source() skips the error it wraps, so the walk starts at that one.
     let mut cause = err
         .get_ref()
         .map(|inner| inner as &(dyn std::error::Error + 'static));
     while let Some(current) = cause {
+        let message = current.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
         if let Some(ChecksumError::ChecksumMismatch { expected, actual }) =
             current.downcast_ref::<ChecksumError>()
         {
@@ -109,7 +116,7 @@ pub fn describe_body_error(err: &std::io::Error, stated: Option<&Checksum>) -> S
         }
         cause = current.source();
     }
-    err.to_string()
+    text
 }
 
 /// Why an answer could not be parsed: the deepest cause, which names the problem (an
@@ -214,6 +221,25 @@ mod tests {
         );
         let other = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut short");
         assert_eq!(describe_body_error(&other, Some(&stated)), "cut short");
+
+        #[derive(Debug)]
+        struct Streaming(std::io::Error);
+        impl std::fmt::Display for Streaming {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("streaming error")
+            }
+        }
+        impl std::error::Error for Streaming {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "end of file");
+        let cut = std::io::Error::other(Streaming(eof));
+        assert_eq!(
+            describe_body_error(&cut, None),
+            "streaming error: end of file"
+        );
     }
 
     #[test]

@@ -101,6 +101,12 @@ pub use parts::{part_size_for, PartSettings, BUFFER_BUDGET_MIB, MIN_PART_SIZE};
 pub use restore::{Restore, RestoreState, RestoreTier};
 pub use uploads::ActiveUploads;
 
+/// The checksum sent with every object uploaded from a file when no algorithm is
+/// configured, beside the Content-MD5: the server verifies and stores it, so that every
+/// later download checks a CRC, which costs a fraction of an MD5, and a multipart
+/// upload's parts and assembled object are verified too (as a whole-object CRC).
+const DEFAULT_CHECKSUM: ChecksumAlgorithm = ChecksumAlgorithm::Crc32c;
+
 /// Settings applied to every object written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOptions {

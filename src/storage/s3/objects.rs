@@ -15,7 +15,7 @@ use super::error::damaged_in_transit;
 use super::metadata::{
     content_type_for, format_mtime, ObjectHeaders, MTIME_METADATA, PART_SIZE_METADATA,
 };
-use super::{describe_sdk_error, S3Store};
+use super::{describe_sdk_error, S3Store, DEFAULT_CHECKSUM};
 use crate::location::S3Url;
 use crate::storage::checksum::{b64, HashKind};
 use crate::storage::local::DigestRequest;
@@ -51,9 +51,9 @@ pub struct StoredChecksum {
 
 impl S3Store {
     /// Uploads a local file in one PutObject, recording its mtime as user metadata and
-    /// its Content-Type from the extension. A small file is read whole and sent with its
-    /// Content-MD5, which the server verifies. With a checksum algorithm set, the file is
-    /// hashed first and the server verifies and stores the checksum.
+    /// its Content-Type from the extension. The file is hashed first (a small one is read
+    /// whole and sent from memory) for its Content-MD5 and its checksum (the configured
+    /// algorithm's, else CRC32C), which the server verifies and stores.
     pub async fn put_file(
         &self,
         key: &str,
@@ -62,46 +62,39 @@ impl S3Store {
     ) -> Result<(), ObjectError> {
         let read_error =
             |err: &dyn std::fmt::Display| ObjectError::new("read", path.display().to_string(), err);
+        let algorithm = self.write.checksum.unwrap_or(DEFAULT_CHECKSUM);
         let (body, content_md5, checksum) = if source.size <= SMALL_FILE {
-            let file = local::read_small(path.to_path_buf(), self.write.checksum)
+            let file = local::read_small(path.to_path_buf(), Some(algorithm))
                 .await
                 .map_err(|err| read_error(&err))?;
             if file.data.len() as u64 != source.size {
                 return Err(changed_while_reading(path));
             }
-            let checksum = self
-                .write
+            let checksum = file
                 .checksum
-                .zip(file.checksum)
-                .map(|(algorithm, digest)| Checksum::full(algorithm, &digest));
-            (ByteStream::from(file.data), Some(b64(&file.md5)), checksum)
+                .map(|digest| Checksum::full(algorithm, &digest));
+            (ByteStream::from(file.data), b64(&file.md5), checksum)
         } else {
-            // Hashed first, in one pass, for the Content-MD5 (and the checksum) the
-            // server verifies; a file changing afterwards fails that check.
-            let mut requests = vec![DigestRequest::whole(HashKind::Md5)];
-            requests.extend(
-                self.write
-                    .checksum
-                    .map(|algorithm| DigestRequest::whole(HashKind::Checksum(algorithm))),
-            );
+            // Hashed first, in one pass, for the Content-MD5 and the checksum the server
+            // verifies; a file changing afterwards fails that check.
+            let requests = vec![
+                DigestRequest::whole(HashKind::Md5),
+                DigestRequest::whole(HashKind::Checksum(algorithm)),
+            ];
             let hashed = local::file_digests(path.to_path_buf(), requests)
                 .await
                 .map_err(|err| read_error(&err))?;
             if hashed.len != source.size {
                 return Err(changed_while_reading(path));
             }
-            let content_md5 = b64(&hashed.digests[0].whole);
-            let checksum = self
-                .write
-                .checksum
-                .map(|algorithm| Checksum::full(algorithm, &hashed.digests[1].whole));
+            let checksum = Checksum::full(algorithm, &hashed.digests[1].whole);
             let body = ByteStream::read_from()
                 .path(path)
                 .buffer_size(256 * 1024)
                 .build()
                 .await
                 .map_err(|err| read_error(&err))?;
-            (body, Some(content_md5), checksum)
+            (body, b64(&hashed.digests[0].whole), Some(checksum))
         };
         let put = self
             .client
@@ -110,14 +103,17 @@ impl S3Store {
             .key(self.url.full_key(key))
             .body(body)
             .content_length(source.size as i64)
-            .set_content_md5(content_md5)
+            .content_md5(content_md5)
             .content_type(content_type_for(key))
             .metadata(MTIME_METADATA, format_mtime(source.mtime));
         let out = with_checksum!(with_write_options!(put, self.write), checksum.as_ref())
             .send()
             .await
             .map_err(|err| self.put_error(key, &err))?;
-        self.confirm_checksum("PutObject", key, checksum.as_ref(), checksum_from!(&out))
+        // The default checksum need not be stated back: the Content-MD5 was verified
+        // anyway, and a server that keeps no checksums still takes the object.
+        let asked = self.write.checksum.and(checksum.as_ref());
+        self.confirm_checksum("PutObject", key, asked, checksum_from!(&out))
     }
 
     /// A failed PutObject; transient when the bytes were damaged or cut short on the way

@@ -17,16 +17,12 @@ use super::metadata::{
 use super::objects::changed_while_reading;
 use super::parts::{part_ranges, part_size_for, PartSettings};
 use super::upload_steps::{with_checksum_algorithm, PartRequest};
-use super::S3Store;
+use super::{S3Store, DEFAULT_CHECKSUM};
 use crate::storage::checksum::{b64, HashKind};
 use crate::storage::local::{DigestRequest, Digests};
 use crate::storage::{local, Checksum, ChecksumAlgorithm, ETag, Entry, ObjectError};
 
 const READ_BUFFER: usize = 256 * 1024;
-/// The checksum that protects the parts of an upload when no algorithm is configured:
-/// CRC32C costs a fraction of an MD5, and as a whole-object CRC it lets the server verify
-/// the assembled object too.
-const DEFAULT_PART_CHECKSUM: ChecksumAlgorithm = ChecksumAlgorithm::Crc32c;
 
 /// One part to upload: where it is in the file and what the server must verify.
 struct FilePart {
@@ -74,7 +70,7 @@ impl S3Store {
         parts: &PartSettings,
     ) -> Result<(), ObjectError> {
         let part_size = part_size_for(source.size, parts.part_size);
-        let algorithm = self.write.checksum.unwrap_or(DEFAULT_PART_CHECKSUM);
+        let algorithm = self.write.checksum.unwrap_or(DEFAULT_CHECKSUM);
         // A CRC's object checksum is the whole file's; another's is composed of the parts'.
         let checksums = HashKind::Checksum(algorithm);
         let requests = vec![
