@@ -24,6 +24,7 @@
 #   upload-rate-limited, restore, restore-slowdown, restore-direct  throttling, s3mirror and rclone: see the
 #            section "throttling" below (the restore also with rclone-durable); restore-direct
 #            runs in --restore-rounds rounds (default 3), the tools in a new order each round
+#   restore-md5-direct  restore-direct from a bucket that rclone filled (no stored CRCs)
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
 #   no-op-flat     the no-op over --flat-objects files in one directory (one flat prefix)
@@ -294,6 +295,7 @@ done
 # restore-slowdown     the same restore through a proxy answering --slowdown-share of the requests,
 #                      drawn at random, with 503 SlowDown
 # restore-direct       the restore with no proxy between the tool and the server
+# restore-md5-direct   restore-direct from the same files uploaded by rclone: MD5s, no CRCs
 # s3mirror and rclone only; DIR/throttling.md gives the ratios (uploads/s against the limit, the
 # restore through SlowDowns against the restore without). Requests/s, refusals included, shows
 # how each tool spends the limit: rclone asks HeadObject before each PutObject.
@@ -342,6 +344,25 @@ PY
 # files_and_bytes DIR: the number of files below DIR and the sum of their sizes.
 files_and_bytes() {
     find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %.0f\n", n, b }'
+}
+
+# restore_in_rounds WORKLOAD BUCKET: the restore of BUCKET straight to the server, by every
+# restore tool, in --restore-rounds rounds; the downloads are removed after the last.
+restore_in_rounds() {
+    local workload=$1 bucket=$2 round i count=${#restore_tools[@]}
+    direct=1
+    for ((round = 0; round < restore_rounds; round++)); do
+        for ((i = 0; i < count; i++)); do
+            tool=${restore_tools[$(((i + round) % count))]}
+            restore_dir
+            measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" "$bucket/data/" "$restored"
+            [ "$(files_and_bytes "$restored")" = "$(files_and_bytes "$work/seed")" ] ||
+                echo "  $tool $workload: the restored directory differs from the source" >&2
+            forget_cached "$restored"
+        done
+    done
+    direct=0
+    rm -rf "$work/restored"
 }
 
 throttling_workloads() {
@@ -412,18 +433,19 @@ throttling_workloads() {
     # --restore-rounds rounds, the order of the tools turned by one place each round: every
     # tool comes first, in the middle and last equally often when the rounds are a multiple
     # of the tools. The table shows each tool's median.
-    direct=1
-    local round i count=${#restore_tools[@]}
-    for ((round = 0; round < restore_rounds; round++)); do
-        for ((i = 0; i < count; i++)); do
-            tool=${restore_tools[$(((i + round) % count))]}
-            restore_dir
-            measure 0 64 restore-direct "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
-            forget_cached "$restored"
-        done
-    done
-    direct=0
-    rm -rf "$work/restored"
+    restore_in_rounds restore-direct seed
+    # The same rounds from a bucket written by rclone, as users bring them: MD5 ETags (and
+    # rclone's md5chksum on the large files), no stored CRC, so every tool checks every byte
+    # by MD5. s3mirror's own uploads store a CRC32C, which its restores check instead, as they
+    # check the CRC64NVME S3 stores for every object. The rounds start after the downloads
+    # above are removed, so they have the room of the first.
+    if [[ " $tools " == *" rclone "* ]]; then
+        garage_bucket seed-md5
+        endpoint=$GARAGE_ENDPOINT
+        command_for rclone 64 "$work/seed" seed-md5/data/
+        "${cmd[@]}" -q
+        restore_in_rounds restore-md5-direct seed-md5
+    fi
 
     mkdir -p "$out"
     awk -F, -v limit="$rate_limit" -v share="$slowdown_share" '

@@ -73,6 +73,7 @@ open(os.path.join(out, "table.md"), "w").write("\n".join(lines) + "\n")
 tools = list(dict.fromkeys(r["tool"] for r in rows))
 by_bytes = (
     "large", "check-large", "download-large", "restore", "restore-slowdown", "restore-direct",
+    "restore-md5-direct",
 )
 panels = [
     ("objects/s (log scale, higher is better)", "rate",
