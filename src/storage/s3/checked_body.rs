@@ -13,8 +13,8 @@ use super::error::describe_body_error;
 use crate::storage::{Expected, StreamCheck};
 
 /// Why a checked body stopped: its bytes did not match the source's promise, fewer
-/// arrived than were listed, or the source's response broke off. Found again in the write's error to name the read as the
-/// cause.
+/// arrived than were listed, or the source's response broke off. Found again in the
+/// write's error, to name the read as the cause.
 #[derive(Debug)]
 pub struct SourceDamaged(pub String);
 
