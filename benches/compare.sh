@@ -22,8 +22,9 @@
 #            at 0 ms / 8, every tool, s3mirror also on one core, and rclone-durable: rclone
 #            followed by `sync`, since rclone returns before its files are on disk
 #   upload-rate-limited, restore, restore-slowdown, restore-direct  throttling, s3mirror and rclone: see the
-#            section "throttling" below (the restore also with rclone-durable); restore-direct
-#            runs in --restore-rounds rounds (default 3), the tools in a new order each round
+#            section "throttling" below (the restore also with rclone-durable); restore and
+#            restore-direct run in --restore-rounds rounds (default 3), the tools in a new
+#            order each round
 #   restore-md5-direct  restore-direct from a bucket that rclone filled (no stored CRCs)
 #   listing-no-op  no-op over --listing-objects empty files, s3mirror alone, for peak memory,
 #                  beside the same no-op over the small files
@@ -346,14 +347,21 @@ files_and_bytes() {
     find "$1" -type f -printf '%s\n' | awk '{ n++; b += $1 } END { printf "%d %.0f\n", n, b }'
 }
 
-# restore_in_rounds WORKLOAD BUCKET: the restore of BUCKET straight to the server, by every
-# restore tool, in --restore-rounds rounds; the downloads are removed after the last.
+# restore_in_rounds WORKLOAD BUCKET DIRECT: the restore of BUCKET by every restore tool, in
+# --restore-rounds rounds, the order of the tools turned by one place each round: every tool
+# comes first, in the middle and last equally often when the rounds are a multiple of the
+# tools. A restore that syncs pays for the state of the disk and of memory that the runs
+# before it leave, which one run alone would put on whichever tool came first. With DIRECT 1
+# the tools talk to the server itself, else through a proxy adding nothing. The downloads
+# are removed after the last round, and the removal synced, so that the discards of the
+# freed blocks do not fall on the next run; each call starts the order one place further on.
+rounds_started=0
 restore_in_rounds() {
     local workload=$1 bucket=$2 round i count=${#restore_tools[@]}
-    direct=1
+    direct=$3
     for ((round = 0; round < restore_rounds; round++)); do
         for ((i = 0; i < count; i++)); do
-            tool=${restore_tools[$(((i + round) % count))]}
+            tool=${restore_tools[$(((i + round + rounds_started) % count))]}
             restore_dir
             measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" "$bucket/data/" "$restored"
             [ "$(files_and_bytes "$restored")" = "$(files_and_bytes "$work/seed")" ] ||
@@ -362,11 +370,13 @@ restore_in_rounds() {
         done
     done
     direct=0
+    rounds_started=$((rounds_started + 1))
     rm -rf "$work/restored"
+    sync
 }
 
 throttling_workloads() {
-    local throttle_tools=() tool workload seed_bytes
+    local throttle_tools=() tool seed_bytes
     for tool in s3mirror rclone; do
         [[ " $tools " == *" $tool "* ]] && throttle_tools+=("$tool")
     done
@@ -379,11 +389,11 @@ throttling_workloads() {
     [[ " $tools " == *" rclone "* ]] && restore_tools+=(rclone-durable)
     local download_tools=$large_tools
     [[ " $tools " == *" rclone "* ]] && download_tools="$download_tools rclone-durable"
-    # Every download is kept until the last has run (restore_dir), so the room they need is
-    # known before the first: a restore and one through SlowDowns for each tool,
-    # rclone-durable's restore, the rounds straight to the server, the large downloads.
+    # Every download is kept until its group has run (restore_dir), so the room they need is
+    # known before the first: the large downloads, a restore through SlowDowns for each tool,
+    # and one group of restore rounds.
     local downloads need free
-    downloads=$((${#throttle_tools[@]} + (1 + restore_rounds) * ${#restore_tools[@]}))
+    downloads=$((${#throttle_tools[@]} + restore_rounds * ${#restore_tools[@]}))
     need=$((downloads * seed_bytes + $(wc -w <<<"$download_tools") * (2 * seed_large_mib << 20)))
     free=$(($(df --output=avail -k "$work" | tail -1) << 10))
     if [ "$need" -gt "$free" ]; then
@@ -411,48 +421,45 @@ throttling_workloads() {
         proxy_faults=(--rate-limit "$rate_limit")
         measure 20 64 upload-rate-limited "$tool" "$throttle_objects" "$((throttle_objects * 4096))" \
             "$work/throttle" "rate-limited-$tool/data/"
-        for workload in restore restore-slowdown; do
-            proxy_faults=()
-            [ "$workload" = restore ] || proxy_faults=(--slowdown "$slowdown_share")
-            restore_dir
-            measure 0 64 "$workload" "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
-            [ "$(files_and_bytes "$restored")" = "$(files_and_bytes "$work/seed")" ] ||
-                echo "  $tool $workload: the restored directory differs from the source" >&2
-            forget_cached "$restored"
-        done
+        proxy_faults=(--slowdown "$slowdown_share")
+        restore_dir
+        measure 0 64 restore-slowdown "$tool" "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
+        [ "$(files_and_bytes "$restored")" = "$(files_and_bytes "$work/seed")" ] ||
+            echo "  $tool restore-slowdown: the restored directory differs from the source" >&2
+        forget_cached "$restored"
         proxy_faults=()
     done
-    if [[ " $tools " == *" rclone "* ]]; then
-        restore_dir
-        measure 0 64 restore rclone-durable "$((seed_objects + 2))" "$seed_bytes" seed/data/ "$restored"
-        forget_cached "$restored"
-    fi
+    # The restore through the proxy (adding nothing), in rounds; the table shows each tool's
+    # median, and the throttling table compares the restore through SlowDowns with it.
+    restore_in_rounds restore seed 0
     # The same restore straight to the server: the proxy costs every tool the same per
-    # request, which hides part of the difference between them. A restore that syncs pays
-    # for the state of the disk and of memory that the runs before it leave, so it runs in
-    # --restore-rounds rounds, the order of the tools turned by one place each round: every
-    # tool comes first, in the middle and last equally often when the rounds are a multiple
-    # of the tools. The table shows each tool's median.
-    restore_in_rounds restore-direct seed
+    # request, which hides part of the difference between them.
+    restore_in_rounds restore-direct seed 1
     # The same rounds from a bucket written by rclone, as users bring them: MD5 ETags (and
     # rclone's md5chksum on the large files), no stored CRC, so every tool checks every byte
     # by MD5. s3mirror's own uploads store a CRC32C, which its restores check instead, as they
-    # check the CRC64NVME S3 stores for every object. The rounds start after the downloads
-    # above are removed, so they have the room of the first.
+    # check the CRC64NVME S3 stores for every object.
     if [[ " $tools " == *" rclone "* ]]; then
         garage_bucket seed-md5
         endpoint=$GARAGE_ENDPOINT
         command_for rclone 64 "$work/seed" seed-md5/data/
         "${cmd[@]}" -q
-        restore_in_rounds restore-md5-direct seed-md5
+        restore_in_rounds restore-md5-direct seed-md5 1
     fi
 
     mkdir -p "$out"
     awk -F, -v limit="$rate_limit" -v share="$slowdown_share" '
         $3 == "upload-rate-limited" && !($4 in seen) { seen[$4]; order[++n] = $4 }
         $3 == "upload-rate-limited" { rate[$4] = $5 / $7; asked[$4] = $10 / $7 }
-        $3 == "restore" { clean[$4] = $7 }
+        $3 == "restore" { clean[$4] = clean[$4] " " $7 }
         $3 == "restore-slowdown" { slow[$4] = $7 }
+        # The median of the values in a space-separated list.
+        function median(list,    v, n, i, j, t) {
+            n = split(list, v, " ")
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+            return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
         END {
             print "| tool | uploads/s at " limit " requests/s | of the limit | requests/s | restore s | restore through " \
                 share * 100 " % SlowDown s | ratio |"
@@ -460,7 +467,7 @@ throttling_workloads() {
             for (i = 1; i <= n; i++) {
                 t = order[i]
                 printf "| %s | %.0f | %.0f %% | %.0f | %.2f | %.2f | %.2fx |\n", t, rate[t], 100 * rate[t] / limit,
-                    asked[t], clean[t], slow[t], clean[t] ? slow[t] / clean[t] : 0
+                    asked[t], median(clean[t]), slow[t], clean[t] ? slow[t] / median(clean[t]) : 0
             }
         }' "$work/results.csv" >"$out/throttling.md"
     cat "$out/throttling.md" >&2
