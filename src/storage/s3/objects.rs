@@ -142,10 +142,10 @@ impl S3Store {
             _ => None,
         };
         let unchecked = checksum.is_none() && content_md5.is_none();
-        let body = match download.expected {
-            Expected::Unknown => download.body,
-            _ if !unchecked => download.body,
-            ref expected => checked(download.body, download.size, expected),
+        let body = if unchecked && download.expected != Expected::Unknown {
+            checked(download.body, download.size, &download.expected)
+        } else {
+            download.body
         };
         let put = self
             .client
