@@ -229,38 +229,15 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
     let client = server.client();
     let bucket = server.new_bucket("damaged").await;
     let copy_bucket = server.new_bucket("damaged-copy").await;
-    let work = tempfile::tempdir().unwrap();
-    let mut files: Vec<(String, Vec<u8>)> = (0..120u32)
-        .map(|i| {
-            let body = format!("object {i} ").repeat(1 + (i as usize * 97) % 4000);
-            (format!("small/f{i:03}"), body.into_bytes())
-        })
-        .collect();
-    // Uploaded in parts by s3mirror, which records the whole MD5.
-    let big: Vec<u8> = (0..11 * MIB).map(|i| (i % 251) as u8).collect();
-    files.push(("big/eleven.bin".into(), big));
-    write_tree(work.path(), &files);
     let url = format!("s3://{bucket}/data");
-    let up = s3mirror(&[
-        work.path().to_str().unwrap(),
-        &url,
-        "--multipart-threshold",
-        "5MiB",
-        "--part-size",
-        "5MiB",
-    ]);
-    up.assert_code(0);
+    // The large one uploaded in parts by s3mirror, which records the whole MD5.
+    upload_objects_to_damage(&url, &[]);
     // Uploaded in parts by another tool: only the multipart ETag tells the content.
     let (five, one) = (vec![7u8; 5 * MIB], vec![9u8; MIB]);
     put_multipart(&client, &bucket, "data/sdk/six.bin", &[&five, &one], &[]).await;
     let expected = bucket_contents(&client, &bucket, "data/").await;
 
-    let proxy = proxy(Faults {
-        truncate: 0.08,
-        corrupt: 0.08,
-        ..Faults::default()
-    })
-    .await;
+    let proxy = damaging_proxy().await;
     // To a directory: the 11 MiB object by ranges, the rest whole.
     let dest = tempfile::tempdir().unwrap();
     let download = [
@@ -307,6 +284,34 @@ async fn downloads_cut_short_or_damaged_are_fetched_again_and_never_land() {
     assert!(through.count("recopied") >= 1, "{}", through.stderr);
 }
 
+/// Uploads 120 small objects below `small/` and one of 11 MiB in 5 MiB parts to `url`,
+/// with s3mirror and `extra` options.
+fn upload_objects_to_damage(url: &str, extra: &[&str]) {
+    let work = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = (0..120u32)
+        .map(|i| {
+            let body = format!("object {i} ").repeat(1 + (i as usize * 97) % 4000);
+            (format!("small/f{i:03}"), body.into_bytes())
+        })
+        .collect();
+    let big: Vec<u8> = (0..11 << 20).map(|i| (i % 251) as u8).collect();
+    files.push(("big/eleven.bin".into(), big));
+    write_tree(work.path(), &files);
+    let parts = ["--multipart-threshold", "5MiB", "--part-size", "5MiB"];
+    let up = [work.path().to_str().unwrap(), url];
+    s3mirror(&[&up[..], &parts, extra].concat()).assert_code(0);
+}
+
+/// A proxy that cuts 8 % of object GETs short and flips a bit in 8 %.
+async fn damaging_proxy() -> Proxy {
+    proxy(Faults {
+        truncate: 0.08,
+        corrupt: 0.08,
+        ..Faults::default()
+    })
+    .await
+}
+
 /// A bucket to bucket copy through this machine, reading the source through the proxy
 /// and writing straight to the server, in parts above 8 MiB.
 async fn copy_through(proxy: &Proxy, from: &str, to: &str, extra: &[&str]) -> Run {
@@ -341,42 +346,14 @@ async fn copy_through(proxy: &Proxy, from: &str, to: &str, extra: &[&str]) -> Ru
 /// whether the copy carries checksums or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_of_objects_stating_crcs_through_this_machine_never_land_damaged() {
-    const MIB: usize = 1 << 20;
     let server = garage();
     let client = server.client();
     let bucket = server.new_bucket("crc-damaged").await;
-    let work = tempfile::tempdir().unwrap();
-    let mut files: Vec<(String, Vec<u8>)> = (0..120u32)
-        .map(|i| {
-            let body = format!("crc object {i} ").repeat(1 + (i as usize * 89) % 4000);
-            (format!("small/f{i:03}"), body.into_bytes())
-        })
-        .collect();
-    files.push((
-        "big/eleven.bin".into(),
-        (0..11 * MIB).map(|i| (i % 241) as u8).collect(),
-    ));
-    write_tree(work.path(), &files);
     let url = format!("s3://{bucket}/data");
-    let up = s3mirror(&[
-        work.path().to_str().unwrap(),
-        &url,
-        "--checksum-algorithm",
-        "crc32c",
-        "--multipart-threshold",
-        "5MiB",
-        "--part-size",
-        "5MiB",
-    ]);
-    up.assert_code(0);
+    upload_objects_to_damage(&url, &["--checksum-algorithm", "crc32c"]);
     let expected = bucket_contents(&client, &bucket, "data/").await;
 
-    let proxy = proxy(Faults {
-        truncate: 0.08,
-        corrupt: 0.08,
-        ..Faults::default()
-    })
-    .await;
+    let proxy = damaging_proxy().await;
     // Without checksums, the bytes are checked on their way through, and a mismatch
     // names the read; with them, the destination checks the source's CRC.
     for (name, extra, refusal) in [

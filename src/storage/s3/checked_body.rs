@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::describe_body_error;
-use crate::storage::{Expected, StreamCheck};
+use crate::storage::{Checksum, Expected, StreamCheck};
 
 /// Why a checked body stopped: its bytes did not match the source's promise, fewer
 /// arrived than were listed, or the source's response broke off. Found again in the
@@ -33,7 +33,7 @@ pub fn checked(body: ByteStream, size: u64, expected: &Expected) -> ByteStream {
     ByteStream::from_body_1_x(CheckedBody {
         inner: body.into_inner(),
         check: Some(StreamCheck::new(expected)),
-        expected: expected.clone(),
+        stated: expected.stated_checksum().cloned(),
         held: None,
         read: 0,
         size,
@@ -44,7 +44,8 @@ struct CheckedBody {
     inner: SdkBody,
     /// Taken once the body has ended and passed its check.
     check: Option<StreamCheck>,
-    expected: Expected,
+    /// The checksum the source states, to name in a mismatch the S3 client found.
+    stated: Option<Checksum>,
     held: Option<Bytes>,
     read: u64,
     size: u64,
@@ -98,8 +99,8 @@ impl Body for CheckedBody {
                 }
                 Some(Err(err)) => {
                     // The S3 client's own check of a stated CRC, or a broken connection.
-                    let stated = self.expected.stated_checksum();
-                    let why = describe_body_error(&std::io::Error::other(err), stated);
+                    let err = std::io::Error::other(err);
+                    let why = describe_body_error(&err, self.stated.as_ref());
                     return Poll::Ready(Some(Err(Box::new(SourceDamaged(why)))));
                 }
                 None => {
@@ -138,7 +139,7 @@ pub fn source_damage<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
 mod tests {
     use super::*;
     use crate::storage::checksum::{digest, HashKind};
-    use crate::storage::{Checksum, ChecksumAlgorithm};
+    use crate::storage::ChecksumAlgorithm;
 
     fn crc_of(data: &[u8]) -> Expected {
         let algorithm = ChecksumAlgorithm::Crc32c;
